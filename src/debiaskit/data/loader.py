@@ -1,0 +1,76 @@
+"""In-memory batching by index (DESIGN.md, "Speed").
+
+The whole dataset is converted once to float32 in [0, 1] on the target device; an epoch is
+one random permutation, cut into index batches. No per-sample Python, no worker processes.
+The permutation of epoch ``e`` depends only on ``(seed, e)``, so a resumed run sees exactly
+the batches an uninterrupted run would.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+import torch
+
+from .dataset import BiasedDataset
+
+
+@dataclass
+class Batch:
+    """One batch: images (float, [0, 1]), targets, bias labels, dataset indices, masks."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    index: torch.Tensor
+    b: torch.Tensor | None = None
+    mask: torch.Tensor | None = None
+
+
+def as_float_images(x: torch.Tensor, device="cpu") -> torch.Tensor:
+    """uint8 N x C x H x W -> float32 in [0, 1] on ``device``."""
+    return x.to(device).float().div_(255.0)
+
+
+class InMemoryLoader:
+    """Shuffled (or ordered) batches over a :class:`BiasedDataset` held as tensors.
+
+    ``augment`` is a callable ``(images, generator) -> images`` applied to whole batches.
+    """
+
+    def __init__(self, dataset: BiasedDataset, batch_size: int, shuffle: bool = True,
+                 drop_last: bool = False, seed: int = 0, device="cpu",
+                 augment: Callable | None = None) -> None:
+        self.dataset = dataset
+        self.batch_size = int(batch_size)
+        self.shuffle = shuffle
+        self.drop_last = drop_last
+        self.seed = int(seed)
+        self.device = torch.device(device)
+        self.augment = augment
+        self.x = as_float_images(dataset.x, self.device)
+        put = (lambda t: None if t is None else t.to(self.device))
+        self.y, self.b, self.mask = put(dataset.y), put(dataset.b), put(dataset.mask)
+
+    def __len__(self) -> int:
+        n = len(self.dataset)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def epoch(self, epoch: int = 0) -> Iterator[Batch]:
+        """The batches of epoch ``epoch`` (0-based)."""
+        n = len(self.dataset)
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        order = torch.randperm(n, generator=gen) if self.shuffle else torch.arange(n)
+        order = order.to(self.device)
+        stop = len(self) * self.batch_size if self.drop_last else n
+        for lo in range(0, stop, self.batch_size):
+            idx = order[lo:lo + self.batch_size]
+            x = self.x.index_select(0, idx)
+            if self.augment is not None:
+                x = self.augment(x, gen)
+            yield Batch(
+                x=x, y=self.y.index_select(0, idx), index=idx,
+                b=None if self.b is None else self.b.index_select(0, idx),
+                mask=None if self.mask is None else self.mask.index_select(0, idx))
+
+    __iter__ = epoch

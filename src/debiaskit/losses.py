@@ -1,0 +1,63 @@
+"""Losses and per-sample statistics shared by the methods."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def generalized_cross_entropy(logits: torch.Tensor, y: torch.Tensor, q: float = 0.7,
+                              code_scale: bool = False) -> torch.Tensor:
+    """Per-sample GCE (Zhang & Sabuncu 2018), ``(1 - p_y^q) / q``; LfF Eq. (2).
+
+    Its gradient is ``p_y^q * grad CE``: samples the model already finds easy get more
+    weight, which amplifies the bias. ``code_scale`` multiplies by ``q`` as LfF's code does
+    (PROTOCOLS.md, LfF).
+    """
+    p_y = F.softmax(logits, dim=1).gather(1, y[:, None]).squeeze(1)
+    loss = (1.0 - p_y.clamp_min(1e-12) ** q) / q
+    return loss * q if code_scale else loss
+
+
+class PerSampleEMA:
+    """Exponential moving average of a per-sample loss, indexed by dataset index.
+
+    LfF's implementation (PROTOCOLS.md): the table starts at zero, a sample's first visit
+    stores its raw loss, later visits ``alpha * old + (1 - alpha) * new``.
+    """
+
+    def __init__(self, targets: torch.Tensor, num_classes: int, alpha: float = 0.7) -> None:
+        self.targets = targets
+        self.num_classes = num_classes
+        self.alpha = alpha
+        self.values = torch.zeros(len(targets), device=targets.device)
+        self.seen = torch.zeros(len(targets), dtype=torch.bool, device=targets.device)
+
+    def update(self, index: torch.Tensor, loss: torch.Tensor) -> None:
+        loss = loss.detach().to(self.values.device, self.values.dtype)
+        old = self.values[index]
+        self.values[index] = torch.where(self.seen[index],
+                                         self.alpha * old + (1 - self.alpha) * loss, loss)
+        self.seen[index] = True
+
+    def class_max(self) -> torch.Tensor:
+        """Maximum EMA loss of each class over the whole table (LfF's normaliser)."""
+        out = torch.zeros(self.num_classes, dtype=self.values.dtype, device=self.values.device)
+        return out.scatter_reduce_(0, self.targets, self.values, "amax", include_self=True)
+
+    def normalized(self, index: torch.Tensor) -> torch.Tensor:
+        """EMA loss at ``index`` divided by its class maximum."""
+        peak = self.class_max()[self.targets[index]]
+        return self.values[index] / peak.clamp_min(1e-8)
+
+    def state_dict(self) -> dict:
+        return {"values": self.values.clone(), "seen": self.seen.clone()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.values.copy_(state["values"])
+        self.seen.copy_(state["seen"])
+
+
+def relative_difficulty(ema_biased: torch.Tensor, ema_debiased: torch.Tensor) -> torch.Tensor:
+    """LfF Eq. (1): ``W(x) = CE_B / (CE_B + CE_D)``, from normalised EMA losses, detached."""
+    return (ema_biased / (ema_biased + ema_debiased + 1e-8)).detach()

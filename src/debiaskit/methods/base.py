@@ -1,0 +1,138 @@
+"""The method contract and the registry (the shape of DomainBed's ``algorithms.py``).
+
+A method owns its networks and optimisers. It is built from a :class:`DataSpec`, a
+network factory and hyper-parameters; the trainer calls ``update(batch)`` once per batch
+and ``predict(x)`` to evaluate. A method declares the supervision it needs beyond the
+target (``"bias"`` labels, foreground ``"mask"``); the trainer refuses data without it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, ClassVar
+
+import torch
+from torch import nn
+
+from ..errors import ConfigError, unknown_name
+
+METHODS: dict[str, type["Method"]] = {}
+
+
+def register(cls: type["Method"]) -> type["Method"]:
+    """Class decorator: make a method available by its ``name``."""
+    METHODS[cls.name] = cls
+    return cls
+
+
+def get_method(name: str) -> type["Method"]:
+    if name not in METHODS:
+        raise unknown_name("method", name, METHODS)
+    return METHODS[name]
+
+
+@dataclass(frozen=True)
+class HParam:
+    """A hyper-parameter: the paper's default, a one-line doc, and its valid range."""
+
+    default: float | int | bool | str
+    doc: str
+    low: float | None = None
+    high: float | None = None
+
+
+@dataclass
+class DataSpec:
+    """What a method may know about its training data before it sees a batch."""
+
+    input_shape: tuple[int, int, int]
+    num_classes: int
+    num_train: int
+    train_targets: torch.Tensor
+    num_bias: int = 0
+    train_bias: torch.Tensor | None = None
+
+
+class Method:
+    """Base class. Subclasses set ``name``, ``requires``, ``hparams`` and implement
+    ``update`` and ``predict``; networks go in ``self.networks``, optimisers in
+    ``self.optimizers``, other state (e.g. EMA tables) in ``self.tables``."""
+
+    name: ClassVar[str] = ""
+    requires: ClassVar[frozenset[str]] = frozenset()
+    hparams: ClassVar[dict[str, HParam]] = {}
+
+    def __init__(self, spec: DataSpec, make_network: Callable[[], nn.Module],
+                 hparams: dict | None = None) -> None:
+        self.spec = spec
+        self.hp = self.resolve_hparams(hparams or {})
+        self.networks = nn.ModuleDict()
+        self.optimizers: dict[str, torch.optim.Optimizer] = {}
+        self.tables: dict = {}
+
+    @classmethod
+    def resolve_hparams(cls, given: dict) -> dict:
+        """Defaults overridden by ``given``; unknown names and out-of-range values fail."""
+        unknown = set(given) - set(cls.hparams)
+        if unknown:
+            raise ConfigError(
+                f"method {cls.name} has no hyper-parameter {', '.join(sorted(unknown))}; "
+                f"it has: {', '.join(cls.hparams) or 'none'}")
+        out = {}
+        for key, hp in cls.hparams.items():
+            value = given.get(key, hp.default)
+            try:
+                value = type(hp.default)(value) if not isinstance(hp.default, bool) else (
+                    value if isinstance(value, bool) else str(value).lower() in ("1", "true", "yes"))
+            except (TypeError, ValueError):
+                raise ConfigError(f"{cls.name}.{key}={value!r} is not a {type(hp.default).__name__}") from None
+            if (hp.low is not None and value < hp.low) or (hp.high is not None and value > hp.high):
+                raise ConfigError(f"{cls.name}.{key}={value} is out of range "
+                                  f"[{hp.low}, {hp.high}]: {hp.doc}")
+            out[key] = value
+        return out
+
+    # --- the contract -------------------------------------------------------------
+    def update(self, batch) -> dict[str, float]:
+        """One optimisation step on ``batch``; returns scalar statistics to log."""
+        raise NotImplementedError
+
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of the method's final classifier."""
+        raise NotImplementedError
+
+    def auxiliary_predictors(self) -> dict[str, Callable[[torch.Tensor], torch.Tensor]]:
+        """Other classifiers worth evaluating (e.g. LfF's biased model), by name."""
+        return {}
+
+    def epoch_stats(self, train) -> dict[str, float]:
+        """Statistics computed once per epoch on the training set (optional)."""
+        return {}
+
+    # --- mode and state -------------------------------------------------------------
+    def train(self, mode: bool = True) -> "Method":
+        self.networks.train(mode)
+        return self
+
+    def to(self, device) -> "Method":
+        self.networks.to(device)
+        return self
+
+    def state_dict(self) -> dict:
+        return {
+            "networks": self.networks.state_dict(),
+            "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
+            "tables": {k: t.state_dict() for k, t in self.tables.items()},
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.networks.load_state_dict(state["networks"])
+        for k, o in self.optimizers.items():
+            o.load_state_dict(state["optimizers"][k])
+        for k, t in self.tables.items():
+            t.load_state_dict(state["tables"][k])
+
+
+def adam(module: nn.Module, lr: float, weight_decay: float = 0.0) -> torch.optim.Adam:
+    """The papers' optimiser (Adam, no schedule unless a method says otherwise)."""
+    return torch.optim.Adam(module.parameters(), lr=lr, weight_decay=weight_decay)

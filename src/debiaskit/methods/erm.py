@@ -1,0 +1,36 @@
+"""Vanilla / ERM: one network, cross-entropy, Adam (the papers' baseline)."""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+
+from .base import HParam, Method, adam, register
+
+
+@register
+class ERM(Method):
+    """Empirical risk minimisation: the "Vanilla" rows of every table."""
+
+    name = "erm"
+    hparams = {
+        "lr": HParam(1e-3, "Adam learning rate", 0.0, 10.0),
+        "weight_decay": HParam(0.0, "Adam weight decay", 0.0, 1.0),
+    }
+
+    def __init__(self, spec, make_network, hparams=None):
+        super().__init__(spec, make_network, hparams)
+        self.networks["model"] = make_network()
+        self.optimizers["model"] = adam(self.networks["model"], self.hp["lr"],
+                                        self.hp["weight_decay"])
+
+    def update(self, batch):
+        logits = self.networks["model"](batch.x)
+        loss = F.cross_entropy(logits, batch.y)
+        opt = self.optimizers["model"]
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return {"loss": loss.item()}
+
+    def predict(self, x):
+        return self.networks["model"](x)

@@ -1,0 +1,80 @@
+"""Learning from Failure (Nam et al., NeurIPS 2020; paper 002, Algorithm 1).
+
+Two networks trained together: a biased model f_B with the generalized cross-entropy
+(Eq. 2), which amplifies its reliance on the easy, spurious cue, and a debiased model f_D
+trained with cross-entropy weighted by the relative difficulty score
+``W(x) = CE_B / (CE_B + CE_D)`` (Eq. 1). As in the authors' code (PROTOCOLS.md, LfF),
+both CE losses are per-sample EMAs (decay 0.7) divided by their class's maximum, the
+weight is detached, and each model has its own Adam optimiser.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ..losses import PerSampleEMA, generalized_cross_entropy, relative_difficulty
+from .base import HParam, Method, adam, register
+
+
+@register
+class LfF(Method):
+    name = "lff"
+    hparams = {
+        "lr": HParam(1e-3, "Adam learning rate of both models", 0.0, 10.0),
+        "weight_decay": HParam(0.0, "Adam weight decay of both models", 0.0, 1.0),
+        "q": HParam(0.7, "GCE exponent q of the biased model (Eq. 2)", 0.0, 1.0),
+        "ema": HParam(0.7, "per-sample EMA decay of both models' CE losses", 0.0, 1.0),
+        "gce_code_scale": HParam(False, "multiply GCE by q as the authors' code does"),
+    }
+
+    def __init__(self, spec, make_network, hparams=None):
+        super().__init__(spec, make_network, hparams)
+        for role in ("biased", "debiased"):
+            self.networks[role] = make_network()
+            self.optimizers[role] = adam(self.networks[role], self.hp["lr"],
+                                         self.hp["weight_decay"])
+        for role in ("biased", "debiased"):
+            self.tables[role] = PerSampleEMA(spec.train_targets, spec.num_classes, self.hp["ema"])
+
+    def sample_weights(self, index: torch.Tensor) -> torch.Tensor:
+        """Current relative-difficulty weights W(x) of the training samples at ``index``."""
+        return relative_difficulty(self.tables["biased"].normalized(index),
+                                   self.tables["debiased"].normalized(index))
+
+    def update(self, batch):
+        logits_b = self.networks["biased"](batch.x)
+        logits_d = self.networks["debiased"](batch.x)
+        ce_b = F.cross_entropy(logits_b, batch.y, reduction="none")
+        ce_d = F.cross_entropy(logits_d, batch.y, reduction="none")
+        self.tables["biased"].update(batch.index, ce_b)
+        self.tables["debiased"].update(batch.index, ce_d)
+        weight = self.sample_weights(batch.index)
+
+        loss_b = generalized_cross_entropy(logits_b, batch.y, self.hp["q"],
+                                           self.hp["gce_code_scale"]).mean()
+        loss_d = (ce_d * weight).mean()
+        for opt in self.optimizers.values():
+            opt.zero_grad(set_to_none=True)
+        (loss_b + loss_d).backward()  # the two losses touch disjoint parameters
+        for opt in self.optimizers.values():
+            opt.step()
+        return {"loss_biased": loss_b.item(), "loss_debiased": loss_d.item(),
+                "weight_mean": weight.mean().item()}
+
+    def predict(self, x):
+        return self.networks["debiased"](x)
+
+    def auxiliary_predictors(self):
+        return {"biased": self.networks["biased"]}
+
+    def epoch_stats(self, train):
+        """Mean weight W(x) over aligned and conflicting training samples (needs bias labels;
+        only reported, never used for training)."""
+        if train.b is None:
+            return {}
+        device = self.tables["biased"].values.device
+        w = self.sample_weights(torch.arange(len(train), device=device)).cpu()
+        aligned = train.aligned
+        return {"weight_aligned": w[aligned].mean().item(),
+                "weight_conflicting": w[~aligned].mean().item() if (~aligned).any() else float("nan")}

@@ -1,0 +1,69 @@
+"""Accuracy metrics of biased-data evaluation, all derived from one (class, bias) matrix.
+
+Definitions (LfF Sec. 4 and PROTOCOLS.md): the cell accuracy ``A[c, b]`` is the accuracy
+on test samples of class c with bias value b. *Unbiased* accuracy is the mean over
+non-empty cells; *aligned* the mean over the aligned cells (b = g(c), the diagonal here);
+*conflicting* the mean over the other cells; the *bias gap* is aligned - conflicting; the
+*worst group* is the smallest cell accuracy. *Accuracy* is the plain sample mean.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+def cell_counts(pred: torch.Tensor, y: torch.Tensor, b: torch.Tensor, num_classes: int,
+                num_bias: int) -> tuple[np.ndarray, np.ndarray]:
+    """(samples, correct) per (class, bias) cell, each of shape (num_classes, num_bias)."""
+    cell = (y * num_bias + b).cpu()
+    size = num_classes * num_bias
+    total = torch.bincount(cell, minlength=size)
+    correct = torch.bincount(cell, weights=(pred.cpu() == y.cpu()).double(), minlength=size)
+    shape = (num_classes, num_bias)
+    return total.reshape(shape).numpy(), correct.reshape(shape).numpy().round().astype(np.int64)
+
+
+def cell_accuracy(total: np.ndarray, correct: np.ndarray) -> np.ndarray:
+    """Accuracy (%) of every cell; NaN where a cell has no samples."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(total > 0, 100.0 * correct / np.maximum(total, 1), np.nan)
+
+
+def summarize_cells(total: np.ndarray, correct: np.ndarray,
+                    aligned_cells: np.ndarray) -> dict[str, float]:
+    """All the scalar metrics from a cell matrix; ``aligned_cells`` marks the aligned cells."""
+    acc = cell_accuracy(total, correct)
+    filled = total > 0
+    aligned = acc[aligned_cells & filled]
+    conflicting = acc[~aligned_cells & filled]
+    mean = (lambda v: float(np.mean(v)) if len(v) else float("nan"))
+    out = {
+        "accuracy": 100.0 * float(correct.sum()) / max(int(total.sum()), 1),
+        "unbiased": mean(acc[filled]),
+        "aligned": mean(aligned),
+        "conflicting": mean(conflicting),
+        "worst_group": float(np.min(acc[filled])) if filled.any() else float("nan"),
+    }
+    out["bias_gap"] = out["aligned"] - out["conflicting"]
+    return out
+
+
+def classification_metrics(pred: torch.Tensor, y: torch.Tensor, b: torch.Tensor | None = None,
+                           num_classes: int = 10, num_bias: int = 0,
+                           aligned_bias: torch.Tensor | None = None) -> dict:
+    """Metrics of predictions ``pred`` against targets ``y`` (and bias labels ``b``).
+
+    Without bias labels only ``accuracy`` is defined. ``aligned_bias[c]`` is the bias value
+    aligned with class c (default: c itself). The returned dict also holds the cell matrix
+    as ``cells`` (list of lists, NaN for empty cells) when bias labels are given.
+    """
+    if b is None:
+        return {"accuracy": 100.0 * (pred.cpu() == y.cpu()).double().mean().item()}
+    total, correct = cell_counts(pred, y, b, num_classes, num_bias)
+    g = (torch.arange(num_classes) if aligned_bias is None else aligned_bias.cpu()).numpy()
+    aligned_cells = np.zeros((num_classes, num_bias), dtype=bool)
+    aligned_cells[np.arange(num_classes), g] = True
+    out = summarize_cells(total, correct, aligned_cells)
+    out["cells"] = cell_accuracy(total, correct).round(4).tolist()
+    return out

@@ -1,0 +1,76 @@
+"""ResNet-20 for 32 x 32 images with option-A shortcuts (He et al. 2016, Sec. 4.2).
+
+PROTOCOLS.md, Architectures: 16/32/64 channels, 3 basic blocks per stage, parameter-free
+shortcuts (stride-2 subsampling plus zero channel padding), Kaiming-normal init, global
+average pooling, Linear(64, num_classes). LfF's CIFAR model and LAD's f_strong.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class _ShortcutA(nn.Module):
+    """Option A: subsample by ``stride`` and zero-pad the new channels."""
+
+    def __init__(self, stride: int, extra_channels: int) -> None:
+        super().__init__()
+        self.stride = stride
+        self.pad = extra_channels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x[:, :, ::self.stride, ::self.stride]
+        return F.pad(x, (0, 0, 0, 0, self.pad // 2, self.pad - self.pad // 2))
+
+
+class _BasicBlock(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.shortcut = (_ShortcutA(stride, cout - cin) if stride != 1 or cin != cout
+                         else nn.Identity())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn1(self.conv1(x)))
+        return F.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
+
+
+class ResNetCifar(nn.Module):
+    """ResNet-(6n+2) for CIFAR; ``blocks=3`` is ResNet-20.
+
+    ``mean``/``std`` (per channel) normalise the [0, 1] input inside the model, so every
+    caller feeds the same [0, 1] images.
+    """
+
+    def __init__(self, input_shape, num_classes: int, blocks: int = 3, mean=None,
+                 std=None) -> None:
+        super().__init__()
+        cin = input_shape[0]
+        self.register_buffer("mean", torch.tensor(mean or [0.0] * cin).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std or [1.0] * cin).view(1, -1, 1, 1))
+        self.conv = nn.Conv2d(cin, 16, 3, 1, 1, bias=False)
+        self.bn = nn.BatchNorm2d(16)
+        stages, width = [], 16
+        for i, cout in enumerate((16, 32, 64)):
+            for j in range(blocks):
+                stages.append(_BasicBlock(width, cout, 2 if (i > 0 and j == 0) else 1))
+                width = cout
+        self.stages = nn.Sequential(*stages)
+        self.head = nn.Linear(64, num_classes)
+        self.feature_dim = 64
+        for m in self.modules():
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                nn.init.kaiming_normal_(m.weight)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        x = (x - self.mean) / self.std
+        x = F.relu(self.bn(self.conv(x)))
+        return F.adaptive_avg_pool2d(self.stages(x), 1).flatten(1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))

@@ -1,0 +1,134 @@
+"""The run directory: what a run writes, written so that nothing is lost or half-written.
+
+Layout (DESIGN.md, Contracts)::
+
+    config.json      resolved configuration, seed, package versions, data checksums
+    metrics.jsonl    one JSON line per evaluated epoch (training stats, every split)
+    checkpoint.pt    latest training state (atomic), used to resume
+    summary.json     written last: the selected epoch and its metrics; marks "finished"
+    model.pt         the selected networks' weights
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+from .errors import DebiaskitError
+
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+CONFIG, METRICS, CHECKPOINT, SUMMARY, MODEL = (
+    "config.json", "metrics.jsonl", "checkpoint.pt", "summary.json", "model.pt")
+
+
+def _disk_error(path: Path, err: OSError) -> DebiaskitError:
+    if err.errno == errno.ENOSPC:
+        return DebiaskitError(f"disk full while writing {path}; free some space and run the "
+                              "same command again to resume")
+    return DebiaskitError(f"cannot write {path}: {err.strerror}; check the output directory")
+
+
+def atomic_write(path: Path, write) -> None:
+    """Write ``path`` through a temporary file in the same folder, then rename it over.
+
+    ``write(file_object)`` fills the temporary file. Readers see the old file or the new
+    one, never a partial one; on failure the temporary file is removed.
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        os.chmod(tmp, 0o666 & ~_UMASK)
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as err:
+        Path(tmp).unlink(missing_ok=True)
+        raise _disk_error(path, err) from None
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _clean(obj):
+    """JSON-safe copy: NaN/inf become null."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    return obj
+
+
+def write_json(path: Path, obj) -> None:
+    data = json.dumps(_clean(obj), indent=2, sort_keys=True).encode()
+    atomic_write(path, lambda f: f.write(data))
+
+
+def read_json(path: Path):
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError) as err:
+        raise DebiaskitError(f"cannot read {path} ({err}); the run directory is damaged, "
+                             "remove it and start the run again") from None
+
+
+def save_torch(path: Path, obj) -> None:
+    atomic_write(path, lambda f: torch.save(obj, f))
+
+
+def load_torch(path: Path):
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:  # a truncated or foreign file: say which and what to do
+        raise DebiaskitError(f"cannot read {path} ({type(err).__name__}); remove the file to "
+                             "restart the run from scratch") from None
+
+
+def append_metrics(run_dir: Path, record: dict) -> None:
+    """Append one epoch's record to metrics.jsonl (the line is written whole or not at all)."""
+    line = (json.dumps(_clean(record), sort_keys=True) + "\n").encode()
+    path = Path(run_dir) / METRICS
+    try:
+        with open(path, "ab") as f:
+            f.write(line)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as err:
+        raise _disk_error(path, err) from None
+
+
+def read_metrics(run_dir: Path, up_to_epoch: int | None = None) -> list[dict]:
+    """The epoch records of a run (complete lines only; optionally up to an epoch)."""
+    path = Path(run_dir) / METRICS
+    if not path.exists():
+        return []
+    out = []
+    for line in path.read_text().splitlines():
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue  # a line cut by a crash
+        if up_to_epoch is None or rec["epoch"] <= up_to_epoch:
+            out.append(rec)
+    return out
+
+
+def rewrite_metrics(run_dir: Path, records: list[dict]) -> None:
+    """Replace metrics.jsonl by ``records`` (used on resume to drop epochs past the checkpoint)."""
+    data = "".join(json.dumps(_clean(r), sort_keys=True) + "\n" for r in records).encode()
+    atomic_write(Path(run_dir) / METRICS, lambda f: f.write(data))
+
+
+def is_finished(run_dir: Path) -> bool:
+    return (Path(run_dir) / SUMMARY).exists()

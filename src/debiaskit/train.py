@@ -1,0 +1,286 @@
+"""The trainer: epochs, evaluation on every split, model selection, run directory, resume.
+
+``train(RunConfig(...), out_dir)`` builds the data and the method, checks that the data
+carries the supervision the method needs, and trains. Everything is validated before the
+run directory is created, so bad input writes nothing. After every epoch it evaluates each
+split (the final classifier and any auxiliary one, e.g. LfF's biased model), appends the
+record to ``metrics.jsonl`` and writes ``checkpoint.pt`` atomically; started again with the
+same configuration, it resumes from that checkpoint and ends with the same numbers.
+"""
+
+from __future__ import annotations
+
+import copy
+import platform
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from . import __version__, runs
+from .data.dataset import BiasedDataset, DataBundle
+from .data.loader import InMemoryLoader
+from .data.protocols import build_data
+from .errors import ConfigError, DebiaskitError, unknown_name
+from .methods import DataSpec, get_method
+from .metrics import classification_metrics
+from .models import build_model
+
+#: Model-selection policies (DESIGN.md, Contracts): name -> what it is, for every report.
+SELECTION = {
+    "last": "last epoch (no selection; the papers' default)",
+    "heldout": "best plain accuracy on a held-out split of the biased training set (label-free)",
+    "worst_group": "best worst-group accuracy on a bias-labelled held-out validation split",
+    "oracle": "TEST-SET ORACLE: best unbiased accuracy on the test split (for comparison with "
+              "papers that did this; not a valid model-selection protocol)",
+}
+
+#: Config fields that do not change the result (left out of the resume identity check).
+VOLATILE = ("device", "threads", "progress", "data_dir", "download")
+
+
+@dataclass
+class RunConfig:
+    """Everything that defines a run. Defaults are LfF's Colored MNIST setting."""
+
+    dataset: str = "colored_mnist"
+    data_params: dict = field(default_factory=dict)
+    method: str = "erm"
+    hparams: dict = field(default_factory=dict)
+    model: str = "mlp"
+    model_options: dict = field(default_factory=dict)
+    epochs: int = 100
+    batch_size: int = 256
+    seed: int = 0
+    selection: str = "last"
+    heldout_fraction: float = 0.1
+    drop_bias_labels: bool = False
+    device: str = "cpu"
+    threads: int | None = None
+    progress: bool | None = None
+    data_dir: str | None = None
+    download: bool = False
+
+    def identity(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if k not in VOLATILE}
+
+
+def check_config(cfg: RunConfig) -> None:
+    """Range checks that need no data."""
+    if cfg.selection not in SELECTION:
+        raise unknown_name("model-selection policy", cfg.selection, SELECTION)
+    if cfg.epochs < 1:
+        raise ConfigError(f"epochs must be >= 1, got {cfg.epochs}")
+    if cfg.batch_size < 1:
+        raise ConfigError(f"batch size must be >= 1, got {cfg.batch_size}")
+    if not 0.0 < cfg.heldout_fraction < 1.0:
+        raise ConfigError(f"held-out fraction must be in (0, 1), got {cfg.heldout_fraction}")
+    get_method(cfg.method)
+
+
+@dataclass
+class Prepared:
+    """Data, splits and method, built and checked, before anything is written."""
+
+    cfg: RunConfig
+    bundle: DataBundle
+    train: BiasedDataset
+    evals: dict[str, BiasedDataset]
+    method: object
+
+
+def split_heldout(train: BiasedDataset, fraction: float, seed: int):
+    """A seeded random ``fraction`` of the training set as validation; the rest trains."""
+    gen = torch.Generator().manual_seed(seed)
+    order = torch.randperm(len(train), generator=gen)
+    n_val = int(round(len(train) * fraction))
+    val_idx, train_idx = order[:n_val].sort().values, order[n_val:].sort().values
+    return train.subset(train_idx, f"{train.name}"), train.subset(val_idx, "val")
+
+
+def prepare(cfg: RunConfig) -> Prepared:
+    """Build data and method and check their fit; raises DebiaskitError on bad input."""
+    check_config(cfg)
+    method_cls = get_method(cfg.method)
+    method_cls.resolve_hparams(cfg.hparams)
+    bundle = build_data(cfg.dataset, cfg.data_dir, cfg.download, **cfg.data_params)
+    train, evals = bundle.train, dict(bundle.evals)
+    if cfg.drop_bias_labels:
+        train = train.without_bias()
+    if "bias" in method_cls.requires and not train.has_bias:
+        raise ConfigError(f"method {cfg.method} needs bias labels and the training data has "
+                          "none; use a label-free method (erm, lff) or data with bias labels")
+    if "mask" in method_cls.requires and train.mask is None:
+        raise ConfigError(f"method {cfg.method} needs foreground masks and {train.name} has "
+                          "none; use a dataset with masks")
+    if cfg.selection in ("heldout", "worst_group"):
+        if cfg.selection == "worst_group" and not train.has_bias:
+            raise ConfigError("selection worst_group needs bias labels; use --selection "
+                              "heldout (label-free) or last")
+        train, val = split_heldout(train, cfg.heldout_fraction, cfg.seed)
+        evals = {"val": val, **evals}
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    device = torch.device(cfg.device)
+    spec = DataSpec(
+        input_shape=train.image_shape, num_classes=train.num_classes, num_train=len(train),
+        train_targets=train.y.to(device), num_bias=train.num_bias,
+        train_bias=None if train.b is None else train.b.to(device))
+    torch.manual_seed(cfg.seed)
+    make_network = lambda: build_model(cfg.model, train.image_shape, train.num_classes,  # noqa: E731
+                                       **cfg.model_options)
+    method = method_cls(spec, make_network, cfg.hparams).to(device)
+    return Prepared(cfg, bundle, train, evals, method)
+
+
+@torch.inference_mode()
+def evaluate(predict, loader: InMemoryLoader) -> dict:
+    """Metrics of ``predict`` on every sample of ``loader``'s dataset."""
+    preds = torch.cat([predict(batch.x).argmax(1) for batch in loader.epoch(0)])
+    ds = loader.dataset
+    return classification_metrics(preds, ds.y, ds.b, ds.num_classes, ds.num_bias,
+                                  ds.aligned_bias)
+
+
+def selection_score(cfg: RunConfig, evals: dict) -> float | None:
+    """The number the policy maximises for this epoch (None for "last")."""
+    if cfg.selection == "last":
+        return None
+    if cfg.selection == "heldout":
+        return evals["val"]["accuracy"]
+    if cfg.selection == "worst_group":
+        return evals["val"]["worst_group"]
+    test = next(k for k in evals if k != "val")
+    return evals[test].get("unbiased", evals[test]["accuracy"])
+
+
+def versions() -> dict:
+    import torchvision
+    return {"debiaskit": __version__, "python": platform.python_version(),
+            "torch": torch.__version__, "torchvision": torchvision.__version__,
+            "numpy": np.__version__}
+
+
+def protocol_text(cfg: RunConfig, evals: dict) -> str:
+    """The one-paragraph protocol statement every report carries."""
+    return (f"{cfg.method} on {cfg.dataset} {cfg.data_params}, model {cfg.model}, "
+            f"{cfg.epochs} epochs, batch {cfg.batch_size}, seed {cfg.seed}; model selection: "
+            f"{SELECTION[cfg.selection]}; evaluated on: {', '.join(evals)}")
+
+
+class Trainer:
+    """Runs one configuration into one run directory."""
+
+    def __init__(self, cfg: RunConfig, out_dir) -> None:
+        self.cfg = cfg
+        self.out = Path(out_dir)
+
+    def _check_out_dir(self) -> dict | None:
+        """Refuse a finished run or a different run's directory; return a resumable config."""
+        if runs.is_finished(self.out):
+            raise DebiaskitError(f"{self.out} holds a finished run; choose another output "
+                                 "directory (results are never overwritten)")
+        cfg_path = self.out / runs.CONFIG
+        if not cfg_path.exists():
+            if self.out.exists() and any(self.out.iterdir()):
+                raise DebiaskitError(f"{self.out} is not empty and holds no debiaskit run; "
+                                     "choose another output directory")
+            return None
+        stored = runs.read_json(cfg_path)
+        if stored.get("run") != runs._clean(self.cfg.identity()):
+            raise DebiaskitError(f"{self.out} holds an unfinished run with a different "
+                                 "configuration; use another output directory or the same options")
+        return stored
+
+    def run(self) -> dict:
+        resumable = self._check_out_dir()
+        prep = prepare(self.cfg)
+        cfg, method, train = self.cfg, prep.method, prep.train
+        device = torch.device(cfg.device)
+        loader = InMemoryLoader(train, cfg.batch_size, shuffle=True, seed=cfg.seed, device=device)
+        eval_loaders = {k: InMemoryLoader(v, 4096, shuffle=False, device=device)
+                        for k, v in prep.evals.items()}
+        predictors = {"": method.predict, **{f"{k}/": p for k, p in
+                                             method.auxiliary_predictors().items()}}
+
+        start, best = 0, {"epoch": None, "score": None, "state": None}
+        if resumable is None:
+            self.out.mkdir(parents=True, exist_ok=True)
+            runs.write_json(self.out / runs.CONFIG, {
+                "run": cfg.identity(), "runtime": {k: getattr(cfg, k) for k in VOLATILE},
+                "versions": versions(), "protocol": protocol_text(cfg, prep.evals),
+                "data": {"protocol": prep.bundle.protocol, "params": prep.bundle.params,
+                         "train_checksum": train.checksum(), "train_size": len(train),
+                         "eval_checksums": {k: v.checksum() for k, v in prep.evals.items()}},
+            })
+        elif (self.out / runs.CHECKPOINT).exists():
+            ckpt = runs.load_torch(self.out / runs.CHECKPOINT)
+            method.load_state_dict(ckpt["method"])
+            torch.set_rng_state(ckpt["rng"])
+            start, best = ckpt["epoch"], ckpt["best"]
+            runs.rewrite_metrics(self.out, runs.read_metrics(self.out, up_to_epoch=start))
+        else:  # interrupted before the first checkpoint: start over, keep the config
+            runs.rewrite_metrics(self.out, [])
+
+        bar = tqdm(range(start, cfg.epochs), initial=start, total=cfg.epochs, unit="epoch",
+                   disable=(not cfg.progress) if cfg.progress is not None else None,
+                   desc=f"{cfg.method}")
+        for epoch in bar:
+            t0 = time.perf_counter()
+            method.train(True)
+            sums, steps = {}, 0
+            for batch in loader.epoch(epoch):
+                for k, v in method.update(batch).items():
+                    sums[k] = sums.get(k, 0.0) + v
+                steps += 1
+            train_time = time.perf_counter() - t0
+            method.train(False)
+            evals = {f"{p}{split}": evaluate(fn, ld) for split, ld in eval_loaders.items()
+                     for p, fn in predictors.items()}
+            stats = {k: v / max(steps, 1) for k, v in sums.items()}
+            stats.update(method.epoch_stats(train))
+            record = {"epoch": epoch + 1, "train": stats, "eval": evals,
+                      "train_seconds": train_time, "seconds": time.perf_counter() - t0}
+            score = selection_score(cfg, evals)
+            if score is not None and (best["score"] is None or score > best["score"]):
+                best = {"epoch": epoch + 1, "score": score,
+                        "state": copy.deepcopy(method.state_dict()["networks"])}
+            runs.append_metrics(self.out, record)
+            runs.save_torch(self.out / runs.CHECKPOINT, {
+                "epoch": epoch + 1, "method": method.state_dict(), "rng": torch.get_rng_state(),
+                "best": best})
+            main = next(iter(prep.evals))
+            bar.set_postfix({k: f"{evals[main][k]:.1f}" for k in
+                             ("accuracy", "aligned", "conflicting") if k in evals[main]})
+        bar.close()
+        return self._finish(prep, best)
+
+    def _finish(self, prep: Prepared, best: dict) -> dict:
+        cfg, method = self.cfg, prep.method
+        records = runs.read_metrics(self.out)
+        if cfg.selection == "last":
+            selected = records[-1]
+            networks = method.state_dict()["networks"]
+        else:
+            selected = next(r for r in records if r["epoch"] == best["epoch"])
+            networks = best["state"]
+        runs.save_torch(self.out / runs.MODEL, {"method": cfg.method, "model": cfg.model,
+                                                "networks": networks})
+        summary = {
+            "protocol": protocol_text(cfg, prep.evals), "selection": cfg.selection,
+            "selection_description": SELECTION[cfg.selection],
+            "selected_epoch": selected["epoch"], "epochs": cfg.epochs, "seed": cfg.seed,
+            "metrics": selected["eval"], "last_epoch_metrics": records[-1]["eval"],
+            "train_seconds": sum(r["train_seconds"] for r in records),
+        }
+        runs.write_json(self.out / runs.SUMMARY, summary)
+        (self.out / runs.CHECKPOINT).unlink(missing_ok=True)
+        return summary
+
+
+def train(cfg: RunConfig, out_dir) -> dict:
+    """Train ``cfg`` into ``out_dir`` (resuming if it holds the same unfinished run)."""
+    return Trainer(cfg, out_dir).run()
