@@ -1,0 +1,25 @@
+"""Benchmark runner: reproduce a paper's table next to its published numbers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .presets import PRESETS, TablePreset, get_preset
+from .report import write_report
+from .runner import default_workers, execute, plan
+
+
+def run_bench(name: str, out, seeds: int | None = None, workers: int | None = None,
+              methods=None, epochs: int | None = None, data_dir=None, log=print) -> str:
+    """Run preset ``name`` into ``out/name`` (skipping finished runs); return the report."""
+    preset = get_preset(name)
+    out = Path(out) / name
+    planned = plan(preset, out, seeds or preset.default_seeds, methods, epochs, data_dir)
+    errors = execute(planned, workers or default_workers(), log)
+    text = write_report(preset, planned, out)
+    if errors:
+        text += f"\n\n{len(errors)} run(s) failed:\n" + "\n".join(errors)
+    return text
+
+
+__all__ = ["PRESETS", "TablePreset", "get_preset", "run_bench"]

@@ -1,0 +1,121 @@
+"""Bench reports: mean +- std over seeds next to the published numbers, as text,
+Markdown, JSON, and a PNG of the aligned vs conflicting test-accuracy curves."""
+
+from __future__ import annotations
+
+import io
+import json
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from .. import runs
+from ..train import SELECTION
+from .presets import TablePreset
+from .runner import PlannedRun
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (ddof = 1; 0 for a single seed)."""
+    arr = np.asarray(values, dtype=float)
+    return float(arr.mean()), float(arr.std(ddof=1)) if len(arr) > 1 else 0.0
+
+
+def collect(preset: TablePreset, planned: list[PlannedRun]) -> dict:
+    """Finished runs' selected metrics, grouped by (method, row)."""
+    cells = defaultdict(list)
+    curves = defaultdict(list)
+    for p in planned:
+        if not runs.is_finished(p.run_dir):
+            continue
+        summary = runs.read_json(p.run_dir / runs.SUMMARY)
+        cells[(p.method, p.row)].append(summary["metrics"][preset.split])
+        curves[(p.method, p.row)].append(
+            [(r["epoch"], r["eval"][preset.split].get("aligned"),
+              r["eval"][preset.split].get("conflicting")) for r in runs.read_metrics(p.run_dir)])
+    return {"cells": cells, "curves": curves}
+
+
+def protocol_lines(preset: TablePreset, planned: list[PlannedRun]) -> list[str]:
+    cfg = planned[0].config
+    seeds = sorted({p.seed for p in planned})
+    return [
+        f"Source: {preset.source}.",
+        f"Metric: {preset.metric} accuracy (%) on the '{preset.split}' split, mean +- sample "
+        f"std over seeds {seeds}; ours vs published.",
+        f"Model selection: {SELECTION[cfg.selection]}.",
+        f"Training: model {cfg.model}, {cfg.epochs} epochs, batch {cfg.batch_size}. "
+        f"{preset.notes}",
+    ]
+
+
+def table(preset: TablePreset, planned: list[PlannedRun], results: dict) -> tuple[str, dict]:
+    """The Markdown table and the same numbers as a dict."""
+    methods = list(dict.fromkeys(p.method for p in planned))
+    rows = list(dict.fromkeys(p.row for p in planned))
+    header = [preset.row_header] + [f"{m} {h}" for m in methods for h in ("(ours)", "(paper)")]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    numbers = {}
+    for row in rows:
+        cells = [row]
+        for m in methods:
+            vals = [r[preset.metric] for r in results["cells"].get((m, row), [])]
+            if vals:
+                mu, sd = mean_std(vals)
+                cells.append(f"{mu:.2f} +- {sd:.2f} (n={len(vals)})")
+                numbers[f"{m}/{row}"] = {"mean": mu, "std": sd, "n": len(vals), "values": vals}
+            else:
+                cells.append("not run")
+            pub = preset.published.get(m, {}).get(row)
+            cells.append(f"{pub[0]:.2f} +- {pub[1]:.2f}" if pub else "-")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines), numbers
+
+
+def plot_curves(preset: TablePreset, results: dict, path: Path) -> None:
+    """Aligned (solid) and conflicting (dashed) test accuracy per epoch, mean over seeds."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = sorted(results["curves"])
+    rows = list(dict.fromkeys(r for _, r in keys))
+    methods = list(dict.fromkeys(m for m, _ in keys))
+    fig, axes = plt.subplots(1, len(rows), figsize=(4.2 * len(rows), 3.6), squeeze=False)
+    colors = dict(zip(methods, plt.rcParams["axes.prop_cycle"].by_key()["color"]))
+    for ax, row in zip(axes[0], rows):
+        for m in methods:
+            seeds = results["curves"].get((m, row))
+            if not seeds:
+                continue
+            n = min(len(s) for s in seeds)
+            arr = np.array([[(e, a, c) for e, a, c in s[:n]] for s in seeds], dtype=float)
+            ep = arr[0, :, 0]
+            ax.plot(ep, arr[:, :, 1].mean(0), color=colors[m], label=f"{m} aligned")
+            ax.plot(ep, arr[:, :, 2].mean(0), color=colors[m], ls="--", label=f"{m} conflicting")
+        ax.set_title(f"{preset.row_header.split(' (')[0]} {row}")
+        ax.set_xlabel("epoch")
+        ax.set_ylim(0, 100)
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel(f"{preset.split} accuracy (%)")
+    axes[0][-1].legend(fontsize=7, loc="lower right")
+    fig.suptitle(preset.title, fontsize=9)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    runs.atomic_write(path, lambda f: f.write(buf.getvalue()))
+
+
+def write_report(preset: TablePreset, planned: list[PlannedRun], out: Path) -> str:
+    """Write report.md, results.json and curves.png into ``out``; return the text report."""
+    results = collect(preset, planned)
+    md_table, numbers = table(preset, planned, results)
+    text = "\n".join([f"# {preset.title}", "", md_table, "", *protocol_lines(preset, planned)])
+    runs.atomic_write(out / "report.md", lambda f: f.write((text + "\n\n![curves](curves.png)\n").encode()))
+    runs.write_json(out / "results.json", {"preset": preset.name, "numbers": numbers,
+                                           "protocol": protocol_lines(preset, planned)})
+    if results["curves"]:
+        plot_curves(preset, results, out / "curves.png")
+    return text

@@ -1,0 +1,180 @@
+"""Command line: ``debiaskit train | data info | bench | methods``.
+
+Every user error is one line on stderr and exit status 2 (see :mod:`debiaskit.errors`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from .errors import ConfigError, DebiaskitError
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors and exit status 2."""
+
+    def error(self, message):
+        self.exit(2, f"debiaskit: error: {message} (see '{self.prog} --help')\n")
+
+
+def _value(text: str):
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def _pairs(items, what: str) -> dict:
+    out = {}
+    for item in items or []:
+        key, sep, val = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"{what} {item!r} must look like key=value")
+        out[key.replace("-", "_")] = _value(val)
+    return out
+
+
+def _data_params(args) -> dict:
+    params = _pairs(args.data, "--data")
+    if args.conflict_ratio is not None:
+        params["conflict_ratio"] = args.conflict_ratio
+    if args.aligned_ratio is not None:
+        if "conflict_ratio" in params:
+            raise ConfigError("give either --conflict-ratio or --aligned-ratio, not both")
+        params["conflict_ratio"] = round(1.0 - args.aligned_ratio, 9)
+    return params
+
+
+def _add_data_options(p) -> None:
+    p.add_argument("--conflict-ratio", type=float, help="fraction of bias-conflicting training "
+                   "samples (the API's convention; SiH's %% / 100)")
+    p.add_argument("--aligned-ratio", type=float, help="fraction of bias-aligned samples (LfF's "
+                   "'ratio' / 100); converted to --conflict-ratio")
+    p.add_argument("--data", action="append", metavar="KEY=VALUE",
+                   help="other protocol parameters, e.g. severity=4, sigma=0.01, seed=1")
+    p.add_argument("--data-dir", help="folder with mnist.npz etc. (default: $DEBIASKIT_DATA)")
+    p.add_argument("--download", action="store_true",
+                   help="download missing datasets through torchvision")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .train import SELECTION
+
+    parser = _Parser(prog="debiaskit", description="Train classifiers that do not take the "
+                     "shortcut, and benchmark debiasing methods.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    t = sub.add_parser("train", help="train one method on one dataset into a run directory")
+    t.add_argument("--dataset", default="colored_mnist")
+    t.add_argument("--method", default="erm")
+    _add_data_options(t)
+    t.add_argument("--hp", action="append", metavar="KEY=VALUE", help="method hyper-parameter")
+    t.add_argument("--model", default="mlp")
+    t.add_argument("--model-opt", action="append", metavar="KEY=VALUE")
+    t.add_argument("--epochs", type=int, default=100)
+    t.add_argument("--batch-size", type=int, default=256)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--selection", default="last", help="; ".join(
+        f"{k}: {v}" for k, v in SELECTION.items()))
+    t.add_argument("--heldout-fraction", type=float, default=0.1)
+    t.add_argument("--no-bias-labels", action="store_true",
+                   help="drop the training set's bias labels (as a practitioner would have)")
+    t.add_argument("--out", help="run directory (default runs/METHOD-DATASET-seedN)")
+    t.add_argument("--device", default="cpu")
+    t.add_argument("--threads", type=int)
+
+    d = sub.add_parser("data", help="inspect datasets")
+    dsub = d.add_subparsers(dest="data_command", required=True, parser_class=_Parser)
+    info = dsub.add_parser("info", help="counts per (class, bias) and checksums of a dataset")
+    info.add_argument("dataset")
+    _add_data_options(info)
+
+    b = sub.add_parser("bench", help="reproduce a paper table next to its published numbers")
+    b.add_argument("preset", nargs="?", help="table preset (omit to list them)")
+    b.add_argument("--seeds", type=int)
+    b.add_argument("--workers", type=int, help="parallel runs (default: number of cores)")
+    b.add_argument("--methods", help="comma-separated subset of the preset's methods")
+    b.add_argument("--epochs", type=int, help="override the preset's epochs (stated in report)")
+    b.add_argument("--out", default="bench-out")
+    b.add_argument("--data-dir")
+
+    sub.add_parser("methods", help="list methods and their hyper-parameters")
+    return parser
+
+
+def cmd_train(args) -> None:
+    from .train import RunConfig, train
+
+    cfg = RunConfig(
+        dataset=args.dataset, data_params=_data_params(args), method=args.method,
+        hparams=_pairs(args.hp, "--hp"), model=args.model,
+        model_options=_pairs(args.model_opt, "--model-opt"), epochs=args.epochs,
+        batch_size=args.batch_size, seed=args.seed, selection=args.selection,
+        heldout_fraction=args.heldout_fraction, drop_bias_labels=args.no_bias_labels,
+        device=args.device, threads=args.threads, data_dir=args.data_dir,
+        download=args.download)
+    out = args.out or f"runs/{args.method}-{args.dataset}-seed{args.seed}"
+    summary = train(cfg, out)
+    print(summary["protocol"])
+    print(f"selected epoch {summary['selected_epoch']} of {summary['epochs']}")
+    for split, m in summary["metrics"].items():
+        shown = "  ".join(f"{k} {v:.2f}" for k, v in m.items()
+                          if k != "cells" and isinstance(v, float))
+        print(f"{split:>14}: {shown}")
+    print(f"run directory: {out}")
+
+
+def cmd_data_info(args) -> None:
+    from .data.protocols import build_data
+
+    bundle = build_data(args.dataset, args.data_dir, args.download, **_data_params(args))
+    print(f"protocol {bundle.protocol} {bundle.params}")
+    for ds in (bundle.train, *bundle.evals.values()):
+        print()
+        print(ds.summary())
+        print(f"checksum {ds.checksum()}")
+
+
+def cmd_bench(args) -> None:
+    from .bench import PRESETS, run_bench
+
+    if not args.preset:
+        for p in PRESETS.values():
+            print(f"{p.name:12s} {p.title}")
+        return
+    methods = [m.strip() for m in args.methods.split(",")] if args.methods else None
+    print(run_bench(args.preset, args.out, args.seeds, args.workers, methods, args.epochs,
+                    args.data_dir))
+
+
+def cmd_methods(_args) -> None:
+    from .methods import METHODS
+
+    for name, cls in sorted(METHODS.items()):
+        needs = ", ".join(sorted(cls.requires)) or "nothing beyond targets"
+        print(f"{name}  (needs: {needs})")
+        for key, hp in cls.hparams.items():
+            print(f"    {key} = {hp.default!r}: {hp.doc}")
+
+
+COMMANDS = {"train": cmd_train, "data": cmd_data_info, "bench": cmd_bench,
+            "methods": cmd_methods}
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        COMMANDS[args.command](args)
+    except DebiaskitError as err:
+        print(f"debiaskit: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("debiaskit: interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
