@@ -21,6 +21,7 @@ import torch
 from tqdm import tqdm
 
 from . import __version__, runs
+from .speed import keep_freed_buffers
 from .data.dataset import BiasedDataset, DataBundle
 from .data.loader import InMemoryLoader
 from .data.protocols import build_data
@@ -196,6 +197,7 @@ class Trainer:
         return stored
 
     def run(self) -> dict:
+        keep_freed_buffers()
         resumable = self._check_out_dir()
         prep = prepare(self.cfg)
         cfg, method, train = self.cfg, prep.method, prep.train

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from .. import runs
 from ..errors import ConfigError, DebiaskitError
+from ..methods import get_method
 from ..train import RunConfig, check_config, train
 from .presets import TablePreset
 
@@ -69,6 +70,8 @@ def _run_one(cfg: RunConfig, run_dir: str) -> tuple[str, float, str | None]:
 def execute(planned: list[PlannedRun], workers: int, log=print) -> list[str]:
     """Run what is not finished yet; returns the error messages of failed runs."""
     todo = [p for p in planned if not runs.is_finished(p.run_dir)]
+    # longest runs first, so the pool does not end on one long run (LPT scheduling)
+    todo.sort(key=lambda p: -p.config.epochs * get_method(p.config.method).relative_cost)
     log(f"{len(planned) - len(todo)} of {len(planned)} runs already finished; "
         f"running {len(todo)} on {workers} worker(s)")
     errors, done = [], 0

@@ -61,6 +61,8 @@ class Method:
     name: ClassVar[str] = ""
     requires: ClassVar[frozenset[str]] = frozenset()
     hparams: ClassVar[dict[str, HParam]] = {}
+    #: Training cost relative to ERM with the same network (for scheduling bench runs).
+    relative_cost: ClassVar[float] = 1.0
 
     def __init__(self, spec: DataSpec, make_network: Callable[[], nn.Module],
                  hparams: dict | None = None) -> None:
@@ -134,5 +136,13 @@ class Method:
 
 
 def adam(module: nn.Module, lr: float, weight_decay: float = 0.0) -> torch.optim.Adam:
-    """The papers' optimiser (Adam, no schedule unless a method says otherwise)."""
-    return torch.optim.Adam(module.parameters(), lr=lr, weight_decay=weight_decay)
+    """The papers' optimiser (Adam, no schedule unless a method says otherwise).
+
+    The fused implementation (one kernel for all parameters; same update rule) is used
+    where this torch build has it, since per-parameter Adam dominates small networks' steps.
+    """
+    params = list(module.parameters())
+    try:
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=True)
+    except (RuntimeError, TypeError):
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)

@@ -20,6 +20,7 @@ from .base import HParam, Method, adam, register
 @register
 class LfF(Method):
     name = "lff"
+    relative_cost = 2.0
     hparams = {
         "lr": HParam(1e-3, "Adam learning rate of both models", 0.0, 10.0),
         "weight_decay": HParam(0.0, "Adam weight decay of both models", 0.0, 1.0),
