@@ -79,6 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--selection", default="last", help="; ".join(
         f"{k}: {v}" for k, v in SELECTION.items()))
     t.add_argument("--heldout-fraction", type=float, default=0.1)
+    t.add_argument("--train-subset", type=int, help="train on a seeded random subset of N images")
+    t.add_argument("--eval-subset", type=int, help="evaluate on seeded random subsets of N images")
     t.add_argument("--no-bias-labels", action="store_true",
                    help="drop the training set's bias labels (as a practitioner would have)")
     t.add_argument("--out", help="run directory (default runs/METHOD-DATASET-seedN)")
@@ -113,6 +115,7 @@ def cmd_train(args) -> None:
         model_options=_pairs(args.model_opt, "--model-opt"), epochs=args.epochs,
         batch_size=args.batch_size, seed=args.seed, selection=args.selection,
         heldout_fraction=args.heldout_fraction, drop_bias_labels=args.no_bias_labels,
+        train_subset=args.train_subset, eval_subset=args.eval_subset,
         device=args.device, threads=args.threads, data_dir=args.data_dir,
         download=args.download)
     out = args.out or f"runs/{args.method}-{args.dataset}-seed{args.seed}"

@@ -45,7 +45,12 @@ VOLATILE = ("device", "threads", "progress", "data_dir", "download")
 
 @dataclass
 class RunConfig:
-    """Everything that defines a run. Defaults are LfF's Colored MNIST setting."""
+    """Everything that defines a run. Defaults are LfF's Colored MNIST setting.
+
+    ``train_subset`` / ``eval_subset`` train and evaluate on seeded random subsets (quick
+    experiments and tests; the papers use the full sets). ``drop_bias_labels`` hides the
+    training set's bias labels, as a practitioner's data would be.
+    """
 
     dataset: str = "colored_mnist"
     data_params: dict = field(default_factory=dict)
@@ -59,6 +64,8 @@ class RunConfig:
     selection: str = "last"
     heldout_fraction: float = 0.1
     drop_bias_labels: bool = False
+    train_subset: int | None = None
+    eval_subset: int | None = None
     device: str = "cpu"
     threads: int | None = None
     progress: bool | None = None
@@ -77,6 +84,9 @@ def check_config(cfg: RunConfig) -> None:
         raise ConfigError(f"epochs must be >= 1, got {cfg.epochs}")
     if cfg.batch_size < 1:
         raise ConfigError(f"batch size must be >= 1, got {cfg.batch_size}")
+    for key in ("train_subset", "eval_subset"):
+        if getattr(cfg, key) is not None and getattr(cfg, key) < 1:
+            raise ConfigError(f"{key} must be >= 1, got {getattr(cfg, key)}")
     if not 0.0 < cfg.heldout_fraction < 1.0:
         raise ConfigError(f"held-out fraction must be in (0, 1), got {cfg.heldout_fraction}")
     get_method(cfg.method)
@@ -102,13 +112,22 @@ def split_heldout(train: BiasedDataset, fraction: float, seed: int):
     return train.subset(train_idx, f"{train.name}"), train.subset(val_idx, "val")
 
 
+def random_subset(ds: BiasedDataset, size: int | None, seed: int) -> BiasedDataset:
+    """A seeded random subset of ``size`` samples (for quick experiments), kept in order."""
+    if size is None or size >= len(ds):
+        return ds
+    index = torch.randperm(len(ds), generator=torch.Generator().manual_seed(seed))[:size]
+    return ds.subset(index.sort().values)
+
+
 def prepare(cfg: RunConfig) -> Prepared:
     """Build data and method and check their fit; raises DebiaskitError on bad input."""
     check_config(cfg)
     method_cls = get_method(cfg.method)
     method_cls.resolve_hparams(cfg.hparams)
     bundle = build_data(cfg.dataset, cfg.data_dir, cfg.download, **cfg.data_params)
-    train, evals = bundle.train, dict(bundle.evals)
+    train = random_subset(bundle.train, cfg.train_subset, cfg.seed)
+    evals = {k: random_subset(v, cfg.eval_subset, cfg.seed) for k, v in bundle.evals.items()}
     if cfg.drop_bias_labels:
         train = train.without_bias()
     if "bias" in method_cls.requires and not train.has_bias:

@@ -1,0 +1,24 @@
+"""Shared fixtures: the real data directory (DEBIASKIT_DATA, else the sibling ../shared/data)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+DATA_DIR = Path(os.environ.get("DEBIASKIT_DATA") or
+                Path(__file__).resolve().parents[2] / "shared" / "data")
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> str:
+    if not (DATA_DIR / "mnist.npz").is_file():
+        pytest.skip(f"real mnist.npz not found in {DATA_DIR}; set DEBIASKIT_DATA")
+    return str(DATA_DIR)
+
+
+@pytest.fixture(scope="session")
+def mnist(data_dir):
+    from debiaskit.data.sources import load_source
+    return load_source("mnist", data_dir)

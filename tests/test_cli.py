@@ -1,0 +1,103 @@
+"""The command line: bad input gives one line and exit status 2 and writes nothing."""
+
+import os
+import shutil
+
+import pytest
+
+from debiaskit.cli import main
+
+TINY = ["--train-subset", "3000", "--eval-subset", "1000", "--threads", "1"]
+
+
+def run_cli(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def corrupt_dir(tmp_path):
+    d = tmp_path / "corrupt"
+    d.mkdir()
+    (d / "mnist.npz").write_bytes(os.urandom(4096))
+    return d
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["--dataset", "colored_mnits"], "unknown dataset"),
+    (["--method", "lfff"], "unknown method"),
+    (["--conflict-ratio", "0.95"], "out of range"),
+    (["--data", "severity=9"], "severity"),
+    (["--method", "groupdro", "--no-bias-labels"], "needs bias labels"),
+    (["--selection", "best"], "model-selection policy"),
+    (["--hp", "q=2"], "no hyper-parameter q"),  # erm has no q
+])
+def test_train_bad_input(capsys, tmp_path, data_dir, argv, says):
+    out = tmp_path / "run"
+    code, _, err = run_cli(capsys, "train", "--data-dir", data_dir, "--out", str(out), *argv)
+    assert code == 2
+    assert err.count("\n") == 1 and err.startswith("debiaskit: error:")
+    assert says in err or says in err.lower()
+    assert not out.exists()
+
+
+def test_missing_and_corrupt_data(capsys, tmp_path):
+    out = tmp_path / "run"
+    code, _, err = run_cli(capsys, "train", "--data-dir", str(tmp_path / "nowhere"),
+                           "--out", str(out))
+    assert code == 2 and err.count("\n") == 1 and "nowhere" in err
+    bad = corrupt_dir(tmp_path)
+    code, _, err = run_cli(capsys, "train", "--data-dir", str(bad), "--out", str(out))
+    assert code == 2 and err.count("\n") == 1 and "mnist.npz" in err
+    assert not out.exists()
+
+
+def test_argparse_errors_are_one_line(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "--epochs", "many"])
+    assert exc.value.code == 2
+    assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_train_then_refuse_to_overwrite(capsys, tmp_path, data_dir):
+    out = tmp_path / "run"
+    code, stdout, _ = run_cli(capsys, "train", "--data-dir", data_dir, "--out", str(out),
+                              "--method", "lff", "--epochs", "1", *TINY)
+    assert code == 0 and "biased/test" in stdout and "model selection: last epoch" in stdout
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    code, _, err = run_cli(capsys, "train", "--data-dir", data_dir, "--out", str(out),
+                           "--method", "lff", "--epochs", "1", *TINY)
+    assert code == 2 and "finished run" in err and err.count("\n") == 1
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+def test_data_info_prints_exact_counts(capsys, data_dir):
+    code, out, _ = run_cli(capsys, "data", "info", "colored_mnist", "--aligned-ratio", "0.99",
+                           "--data-dir", data_dir)
+    assert code == 0
+    assert "colored_mnist/train: 60000 images" in out and "colored_mnist/test: 10000" in out
+    row0 = next(line for line in out.splitlines() if line.startswith("0 "))
+    assert row0.split()[1] == "5864"
+    assert out.count("checksum ") == 2
+
+
+def test_bench_runs_reports_and_skips_finished(capsys, tmp_path, data_dir):
+    args = ["bench", "quick", "--epochs", "1", "--workers", "2", "--out", str(tmp_path),
+            "--data-dir", data_dir]
+    code, out, _ = run_cli(capsys, *args)
+    assert code == 0
+    assert "| 99.0 |" in out and "50.34 +- 0.16" in out and "74.01 +- 2.21" in out
+    assert "Model selection: last epoch" in out and "seeds [0]" in out
+    report = tmp_path / "quick"
+    assert (report / "report.md").exists() and (report / "curves.png").stat().st_size > 10000
+    code, out, _ = run_cli(capsys, *args)
+    assert code == 0 and "2 of 2 runs already finished" in out
+
+
+def test_bench_bad_input(capsys, tmp_path):
+    code, _, err = run_cli(capsys, "bench", "lff-table9", "--out", str(tmp_path / "b"))
+    assert code == 2 and "unknown bench preset" in err
+    code, _, err = run_cli(capsys, "bench", "lff-cmnist", "--methods", "SiH",
+                           "--out", str(tmp_path / "b"))
+    assert code == 2 and "no method SiH" in err
+    assert not (tmp_path / "b").exists()

@@ -1,0 +1,71 @@
+"""Methods on small real Colored MNIST: each one's effect on biased data."""
+
+import pytest
+import torch
+
+from debiaskit.data.loader import InMemoryLoader
+from debiaskit.errors import ConfigError
+from debiaskit.methods import get_method
+from debiaskit.train import RunConfig, prepare, train
+
+
+def cfg(data_dir, method, conflict, epochs=2, **kw):
+    return RunConfig(method=method, data_params={"conflict_ratio": conflict}, epochs=epochs,
+                     train_subset=kw.pop("train_subset", 12000), eval_subset=4000,
+                     data_dir=data_dir, progress=False, **kw)
+
+
+def test_vanilla_on_fully_biased_data_learns_the_colour(data_dir, tmp_path):
+    summary = train(cfg(data_dir, "erm", 0.0), tmp_path / "run")
+    test = summary["metrics"]["test"]
+    assert test["aligned"] > 95
+    assert test["conflicting"] < 25  # near chance (10 %): hardly any digit was learned
+
+
+def _one_epoch(data_dir, method, conflict, epochs=1, **kw):
+    prep = prepare(cfg(data_dir, method, conflict, **kw))
+    loader = InMemoryLoader(prep.train, 256, seed=0)
+    for e in range(epochs):
+        for batch in loader.epoch(e):
+            prep.method.update(batch)
+    return prep
+
+
+def test_lff_weights_conflicting_samples_more(data_dir):
+    prep = _one_epoch(data_dir, "lff", 0.02, train_subset=None)
+    stats = prep.method.epoch_stats(prep.train)
+    assert stats["weight_conflicting"] > 3 * stats["weight_aligned"]
+    w = prep.method.sample_weights(torch.arange(len(prep.train)))
+    assert bool(((w >= 0) & (w <= 1)).all())
+
+
+def test_lff_beats_vanilla_on_conflicting_samples(data_dir, tmp_path):
+    res = {m: train(cfg(data_dir, m, 0.02, epochs=4, train_subset=20000),
+                    tmp_path / m)["metrics"]["test"] for m in ("erm", "lff")}
+    assert res["lff"]["conflicting"] > res["erm"]["conflicting"] + 8
+
+
+def test_lff_biased_model_is_evaluated_and_biased(data_dir, tmp_path):
+    summary = train(cfg(data_dir, "lff", 0.02, epochs=2), tmp_path / "run")
+    biased, debiased = summary["metrics"]["biased/test"], summary["metrics"]["test"]
+    assert biased["aligned"] > 95
+    assert biased["conflicting"] < debiased["conflicting"] - 15
+
+
+def test_groupdro_raises_the_worst_group(data_dir, tmp_path):
+    res = {m: train(cfg(data_dir, m, 0.05, epochs=3), tmp_path / m)["metrics"]["test"]
+           for m in ("erm", "groupdro")}
+    assert res["groupdro"]["conflicting"] > res["erm"]["conflicting"] + 5
+
+
+def test_groupdro_refuses_data_without_bias_labels(data_dir, tmp_path):
+    with pytest.raises(ConfigError, match="needs bias labels"):
+        train(cfg(data_dir, "groupdro", 0.05, drop_bias_labels=True), tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("hp, msg", [({"q": 1.5}, "out of range"), ({"lr": "fast"}, "not a"),
+                                     ({"alpha": 1}, "no hyper-parameter")])
+def test_bad_hyperparameters(hp, msg):
+    with pytest.raises(ConfigError, match=msg):
+        get_method("lff").resolve_hparams(hp)

@@ -1,0 +1,126 @@
+"""The trainer: determinism, resume after a kill, model selection, the run directory."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from debiaskit import runs
+from debiaskit.errors import ConfigError, DebiaskitError
+from debiaskit.train import RunConfig, train
+
+SMALL = dict(data_params={"conflict_ratio": 0.02}, train_subset=6000, eval_subset=2000,
+             progress=False, threads=1)
+
+
+def _evals(run_dir):
+    return [r["eval"] for r in runs.read_metrics(run_dir)]
+
+
+def test_same_seed_same_numbers(data_dir, tmp_path):
+    a = train(RunConfig(method="lff", epochs=2, data_dir=data_dir, **SMALL), tmp_path / "a")
+    b = train(RunConfig(method="lff", epochs=2, data_dir=data_dir, **SMALL), tmp_path / "b")
+    assert a["metrics"] == b["metrics"]
+    c = train(RunConfig(method="lff", epochs=2, seed=1, data_dir=data_dir, **SMALL), tmp_path / "c")
+    assert c["metrics"] != a["metrics"]
+
+
+def _cli_train(data_dir, out, epochs):
+    return [sys.executable, "-m", "debiaskit.cli", "train", "--method", "lff",
+            "--conflict-ratio", "0.02", "--train-subset", "6000", "--eval-subset", "2000",
+            "--threads", "1", "--epochs", str(epochs), "--data-dir", data_dir, "--out", str(out)]
+
+
+def test_killed_run_resumes_to_the_same_result(data_dir, tmp_path):
+    epochs = 6
+    subprocess.run(_cli_train(data_dir, tmp_path / "whole", epochs), check=True,
+                   capture_output=True)
+    proc = subprocess.Popen(_cli_train(data_dir, tmp_path / "cut", epochs),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    metrics = tmp_path / "cut" / runs.METRICS
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if metrics.exists() and len(metrics.read_text().splitlines()) >= 2:
+            break
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done_before = len(runs.read_metrics(tmp_path / "cut"))
+    assert 2 <= done_before < epochs, "the kill must land mid-run"
+    assert not runs.is_finished(tmp_path / "cut")
+    subprocess.run(_cli_train(data_dir, tmp_path / "cut", epochs), check=True, capture_output=True)
+    assert [r["epoch"] for r in runs.read_metrics(tmp_path / "cut")] == list(range(1, epochs + 1))
+    assert _evals(tmp_path / "cut") == _evals(tmp_path / "whole")
+    whole = runs.read_json(tmp_path / "whole" / runs.SUMMARY)
+    cut = runs.read_json(tmp_path / "cut" / runs.SUMMARY)
+    assert cut["metrics"] == whole["metrics"]
+
+
+def test_run_directory_contents(data_dir, tmp_path):
+    train(RunConfig(method="erm", epochs=2, data_dir=data_dir, **SMALL), tmp_path)
+    assert sorted(os.listdir(tmp_path)) == sorted(
+        [runs.CONFIG, runs.METRICS, runs.SUMMARY, runs.MODEL])
+    config = runs.read_json(tmp_path / runs.CONFIG)
+    assert config["run"]["seed"] == 0 and len(config["data"]["train_checksum"]) == 64
+    assert {"torch", "torchvision", "numpy", "debiaskit"} <= set(config["versions"])
+    lines = (tmp_path / runs.METRICS).read_text().splitlines()
+    assert [json.loads(x)["epoch"] for x in lines] == [1, 2]
+    assert "last epoch" in runs.read_json(tmp_path / runs.SUMMARY)["protocol"]
+
+
+def test_finished_run_is_never_overwritten(data_dir, tmp_path):
+    train(RunConfig(method="erm", epochs=1, data_dir=data_dir, **SMALL), tmp_path)
+    before = {p: p.read_bytes() for p in tmp_path.iterdir()}
+    with pytest.raises(DebiaskitError, match="finished run"):
+        train(RunConfig(method="erm", epochs=1, data_dir=data_dir, **SMALL), tmp_path)
+    assert {p: p.read_bytes() for p in tmp_path.iterdir()} == before
+
+
+def test_unfinished_run_with_other_config_is_refused(data_dir, tmp_path):
+    (tmp_path / runs.CONFIG).write_text(json.dumps({"run": {"method": "lff"}}))
+    with pytest.raises(DebiaskitError, match="different configuration"):
+        train(RunConfig(method="erm", epochs=1, data_dir=data_dir, **SMALL), tmp_path)
+
+
+def test_heldout_selection_picks_the_best_validation_epoch(data_dir, tmp_path):
+    s = train(RunConfig(method="erm", epochs=4, selection="heldout", data_dir=data_dir, **SMALL),
+              tmp_path)
+    records = runs.read_metrics(tmp_path)
+    val = [r["eval"]["val"]["accuracy"] for r in records]
+    assert s["selected_epoch"] == 1 + val.index(max(val))
+    assert s["metrics"] == records[s["selected_epoch"] - 1]["eval"]
+    config = runs.read_json(tmp_path / runs.CONFIG)
+    assert config["data"]["train_size"] == 5400  # 10 % of 6000 held out
+
+
+def test_oracle_is_labelled(data_dir, tmp_path):
+    s = train(RunConfig(method="erm", epochs=2, selection="oracle", data_dir=data_dir, **SMALL),
+              tmp_path)
+    assert "TEST-SET ORACLE" in s["protocol"]
+    tests = [r["eval"]["test"]["unbiased"] for r in runs.read_metrics(tmp_path)]
+    assert s["metrics"]["test"]["unbiased"] == max(tests)
+
+
+def test_worst_group_selection_needs_bias_labels(data_dir, tmp_path):
+    with pytest.raises(ConfigError, match="bias labels"):
+        train(RunConfig(method="erm", selection="worst_group", drop_bias_labels=True,
+                        data_dir=data_dir, **SMALL), tmp_path / "x")
+    assert not (tmp_path / "x").exists()
+
+
+def test_atomic_write_leaves_old_file_on_failure(tmp_path):
+    path = tmp_path / "f.json"
+    runs.write_json(path, {"a": 1})
+
+    def boom(f):
+        f.write(b"partial")
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(DebiaskitError, match="disk full"):
+        runs.atomic_write(path, boom)
+    assert runs.read_json(path) == {"a": 1}
+    assert os.listdir(tmp_path) == ["f.json"]
