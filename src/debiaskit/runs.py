@@ -59,19 +59,19 @@ def atomic_write(path: Path, write) -> None:
         raise
 
 
-def _clean(obj):
+def json_safe(obj):
     """JSON-safe copy: NaN/inf become null."""
     if isinstance(obj, float) and not math.isfinite(obj):
         return None
     if isinstance(obj, dict):
-        return {k: _clean(v) for k, v in obj.items()}
+        return {k: json_safe(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_clean(v) for v in obj]
+        return [json_safe(v) for v in obj]
     return obj
 
 
 def write_json(path: Path, obj) -> None:
-    data = json.dumps(_clean(obj), indent=2, sort_keys=True).encode()
+    data = json.dumps(json_safe(obj), indent=2, sort_keys=True).encode()
     atomic_write(path, lambda f: f.write(data))
 
 
@@ -97,7 +97,7 @@ def load_torch(path: Path):
 
 def append_metrics(run_dir: Path, record: dict) -> None:
     """Append one epoch's record to metrics.jsonl (the line is written whole or not at all)."""
-    line = (json.dumps(_clean(record), sort_keys=True) + "\n").encode()
+    line = (json.dumps(json_safe(record), sort_keys=True) + "\n").encode()
     path = Path(run_dir) / METRICS
     try:
         with open(path, "ab") as f:
@@ -126,7 +126,7 @@ def read_metrics(run_dir: Path, up_to_epoch: int | None = None) -> list[dict]:
 
 def rewrite_metrics(run_dir: Path, records: list[dict]) -> None:
     """Replace metrics.jsonl by ``records`` (used on resume to drop epochs past the checkpoint)."""
-    data = "".join(json.dumps(_clean(r), sort_keys=True) + "\n" for r in records).encode()
+    data = "".join(json.dumps(json_safe(r), sort_keys=True) + "\n" for r in records).encode()
     atomic_write(Path(run_dir) / METRICS, lambda f: f.write(data))
 
 

@@ -210,7 +210,7 @@ class Trainer:
                                      "choose another output directory")
             return None
         stored = runs.read_json(cfg_path)
-        if stored.get("run") != runs._clean(self.cfg.identity()):
+        if stored.get("run") != runs.json_safe(self.cfg.identity()):
             raise DebiaskitError(f"{self.out} holds an unfinished run with a different "
                                  "configuration; use another output directory or the same options")
         return stored

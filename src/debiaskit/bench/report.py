@@ -4,7 +4,7 @@ Markdown, JSON, and a PNG of the aligned vs conflicting test-accuracy curves."""
 from __future__ import annotations
 
 import io
-import json
+import textwrap
 from collections import defaultdict
 from pathlib import Path
 
@@ -45,7 +45,8 @@ def protocol_lines(preset: TablePreset, planned: list[PlannedRun]) -> list[str]:
         f"Metric: {preset.metric} accuracy (%) on the '{preset.split}' split, mean +- sample "
         f"std over seeds {seeds}; ours vs published.",
         f"Model selection: {SELECTION[cfg.selection]}.",
-        f"Training: model {cfg.model}, {cfg.epochs} epochs, batch {cfg.batch_size}. "
+        f"Training: model {cfg.model} {cfg.model_options or ''}, {cfg.epochs} epochs, batch "
+        f"{cfg.batch_size}, method hyper-parameters {cfg.hparams or 'the paper defaults'}. "
         f"{preset.notes}",
     ]
 
@@ -100,7 +101,7 @@ def plot_curves(preset: TablePreset, results: dict, path: Path) -> None:
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel(f"{preset.split} accuracy (%)")
     axes[0][-1].legend(fontsize=7, loc="lower right")
-    fig.suptitle(preset.title, fontsize=9)
+    fig.suptitle(textwrap.fill(preset.title, 60 * len(rows)), fontsize=9)
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
