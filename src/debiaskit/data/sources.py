@@ -447,83 +447,88 @@ def _torchvision_download(label: str, dataset_cls_name: str, root: pathlib.Path)
 # --------------------------------------------------------------------------- the two sources
 
 
-def _load_mnist(root: pathlib.Path, download: bool) -> ImageSource:
-    """MNIST from ``root``: mnist.npz, else idx files in ``root`` or ``root/MNIST/raw``, else
-    (``download``) torchvision's download into ``root/MNIST/raw``."""
-    npz = root / "mnist.npz"
+@dataclass(frozen=True)
+class _Layout:
+    """Where and how one source is stored: its npz archive, its standard on-disk format
+    (the folders to look in, how to find and read the files) and its torchvision class."""
+
+    name: str
+    label: str
+    files: str
+    npz: str
+    image_shape: tuple
+    npz_extras: dict
+    folders: Callable[[pathlib.Path], tuple]
+    find: Callable[[pathlib.Path], tuple]
+    read: Callable[[dict, str], ImageSource]
+    origin: str
+    torchvision_class: str
+    download_folder: Callable[[pathlib.Path], pathlib.Path]
+    expected: str
+    extra_hint: Callable[[pathlib.Path], str] = lambda root: ""
+
+
+def _load(layout: _Layout, root: pathlib.Path, download: bool) -> ImageSource:
+    """The source from ``root``: the npz archive, else the standard files in one of the
+    layout's folders, else (``download``) torchvision's download read the same way."""
+    npz = root / layout.npz
     if npz.is_file():
-        return _load_npz(npz, "mnist", (28, 28), {})
+        return _load_npz(npz, layout.name, layout.image_shape, layout.npz_extras)
     partial = None
-    for directory in (root, root / "MNIST" / "raw"):
-        found, missing = _find_idx_set(directory)
+    for directory in layout.folders(root):
+        found, missing = layout.find(directory)
         if not missing:
-            return _read_mnist_idx(found, f"idx:{directory}")
+            return layout.read(found, f"{layout.origin}:{directory}")
         if found and partial is None:
             partial = (directory, missing)
     if download:
-        _torchvision_download("MNIST", "MNIST", root)
-        raw = root / "MNIST" / "raw"
-        found, missing = _find_idx_set(raw)
+        _torchvision_download(layout.label, layout.torchvision_class, root)
+        folder = layout.download_folder(root)
+        found, missing = layout.find(folder)
         if missing:
             raise DataError(
-                f"the MNIST download into {root} finished but {raw} lacks {', '.join(missing)}; "
-                f"copy mnist.npz or the idx files into {root} instead"
+                f"the {layout.label} download into {root} finished but {folder} lacks "
+                f"{', '.join(missing)}; copy {layout.npz} or the standard files into {root} instead"
             )
-        return _read_mnist_idx(found, f"torchvision-download:{raw}")
+        return layout.read(found, f"torchvision-download:{folder}")
     if partial is not None:
         directory, missing = partial
         raise DataError(
-            f"incomplete MNIST idx files in {directory}: missing {', '.join(missing)} (plain or .gz); "
+            f"incomplete {layout.label} {layout.files} in {directory}: missing {', '.join(missing)}; "
             f"copy them there or pass --download"
         )
     raise DataError(
-        f"no MNIST in {root}: expected mnist.npz, the four idx files (train-images-idx3-ubyte etc., "
-        f"plain or .gz), or MNIST/raw/; copy them there or pass --download"
+        f"no {layout.label} in {root}: expected {layout.npz} or {layout.expected}; copy them "
+        f"there or pass --download{layout.extra_hint(root)}"
     )
 
 
-def _load_cifar10(root: pathlib.Path, download: bool) -> ImageSource:
-    """CIFAR-10 from ``root``: cifar10.npz, else the python batches in ``root/cifar-10-batches-py``
-    (or directly in ``root``), else (``download``) torchvision's download and extraction."""
-    npz = root / "cifar10.npz"
-    if npz.is_file():
-        return _load_npz(npz, "cifar10", (32, 32, 3), {"test_lossless": np.bool_})
-    partial = None
-    for directory in (root / CIFAR_DIRNAME, root):
-        found, missing = _find_cifar_set(directory)
-        if not missing:
-            return _read_cifar_pickles(found, f"cifar-pickle:{directory}")
-        if found and partial is None:
-            partial = (directory, missing)
-    if download:
-        _torchvision_download("CIFAR-10", "CIFAR10", root)
-        found, missing = _find_cifar_set(root / CIFAR_DIRNAME)
-        if missing:
-            raise DataError(
-                f"the CIFAR-10 download into {root} finished but {root / CIFAR_DIRNAME} lacks "
-                f"{', '.join(missing)}; copy cifar10.npz or {CIFAR_DIRNAME}/ into {root} instead"
-            )
-        return _read_cifar_pickles(found, f"torchvision-download:{root / CIFAR_DIRNAME}")
-    if partial is not None:
-        directory, missing = partial
-        raise DataError(
-            f"incomplete CIFAR-10 batches in {directory}: missing {', '.join(missing)}; "
-            f"copy them there or pass --download"
-        )
-    hint = ""
+def _cifar_tarball_hint(root: pathlib.Path) -> str:
     if (root / CIFAR_TARBALL).is_file():
-        hint = f" ({CIFAR_TARBALL} is there but not extracted: run tar xzf on it, or pass --download)"
-    raise DataError(
-        f"no CIFAR-10 in {root}: expected cifar10.npz or {CIFAR_DIRNAME}/ with data_batch_1..5 and "
-        f"test_batch; copy them there or pass --download{hint}"
-    )
+        return f" ({CIFAR_TARBALL} is there but not extracted: run tar xzf on it, or pass --download)"
+    return ""
 
 
-#: registry of raw sources: name -> loader(resolved data dir, download) -> ImageSource
-SOURCES: dict[str, Callable[[pathlib.Path, bool], ImageSource]] = {
-    "mnist": _load_mnist,
-    "cifar10": _load_cifar10,
-}
+_MNIST = _Layout(
+    name="mnist", label="MNIST", files="idx files", npz="mnist.npz", image_shape=(28, 28), npz_extras={},
+    folders=lambda root: (root, root / "MNIST" / "raw"), find=_find_idx_set,
+    read=_read_mnist_idx, origin="idx", torchvision_class="MNIST",
+    download_folder=lambda root: root / "MNIST" / "raw",
+    expected="the four idx files (train-images-idx3-ubyte etc., plain or .gz) in it or in MNIST/raw/",
+)
+_CIFAR10 = _Layout(
+    name="cifar10", label="CIFAR-10", files="batches", npz="cifar10.npz", image_shape=(32, 32, 3),
+    npz_extras={"test_lossless": np.bool_},
+    folders=lambda root: (root / CIFAR_DIRNAME, root), find=_find_cifar_set,
+    read=_read_cifar_pickles, origin="cifar-pickle", torchvision_class="CIFAR10",
+    download_folder=lambda root: root / CIFAR_DIRNAME,
+    expected=f"{CIFAR_DIRNAME}/ with data_batch_1..5 and test_batch",
+    extra_hint=_cifar_tarball_hint,
+)
+
+
+#: registry of raw sources: name -> its storage layout
+SOURCES: dict[str, _Layout] = {layout.name: layout for layout in (_MNIST, _CIFAR10)}
 
 
 # --------------------------------------------------------------------------- public entry points
@@ -555,7 +560,7 @@ def resolve_data_dir(data_dir=None, download: bool = False) -> pathlib.Path:
 
 @functools.lru_cache(maxsize=8)
 def _load_cached(name: str, root: str, download: bool) -> ImageSource:
-    return SOURCES[name](pathlib.Path(root), download)
+    return _load(SOURCES[name], pathlib.Path(root), download)
 
 
 def load_source(name: str, data_dir=None, download: bool = False) -> ImageSource:
