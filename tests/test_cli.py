@@ -69,6 +69,13 @@ def test_train_then_refuse_to_overwrite(capsys, tmp_path, data_dir):
                            "--method", "lff", "--epochs", "1", *TINY)
     assert code == 2 and "finished run" in err and err.count("\n") == 1
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    code, stdout, _ = run_cli(capsys, "explain", "curves", str(out))
+    assert code == 0 and (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_explain_curves_needs_a_run(capsys, tmp_path):
+    code, _, err = run_cli(capsys, "explain", "curves", str(tmp_path))
+    assert code == 2 and "no metrics.jsonl records" in err and err.count("\n") == 1
 
 
 def test_data_info_prints_exact_counts(capsys, data_dir):

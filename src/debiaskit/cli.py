@@ -1,4 +1,4 @@
-"""Command line: ``debiaskit train | data info | bench | methods``.
+"""Command line: ``debiaskit train | data info | bench | explain curves | methods``.
 
 Every user error is one line on stderr and exit status 2 (see :mod:`debiaskit.errors`).
 """
@@ -102,6 +102,12 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--out", default="bench-out")
     b.add_argument("--data-dir")
 
+    e = sub.add_parser("explain", help="show which shortcut a model took")
+    esub = e.add_subparsers(dest="explain_command", required=True, parser_class=_Parser)
+    curves = esub.add_parser("curves", help="aligned vs conflicting accuracy per epoch (PNG)")
+    curves.add_argument("run_dir")
+    curves.add_argument("--out", help="PNG path (default RUN_DIR/curves.png)")
+
     sub.add_parser("methods", help="list methods and their hyper-parameters")
     return parser
 
@@ -145,11 +151,17 @@ def cmd_bench(args) -> None:
 
     if not args.preset:
         for p in PRESETS.values():
-            print(f"{p.name:12s} {p.title}")
+            print(f"{p.name:20s} {p.title}")
         return
     methods = [m.strip() for m in args.methods.split(",")] if args.methods else None
     print(run_bench(args.preset, args.out, args.seeds, args.workers, methods, args.epochs,
                     args.data_dir))
+
+
+def cmd_explain(args) -> None:
+    from .explain.curves import plot_run_curves
+
+    print(f"wrote {plot_run_curves(args.run_dir, args.out)}")
 
 
 def cmd_methods(_args) -> None:
@@ -163,7 +175,7 @@ def cmd_methods(_args) -> None:
 
 
 COMMANDS = {"train": cmd_train, "data": cmd_data_info, "bench": cmd_bench,
-            "methods": cmd_methods}
+            "explain": cmd_explain, "methods": cmd_methods}
 
 
 def main(argv=None) -> int:

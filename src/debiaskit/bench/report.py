@@ -3,7 +3,6 @@ Markdown, JSON, and a PNG of the aligned vs conflicting test-accuracy curves."""
 
 from __future__ import annotations
 
-import io
 import textwrap
 from collections import defaultdict
 from pathlib import Path
@@ -11,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import runs
+from ..explain.curves import draw_aligned_conflicting, save_png
 from ..train import SELECTION
 from .presets import TablePreset
 from .runner import PlannedRun
@@ -92,21 +92,17 @@ def plot_curves(preset: TablePreset, results: dict, path: Path) -> None:
                 continue
             n = min(len(s) for s in seeds)
             arr = np.array([[(e, a, c) for e, a, c in s[:n]] for s in seeds], dtype=float)
-            ep = arr[0, :, 0]
-            ax.plot(ep, arr[:, :, 1].mean(0), color=colors[m], label=f"{m} aligned")
-            ax.plot(ep, arr[:, :, 2].mean(0), color=colors[m], ls="--", label=f"{m} conflicting")
+            draw_aligned_conflicting(ax, arr[0, :, 0], arr[:, :, 1].mean(0),
+                                     arr[:, :, 2].mean(0), colors[m], m)
         ax.set_title(f"{preset.row_header.split(' (')[0]} {row}")
         ax.set_xlabel("epoch")
         ax.set_ylim(0, 100)
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel(f"{preset.split} accuracy (%)")
-    axes[0][-1].legend(fontsize=7, loc="lower right")
+    axes[0][-1].legend(fontsize=7, loc="best")
     fig.suptitle(textwrap.fill(preset.title, 60 * len(rows)), fontsize=9)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    runs.atomic_write(path, lambda f: f.write(buf.getvalue()))
+    save_png(fig, path)
 
 
 def write_report(preset: TablePreset, planned: list[PlannedRun], out: Path) -> str:
