@@ -108,3 +108,19 @@ def test_bench_bad_input(capsys, tmp_path):
                            "--out", str(tmp_path / "b"))
     assert code == 2 and "no method SiH" in err
     assert not (tmp_path / "b").exists()
+
+
+def test_bench_on_a_local_ray_cluster(tmp_path, data_dir):
+    ray = pytest.importorskip("ray", reason="the Ray backend is tested where ray is installed "
+                                            "(pip install -e '.[test,ray]')")
+    from debiaskit.bench import run_bench
+
+    lines = []
+    try:
+        text = run_bench("quick", tmp_path, epochs=1, data_dir=data_dir, log=lines.append,
+                         ray_address="local")
+    finally:
+        ray.shutdown()
+    assert "running 2 on Ray cluster local" in lines[0]
+    assert len([x for x in lines if "seed 0: unbiased" in x]) == 2
+    assert "| 99.0 |" in text and "(n=1)" in text

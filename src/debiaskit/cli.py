@@ -101,6 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--epochs", type=int, help="override the preset's epochs (stated in report)")
     b.add_argument("--out", default="bench-out")
     b.add_argument("--data-dir")
+    b.add_argument("--ray", metavar="ADDRESS", help="run on a Ray cluster (ray.init address, "
+                   "or 'local'); --out and --data-dir must be shared by all nodes")
 
     e = sub.add_parser("explain", help="show which shortcut a model took")
     esub = e.add_subparsers(dest="explain_command", required=True, parser_class=_Parser)
@@ -155,7 +157,7 @@ def cmd_bench(args) -> None:
         return
     methods = [m.strip() for m in args.methods.split(",")] if args.methods else None
     print(run_bench(args.preset, args.out, args.seeds, args.workers, methods, args.epochs,
-                    args.data_dir))
+                    args.data_dir, ray_address=args.ray))
 
 
 def cmd_explain(args) -> None:

@@ -7,15 +7,18 @@ import torch.nn.functional as F
 
 
 def generalized_cross_entropy(logits: torch.Tensor, y: torch.Tensor, q: float = 0.7,
-                              code_scale: bool = False) -> torch.Tensor:
+                              code_scale: bool = False,
+                              ce: torch.Tensor | None = None) -> torch.Tensor:
     """Per-sample GCE (Zhang & Sabuncu 2018), ``(1 - p_y^q) / q``; LfF Eq. (2).
 
     Its gradient is ``p_y^q * grad CE``: samples the model already finds easy get more
-    weight, which amplifies the bias. ``code_scale`` multiplies by ``q`` as LfF's code does
-    (PROTOCOLS.md, LfF).
+    weight, which amplifies the bias. Computed as ``(1 - exp(-q CE)) / q`` (since
+    ``p_y = exp(-CE)``), which is stable and reuses the per-sample ``ce`` when given.
+    ``code_scale`` multiplies by ``q`` as LfF's code does (PROTOCOLS.md, LfF).
     """
-    p_y = F.softmax(logits, dim=1).gather(1, y[:, None]).squeeze(1)
-    loss = (1.0 - p_y.clamp_min(1e-12) ** q) / q
+    if ce is None:
+        ce = F.cross_entropy(logits, y, reduction="none")
+    loss = -torch.expm1(-q * ce) / q
     return loss * q if code_scale else loss
 
 

@@ -39,6 +39,9 @@ SELECTION = {
               "papers that did this; not a valid model-selection protocol)",
 }
 
+#: Evaluation batch size (large enough to amortise per-batch overhead, small enough for cache).
+EVAL_BATCH = 1024
+
 #: Config fields that do not change the result (left out of the resume identity check).
 VOLATILE = ("device", "threads", "progress", "data_dir", "download")
 
@@ -157,12 +160,17 @@ def prepare(cfg: RunConfig) -> Prepared:
 
 
 @torch.inference_mode()
-def evaluate(predict, loader: InMemoryLoader) -> dict:
-    """Metrics of ``predict`` on every sample of ``loader``'s dataset."""
-    preds = torch.cat([predict(batch.x).argmax(1) for batch in loader.epoch(0)])
+def evaluate(predictors: dict, loader: InMemoryLoader) -> dict:
+    """Metrics of every predictor (name -> logits function) on ``loader``'s whole dataset,
+    in one pass over the data."""
+    preds = {name: [] for name in predictors}
+    for batch in loader.epoch(0):
+        for name, predict in predictors.items():
+            preds[name].append(predict(batch.x).argmax(1))
     ds = loader.dataset
-    return classification_metrics(preds, ds.y, ds.b, ds.num_classes, ds.num_bias,
-                                  ds.aligned_bias)
+    return {name: classification_metrics(torch.cat(p), ds.y, ds.b, ds.num_classes,
+                                         ds.num_bias, ds.aligned_bias)
+            for name, p in preds.items()}
 
 
 def selection_score(cfg: RunConfig, evals: dict) -> float | None:
@@ -222,7 +230,7 @@ class Trainer:
         cfg, method, train = self.cfg, prep.method, prep.train
         device = torch.device(cfg.device)
         loader = InMemoryLoader(train, cfg.batch_size, shuffle=True, seed=cfg.seed, device=device)
-        eval_loaders = {k: InMemoryLoader(v, 4096, shuffle=False, device=device)
+        eval_loaders = {k: InMemoryLoader(v, EVAL_BATCH, shuffle=False, device=device)
                         for k, v in prep.evals.items()}
         predictors = {"": method.predict, **{f"{k}/": p for k, p in
                                              method.auxiliary_predictors().items()}}
@@ -259,8 +267,8 @@ class Trainer:
                 steps += 1
             train_time = time.perf_counter() - t0
             method.train(False)
-            evals = {f"{p}{split}": evaluate(fn, ld) for split, ld in eval_loaders.items()
-                     for p, fn in predictors.items()}
+            evals = {f"{prefix}{split}": metrics for split, ld in eval_loaders.items()
+                     for prefix, metrics in evaluate(predictors, ld).items()}
             stats = {k: v / max(steps, 1) for k, v in sums.items()}
             stats.update(method.epoch_stats(train))
             record = {"epoch": epoch + 1, "train": stats, "eval": evals,

@@ -2,7 +2,10 @@
 
 Runs already finished are skipped, so an interrupted bench continues where it stopped
 (an unfinished run resumes from its checkpoint). Runs go to a local process pool, one
-thread per worker by default so the workers do not fight over cores.
+thread per worker so the workers do not fight over cores, or, with ``ray_address``, to a
+Ray cluster (``ray.init(address=...)``; "local" starts one on this machine), where every
+run is a one-CPU task. On a cluster, ``--out`` and the data directory must be paths that
+every node sees (a shared filesystem).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from multiprocessing import get_context
 from pathlib import Path
 
 from .. import runs
+from ..data.sources import resolve_data_dir
 from ..errors import ConfigError, DebiaskitError
 from ..methods import get_method
 from ..train import RunConfig, check_config, train
@@ -40,6 +44,8 @@ def plan(preset: TablePreset, out: Path, seeds: int, methods=None, epochs: int |
                           f"{', '.join(preset.methods)}")
     if seeds < 1:
         raise ConfigError(f"seeds must be >= 1, got {seeds}")
+    # absolute paths: worker processes (or Ray nodes) may start in another directory
+    data_dir, out = str(resolve_data_dir(data_dir)), Path(out).resolve()
     out_planned = []
     for display in methods:
         for row in preset.rows:
@@ -47,12 +53,12 @@ def plan(preset: TablePreset, out: Path, seeds: int, methods=None, epochs: int |
                 data_seed = seed if preset.data_seed is None else preset.data_seed
                 cfg = RunConfig(dataset=preset.dataset, method=preset.methods[display],
                                 data_params={**row.data_params, "seed": data_seed},
-                                seed=seed, data_dir=None if data_dir is None else str(data_dir),
+                                seed=seed, data_dir=data_dir,
                                 threads=threads, progress=False, **preset.run)
                 if epochs is not None:
                     cfg = replace(cfg, epochs=epochs)
                 check_config(cfg)
-                run_dir = Path(out) / display / row.label / f"seed{seed}"
+                run_dir = out / display / row.label / f"seed{seed}"
                 out_planned.append(PlannedRun(display, row.label, seed, cfg, run_dir))
     return out_planned
 
@@ -67,14 +73,31 @@ def _run_one(cfg: RunConfig, run_dir: str) -> tuple[str, float, str | None]:
         return run_dir, time.perf_counter() - t0, str(err)
 
 
-def execute(planned: list[PlannedRun], workers: int, log=print) -> list[str]:
+def _ray_results(todo: list[PlannedRun], address: str):
+    """Yield each run's result as its Ray task finishes."""
+    try:
+        import ray
+    except ImportError:
+        raise ConfigError("the Ray backend needs ray: pip install 'debiaskit[ray]'") from None
+    ray.init(address=None if address == "local" else address, ignore_reinit_error=True,
+             log_to_driver=False, include_dashboard=False)
+    task = ray.remote(num_cpus=1)(_run_one)
+    pending = [task.remote(p.config, str(p.run_dir)) for p in todo]
+    while pending:
+        done, pending = ray.wait(pending, num_returns=1)
+        yield ray.get(done[0])
+
+
+def execute(planned: list[PlannedRun], workers: int, log=print,
+            ray_address: str | None = None) -> list[str]:
     """Run what is not finished yet; returns the error messages of failed runs."""
     todo = [p for p in planned if not runs.is_finished(p.run_dir)]
     # longest runs first, so the pool does not end on one long run (LPT scheduling)
     todo.sort(key=lambda p: -p.config.epochs * get_method(p.config.method).relative_cost)
+    where = f"Ray cluster {ray_address}" if ray_address else f"{workers} worker(s)"
     log(f"{len(planned) - len(todo)} of {len(planned)} runs already finished; "
-        f"running {len(todo)} on {workers} worker(s)")
-    errors, done = [], 0
+        f"running {len(todo)} on {where}")
+    errors, done, started = [], 0, time.perf_counter()
     if not todo:
         return errors
     names = {str(p.run_dir): p for p in todo}
@@ -93,14 +116,19 @@ def execute(planned: list[PlannedRun], workers: int, log=print) -> list[str]:
                           if test.get(k) is not None)
         log(f"[{done}/{len(todo)}] {p.method} {p.row} seed {p.seed}: {shown} ({seconds:.0f} s)")
 
-    if workers <= 1:
+    if ray_address:
+        for result in _ray_results(todo, ray_address):
+            report(*result)
+    elif workers <= 1:
         for p in todo:
             report(*_run_one(p.config, str(p.run_dir)))
-        return errors
-    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
-        futures = [pool.submit(_run_one, p.config, str(p.run_dir)) for p in todo]
-        for fut in as_completed(futures):
-            report(*fut.result())
+    else:
+        with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
+            futures = [pool.submit(_run_one, p.config, str(p.run_dir)) for p in todo]
+            for fut in as_completed(futures):
+                report(*fut.result())
+    log(f"{len(todo)} runs finished in {(time.perf_counter() - started) / 60:.1f} min "
+        f"(wall clock) on {where}")
     return errors
 
 

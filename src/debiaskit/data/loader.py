@@ -65,7 +65,8 @@ class InMemoryLoader:
         stop = len(self) * self.batch_size if self.drop_last else n
         for lo in range(0, stop, self.batch_size):
             idx = order[lo:lo + self.batch_size]
-            x = self.x.index_select(0, idx)
+            # in order, a batch is a view (no copy); shuffled, one gather per tensor
+            x = self.x[lo:lo + len(idx)] if not self.shuffle else self.x.index_select(0, idx)
             if self.augment is not None:
                 x = self.augment(x, gen)
             yield Batch(

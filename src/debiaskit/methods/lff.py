@@ -53,7 +53,7 @@ class LfF(Method):
         weight = self.sample_weights(batch.index)
 
         loss_b = generalized_cross_entropy(logits_b, batch.y, self.hp["q"],
-                                           self.hp["gce_code_scale"]).mean()
+                                           self.hp["gce_code_scale"], ce=ce_b).mean()
         loss_d = (ce_d * weight).mean()
         for opt in self.optimizers.values():
             opt.zero_grad(set_to_none=True)
