@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 DATA_DIR = Path(os.environ.get("DEBIASKIT_DATA") or
-                Path(__file__).resolve().parents[2] / "shared" / "data")
+                Path(__file__).resolve().parents[2] / "shared" / "data").resolve()
 
 
 @pytest.fixture(scope="session")

@@ -46,7 +46,7 @@ def test_lff_beats_vanilla_on_conflicting_samples(data_dir, tmp_path):
 
 
 def test_lff_biased_model_is_evaluated_and_biased(data_dir, tmp_path):
-    summary = train(cfg(data_dir, "lff", 0.02, epochs=2), tmp_path / "run")
+    summary = train(cfg(data_dir, "lff", 0.02, epochs=2, train_subset=None), tmp_path / "run")
     biased, debiased = summary["metrics"]["biased/test"], summary["metrics"]["test"]
     assert biased["aligned"] > 95
     assert biased["conflicting"] < debiased["conflicting"] - 15

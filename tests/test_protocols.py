@@ -95,7 +95,7 @@ def test_background_protocol_counts_and_pixels(mnist):
     unbiased = data.evals["unbiased"].counts()
     assert abs(np.trace(unbiased) / unbiased.sum() - 0.1) < 0.01
     cond = data.evals["conditioned"]
-    assert cond.b is None and (cond.x[:, 0] == torch.from_numpy(mnist.x_test)).all()
+    assert cond.b is None and (cond.x[:, 0] == torch.from_numpy(mnist.x_test.copy())).all()
 
 
 def test_full_bias_has_no_conflicting_samples(mnist):

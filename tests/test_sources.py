@@ -22,7 +22,7 @@ from debiaskit.data.sources import ImageSource, load_source, resolve_data_dir, s
 from debiaskit.errors import ConfigError, DataError
 
 # The real archives: DEBIASKIT_DATA if set, else the repo's sibling ../shared/data.
-REAL_DIR = Path(os.environ.get("DEBIASKIT_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data")
+REAL_DIR = Path(os.environ.get("DEBIASKIT_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data").resolve()
 needs_real_mnist = pytest.mark.skipif(
     not (REAL_DIR / "mnist.npz").is_file(), reason=f"real mnist.npz not found in {REAL_DIR} (set DEBIASKIT_DATA)"
 )
