@@ -53,6 +53,20 @@ class DataSpec:
     train_bias: torch.Tensor | None = None
 
 
+def _coerce(value, default):
+    """``value`` as the type of ``default`` (bools also from "true"/"false"); None if it is not."""
+    if isinstance(default, bool):
+        if isinstance(value, bool):
+            return value
+        text = str(value).lower()
+        return {"true": True, "1": True, "yes": True, "false": False, "0": False,
+                "no": False}.get(text)
+    try:
+        return type(default)(value)
+    except (TypeError, ValueError):
+        return None
+
+
 class Method:
     """Base class. Subclasses set ``name``, ``requires``, ``hparams`` and implement
     ``update`` and ``predict``; networks go in ``self.networks``, optimisers in
@@ -82,12 +96,10 @@ class Method:
                 f"it has: {', '.join(cls.hparams) or 'none'}")
         out = {}
         for key, hp in cls.hparams.items():
-            value = given.get(key, hp.default)
-            try:
-                value = type(hp.default)(value) if not isinstance(hp.default, bool) else (
-                    value if isinstance(value, bool) else str(value).lower() in ("1", "true", "yes"))
-            except (TypeError, ValueError):
-                raise ConfigError(f"{cls.name}.{key}={value!r} is not a {type(hp.default).__name__}") from None
+            value = _coerce(given.get(key, hp.default), hp.default)
+            if value is None:
+                raise ConfigError(f"{cls.name}.{key}={given[key]!r} is not a "
+                                  f"{type(hp.default).__name__}")
             if (hp.low is not None and value < hp.low) or (hp.high is not None and value > hp.high):
                 raise ConfigError(f"{cls.name}.{key}={value} is out of range "
                                   f"[{hp.low}, {hp.high}]: {hp.doc}")
