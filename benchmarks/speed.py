@@ -2,12 +2,15 @@
 
 Measures, in one run on this machine and with one thread (as each bench worker uses):
   * the float32 matmul rate (GFLOP/s), square 1024 x 1024 and at the MLP's first-layer shape;
-  * one Colored MNIST training epoch (60,000 images, batch 256) of Vanilla (ERM) and of
-    LfF through the library's own loader and ``Method.update``;
-  * each epoch's counted arithmetic (forward, weight gradients, input gradients except
-    the first layer's) divided by its time, as a share of the matmul rate.
+  * one Colored MNIST training epoch (60,000 images, batch 256) of Vanilla (ERM), LfF,
+    SiH and DisEnt (with feature swapping on) through the library's own loader and
+    ``Method.update``, and each one's time relative to Vanilla's;
+  * each epoch's counted arithmetic of the linear layers (forward, weight gradients, input
+    gradients except for layers reading the image) divided by its time, as a share of
+    the matmul rate.
 
-    python benchmarks/speed.py [--data-dir DIR] [--epochs 3] [--out speed.json]
+    python benchmarks/speed.py [--data-dir DIR] [--epochs 3] [--methods erm,lff,sih,disent]
+                               [--out speed.json]
 
 Reports the best of ``--epochs`` epochs (after one warm-up epoch).
 """
@@ -38,15 +41,24 @@ def matmul_rate(m: int, k: int, n: int, seconds: float = 2.0) -> float:
     return 2 * m * k * n * reps / (time.perf_counter() - t0) / 1e9
 
 
-def training_flops_per_sample(net: nn.Module) -> float:
-    """2 x MACs for forward + weight gradients + input gradients (not for the input layer)."""
+#: Hyper-parameters for timing: DisEnt with its feature swapping on from the first step.
+TIMING_HPARAMS = {"disent": {"swap_start": 0}}
+LABELS = {"erm": "Vanilla", "lff": "LfF", "sih": "SiH", "disent": "DisEnt"}
+
+
+def training_flops_per_sample(net: nn.Module, input_dim: int) -> float:
+    """2 x MACs of the linear layers for forward + weight gradients + input gradients (none
+    for layers that read the image itself)."""
     layers = [m for m in net.modules() if isinstance(m, nn.Linear)]
-    macs = [m.in_features * m.out_features for m in layers]
-    return 2.0 * (2 * sum(macs) + sum(macs[1:]))
+    forward = sum(m.in_features * m.out_features for m in layers)
+    backward_input = sum(m.in_features * m.out_features for m in layers
+                         if m.in_features != input_dim)
+    return 2.0 * (2 * forward + backward_input)
 
 
 def epoch_time(method_name: str, data_dir, epochs: int) -> tuple[float, float]:
-    cfg = RunConfig(method=method_name, data_params={"conflict_ratio": 0.01}, data_dir=data_dir)
+    cfg = RunConfig(method=method_name, data_params={"conflict_ratio": 0.01}, data_dir=data_dir,
+                    selection="last", hparams=TIMING_HPARAMS.get(method_name, {}))
     prep = prepare(cfg)
     loader = InMemoryLoader(prep.train, 256, shuffle=True, seed=0)
     times = []
@@ -55,7 +67,9 @@ def epoch_time(method_name: str, data_dir, epochs: int) -> tuple[float, float]:
         for batch in loader.epoch(epoch):
             prep.method.update(batch)
         times.append(time.perf_counter() - t0)
-    flops = sum(training_flops_per_sample(net) for net in prep.method.networks.values())
+    input_dim = prep.train.x[0].numel()
+    flops = sum(training_flops_per_sample(net, input_dim)
+                for net in prep.method.networks.values())
     return min(times[1:]), flops * len(prep.train) / 1e9
 
 
@@ -63,6 +77,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data-dir")
     ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--methods", default="erm,lff,sih,disent")
     ap.add_argument("--out")
     args = ap.parse_args()
     torch.set_num_threads(1)
@@ -72,19 +87,21 @@ def main() -> None:
            "matmul_gflops_square1024": matmul_rate(1024, 1024, 1024),
            "matmul_gflops_mlp_shape": matmul_rate(256, 2352, 100)}
     rate = res["matmul_gflops_square1024"]
-    for name in ("erm", "lff"):
+    methods = ["erm"] + [m for m in args.methods.split(",") if m and m != "erm"]
+    for name in methods:
         seconds, gflop = epoch_time(name, args.data_dir, args.epochs)
         res[name] = {"epoch_seconds": seconds, "epoch_gflop": gflop,
                      "gflops": gflop / seconds, "share_of_matmul_rate": gflop / seconds / rate}
-    res["lff_over_erm"] = res["lff"]["epoch_seconds"] / res["erm"]["epoch_seconds"]
+    for name in methods[1:]:
+        res[f"{name}_over_erm"] = res[name]["epoch_seconds"] / res["erm"]["epoch_seconds"]
     print(f"float32 matmul, 1 thread: {rate:.1f} GFLOP/s (1024^3), "
           f"{res['matmul_gflops_mlp_shape']:.1f} GFLOP/s (256x2352x100)")
-    for name, label in (("erm", "Vanilla"), ("lff", "LfF")):
+    for name in methods:
         r = res[name]
-        print(f"{label:8s} epoch (60k, batch 256): {r['epoch_seconds']:.2f} s, "
-              f"{r['epoch_gflop']:.1f} GFLOP -> {r['gflops']:.1f} GFLOP/s = "
+        ratio = f", {res[f'{name}_over_erm']:.2f}x Vanilla" if name != "erm" else ""
+        print(f"{LABELS.get(name, name):8s} epoch (60k, batch 256): {r['epoch_seconds']:.2f} s"
+              f"{ratio}; {r['epoch_gflop']:.1f} GFLOP -> {r['gflops']:.1f} GFLOP/s = "
               f"{100 * r['share_of_matmul_rate']:.0f} % of the matmul rate")
-    print(f"LfF / Vanilla epoch time: {res['lff_over_erm']:.2f}x")
     if args.out:
         with open(args.out, "w") as f:
             json.dump(res, f, indent=2)

@@ -73,12 +73,15 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--hp", action="append", metavar="KEY=VALUE", help="method hyper-parameter")
     t.add_argument("--model", default="mlp")
     t.add_argument("--model-opt", action="append", metavar="KEY=VALUE")
-    t.add_argument("--epochs", type=int, default=100)
+    t.add_argument("--epochs", type=int, default=100, help="epochs (the most epochs under "
+                   "early stopping; SiH's paper allows 500)")
     t.add_argument("--batch-size", type=int, default=256)
     t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--selection", default="last", help="; ".join(
-        f"{k}: {v}" for k, v in SELECTION.items()))
+    t.add_argument("--selection", help="model selection (default: the method's own; "
+                   "see 'debiaskit methods'): " + "; ".join(f"{k}: {v}" for k, v in SELECTION.items()))
     t.add_argument("--heldout-fraction", type=float, default=0.1)
+    t.add_argument("--patience", type=int, default=2, help="early-stopping patience in epochs "
+                   "(selection early_stop; SiH: 2 for mlp, 20 for resnet18)")
     t.add_argument("--train-subset", type=int, help="train on a seeded random subset of N images")
     t.add_argument("--eval-subset", type=int, help="evaluate on seeded random subsets of N images")
     t.add_argument("--no-bias-labels", action="store_true",
@@ -98,6 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--seeds", type=int)
     b.add_argument("--workers", type=int, help="parallel runs (default: number of cores)")
     b.add_argument("--methods", help="comma-separated subset of the preset's methods")
+    b.add_argument("--rows", help="comma-separated subset of the preset's rows, e.g. 1,0.5")
     b.add_argument("--epochs", type=int, help="override the preset's epochs (stated in report)")
     b.add_argument("--out", default="bench-out")
     b.add_argument("--data-dir")
@@ -109,6 +113,16 @@ def build_parser() -> argparse.ArgumentParser:
     curves = esub.add_parser("curves", help="aligned vs conflicting accuracy per epoch (PNG)")
     curves.add_argument("run_dir")
     curves.add_argument("--out", help="PNG path (default RUN_DIR/curves.png)")
+    bias = esub.add_parser("bias", help="SiH's latent DeepFool bias visualisation of a sih "
+                           "run, next to DisEnt-style swapping (PNG grid and scores JSON)")
+    bias.add_argument("run_dir")
+    bias.add_argument("--images", type=int, default=100, help="how many test images to visualise")
+    bias.add_argument("--seed", type=int, default=0, help="seed of image and target choice")
+    bias.add_argument("--split", default="test")
+    bias.add_argument("--threshold", type=float, default=0.2,
+                      help="intensity above which a pixel counts as digit for the shape IoU")
+    bias.add_argument("--out", help="PNG path (default RUN_DIR/bias.png; scores beside it)")
+    bias.add_argument("--data-dir")
 
     sub.add_parser("methods", help="list methods and their hyper-parameters")
     return parser
@@ -122,14 +136,15 @@ def cmd_train(args) -> None:
         hparams=_pairs(args.hp, "--hp"), model=args.model,
         model_options=_pairs(args.model_opt, "--model-opt"), epochs=args.epochs,
         batch_size=args.batch_size, seed=args.seed, selection=args.selection,
-        heldout_fraction=args.heldout_fraction, drop_bias_labels=args.no_bias_labels,
+        heldout_fraction=args.heldout_fraction, patience=args.patience,
+        drop_bias_labels=args.no_bias_labels,
         train_subset=args.train_subset, eval_subset=args.eval_subset,
         device=args.device, threads=args.threads, data_dir=args.data_dir,
         download=args.download)
     out = args.out or f"runs/{args.method}-{args.dataset}-seed{args.seed}"
     summary = train(cfg, out)
     print(summary["protocol"])
-    print(f"selected epoch {summary['selected_epoch']} of {summary['epochs']}")
+    print(f"selected epoch {summary['selected_epoch']} of {summary['epochs_trained']} trained")
     for split, m in summary["metrics"].items():
         shown = "  ".join(f"{k} {v:.2f}" for k, v in m.items()
                           if k != "cells" and isinstance(v, float))
@@ -156,14 +171,25 @@ def cmd_bench(args) -> None:
             print(f"{p.name:20s} {p.title}")
         return
     methods = [m.strip() for m in args.methods.split(",")] if args.methods else None
+    rows = [r.strip() for r in args.rows.split(",")] if args.rows else None
     print(run_bench(args.preset, args.out, args.seeds, args.workers, methods, args.epochs,
-                    args.data_dir, ray_address=args.ray))
+                    args.data_dir, ray_address=args.ray, rows=rows))
 
 
 def cmd_explain(args) -> None:
-    from .explain.curves import plot_run_curves
+    if args.explain_command == "curves":
+        from .explain.curves import plot_run_curves
 
-    print(f"wrote {plot_run_curves(args.run_dir, args.out)}")
+        print(f"wrote {plot_run_curves(args.run_dir, args.out)}")
+        return
+    from .explain.bias import explain_bias_run
+
+    if args.images < 1:
+        raise ConfigError(f"--images must be >= 1, got {args.images}")
+    scores = explain_bias_run(args.run_dir, args.images, args.seed, args.split, args.out,
+                              args.data_dir, args.threshold)
+    for key, value in scores.items():
+        print(f"{key:>22}: {value:.4f}" if isinstance(value, float) else f"{key:>22}: {value}")
 
 
 def cmd_methods(_args) -> None:
@@ -171,7 +197,7 @@ def cmd_methods(_args) -> None:
 
     for name, cls in sorted(METHODS.items()):
         needs = ", ".join(sorted(cls.requires)) or "nothing beyond targets"
-        print(f"{name}  (needs: {needs})")
+        print(f"{name}  (needs: {needs}; model selection: {cls.default_selection})")
         for key, hp in cls.hparams.items():
             print(f"    {key} = {hp.default!r}: {hp.doc}")
 

@@ -6,6 +6,8 @@ run directory is created, so bad input writes nothing. After every epoch it eval
 split (the final classifier and any auxiliary one, e.g. LfF's biased model), appends the
 record to ``metrics.jsonl`` and writes ``checkpoint.pt`` atomically; started again with the
 same configuration, it resumes from that checkpoint and ends with the same numbers.
+With ``early_stop`` selection it also computes the method's objective on a held-out split
+after every epoch, lowers the learning rate on plateaus and stops when it stops improving.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from __future__ import annotations
 import copy
 import platform
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -28,13 +30,16 @@ from .data.protocols import build_data
 from .errors import ConfigError, DebiaskitError, unknown_name
 from .methods import DataSpec, get_method
 from .metrics import classification_metrics
-from .models import build_model
+from .models import NetworkFactory
 
 #: Model-selection policies (DESIGN.md, Contracts): name -> what it is, for every report.
 SELECTION = {
     "last": "last epoch (no selection; the papers' default)",
     "heldout": "best plain accuracy on a held-out split of the biased training set (label-free)",
     "worst_group": "best worst-group accuracy on a bias-labelled held-out validation split",
+    "early_stop": "lowest training objective on a held-out split of the biased training set, "
+                  "stopping after `patience` epochs without improvement, learning rate x0.1 "
+                  "on plateaus, best epoch restored (SiH's label-free protocol)",
     "oracle": "TEST-SET ORACLE: best unbiased accuracy on the test split (for comparison with "
               "papers that did this; not a valid model-selection protocol)",
 }
@@ -50,7 +55,10 @@ VOLATILE = ("device", "threads", "progress", "data_dir", "download")
 class RunConfig:
     """Everything that defines a run. Defaults are LfF's Colored MNIST setting.
 
-    ``train_subset`` / ``eval_subset`` train and evaluate on seeded random subsets (quick
+    ``selection`` None means the method's own policy (``Method.default_selection``).
+    ``patience`` is the early-stopping patience (SiH: 2 for the MLP, 20 for ResNet-18); the
+    learning rate drops by 10x after ``patience // 2 - 1`` epochs without improvement, as
+    SiH's code does. ``train_subset`` / ``eval_subset`` train and evaluate on seeded random subsets (quick
     experiments and tests; the papers use the full sets). ``drop_bias_labels`` hides the
     training set's bias labels, as a practitioner's data would be.
     """
@@ -64,8 +72,9 @@ class RunConfig:
     epochs: int = 100
     batch_size: int = 256
     seed: int = 0
-    selection: str = "last"
+    selection: str | None = None
     heldout_fraction: float = 0.1
+    patience: int = 2
     drop_bias_labels: bool = False
     train_subset: int | None = None
     eval_subset: int | None = None
@@ -79,8 +88,12 @@ class RunConfig:
         return {k: v for k, v in asdict(self).items() if k not in VOLATILE}
 
 
-def check_config(cfg: RunConfig) -> None:
-    """Range checks that need no data."""
+def check_config(cfg: RunConfig) -> RunConfig:
+    """Range checks that need no data; returns ``cfg`` with the method's default selection
+    filled in."""
+    method_cls = get_method(cfg.method)
+    if cfg.selection is None:
+        cfg = replace(cfg, selection=method_cls.default_selection)
     if cfg.selection not in SELECTION:
         raise unknown_name("model-selection policy", cfg.selection, SELECTION)
     if cfg.epochs < 1:
@@ -92,7 +105,12 @@ def check_config(cfg: RunConfig) -> None:
             raise ConfigError(f"{key} must be >= 1, got {getattr(cfg, key)}")
     if not 0.0 < cfg.heldout_fraction < 1.0:
         raise ConfigError(f"held-out fraction must be in (0, 1), got {cfg.heldout_fraction}")
-    get_method(cfg.method)
+    if cfg.patience < 1:
+        raise ConfigError(f"patience must be >= 1, got {cfg.patience}")
+    if cfg.selection == "early_stop" and not method_cls.has_objective():
+        raise ConfigError(f"method {cfg.method} has no objective to early-stop on; use "
+                          "--selection last or heldout")
+    return cfg
 
 
 @dataclass
@@ -125,7 +143,7 @@ def random_subset(ds: BiasedDataset, size: int | None, seed: int) -> BiasedDatas
 
 def prepare(cfg: RunConfig) -> Prepared:
     """Build data and method and check their fit; raises DebiaskitError on bad input."""
-    check_config(cfg)
+    cfg = check_config(cfg)
     method_cls = get_method(cfg.method)
     method_cls.resolve_hparams(cfg.hparams)
     bundle = build_data(cfg.dataset, cfg.data_dir, cfg.download, **cfg.data_params)
@@ -139,7 +157,7 @@ def prepare(cfg: RunConfig) -> Prepared:
     if "mask" in method_cls.requires and train.mask is None:
         raise ConfigError(f"method {cfg.method} needs foreground masks and {train.name} has "
                           "none; use a dataset with masks")
-    if cfg.selection in ("heldout", "worst_group"):
+    if cfg.selection in ("heldout", "worst_group", "early_stop"):
         if cfg.selection == "worst_group" and not train.has_bias:
             raise ConfigError("selection worst_group needs bias labels; use --selection "
                               "heldout (label-free) or last")
@@ -153,8 +171,8 @@ def prepare(cfg: RunConfig) -> Prepared:
         train_targets=train.y.to(device), num_bias=train.num_bias,
         train_bias=None if train.b is None else train.b.to(device))
     torch.manual_seed(cfg.seed)
-    make_network = lambda: build_model(cfg.model, train.image_shape, train.num_classes,  # noqa: E731
-                                       **cfg.model_options)
+    make_network = NetworkFactory(cfg.model, train.image_shape, train.num_classes,
+                                  dict(cfg.model_options))
     method = method_cls(spec, make_network, cfg.hparams).to(device)
     return Prepared(cfg, bundle, train, evals, method)
 
@@ -173,10 +191,21 @@ def evaluate(predictors: dict, loader: InMemoryLoader) -> dict:
             for name, p in preds.items()}
 
 
-def selection_score(cfg: RunConfig, evals: dict) -> float | None:
+@torch.no_grad()
+def heldout_objective(method, loader: InMemoryLoader) -> float:
+    """Mean of the method's training objective over ``loader``'s data, changing no state."""
+    total = 0.0
+    for batch in loader.epoch(0):
+        total += method.loss(batch, training=False)[0].item() * len(batch.y)
+    return total / len(loader.dataset)
+
+
+def selection_score(cfg: RunConfig, evals: dict, objective: float | None) -> float | None:
     """The number the policy maximises for this epoch (None for "last")."""
     if cfg.selection == "last":
         return None
+    if cfg.selection == "early_stop":
+        return -objective
     if cfg.selection == "heldout":
         return evals["val"]["accuracy"]
     if cfg.selection == "worst_group":
@@ -194,8 +223,10 @@ def versions() -> dict:
 
 def protocol_text(cfg: RunConfig, evals: dict) -> str:
     """The one-paragraph protocol statement every report carries."""
+    epochs = (f"up to {cfg.epochs} epochs (patience {cfg.patience})"
+              if cfg.selection == "early_stop" else f"{cfg.epochs} epochs")
     return (f"{cfg.method} on {cfg.dataset} {cfg.data_params}, model {cfg.model}, "
-            f"{cfg.epochs} epochs, batch {cfg.batch_size}, seed {cfg.seed}; model selection: "
+            f"{epochs}, batch {cfg.batch_size}, seed {cfg.seed}; model selection: "
             f"{SELECTION[cfg.selection]}; evaluated on: {', '.join(evals)}")
 
 
@@ -203,7 +234,7 @@ class Trainer:
     """Runs one configuration into one run directory."""
 
     def __init__(self, cfg: RunConfig, out_dir) -> None:
-        self.cfg = cfg
+        self.cfg = check_config(cfg)
         self.out = Path(out_dir)
 
     def _check_out_dir(self) -> dict | None:
@@ -235,6 +266,11 @@ class Trainer:
         predictors = {"": method.predict, **{f"{k}/": p for k, p in
                                              method.auxiliary_predictors().items()}}
 
+        early_stop = cfg.selection == "early_stop"
+        # SiH's code: LR x0.1 after int(P/2) - 1 epochs without improvement (PROTOCOLS.md)
+        schedulers = {k: torch.optim.lr_scheduler.ReduceLROnPlateau(
+            opt, mode="min", factor=0.1, patience=max(cfg.patience // 2 - 1, 0), threshold=0.0)
+            for k, opt in method.optimizers.items()} if early_stop else {}
         start, best = 0, {"epoch": None, "score": None, "state": None}
         if resumable is None:
             self.out.mkdir(parents=True, exist_ok=True)
@@ -248,6 +284,8 @@ class Trainer:
         elif (self.out / runs.CHECKPOINT).exists():
             ckpt = runs.load_torch(self.out / runs.CHECKPOINT)
             method.load_state_dict(ckpt["method"])
+            for k, sched in schedulers.items():
+                sched.load_state_dict(ckpt["schedulers"][k])
             torch.set_rng_state(ckpt["rng"])
             start, best = ckpt["epoch"], ckpt["best"]
             runs.rewrite_metrics(self.out, runs.read_metrics(self.out, up_to_epoch=start))
@@ -258,10 +296,13 @@ class Trainer:
                    disable=(not cfg.progress) if cfg.progress is not None else None,
                    desc=f"{cfg.method}")
         for epoch in bar:
+            if early_stop and best["epoch"] is not None and epoch - best["epoch"] >= cfg.patience:
+                break  # (checked first, so a resumed run that had stopped stops again)
             t0 = time.perf_counter()
+            pool = method.begin_epoch(epoch, loader)
             method.train(True)
             sums, steps = {}, 0
-            for batch in loader.epoch(epoch):
+            for batch in loader.epoch(epoch, pool):
                 for k, v in method.update(batch).items():
                     sums[k] = sums.get(k, 0.0) + v
                 steps += 1
@@ -271,16 +312,22 @@ class Trainer:
                      for prefix, metrics in evaluate(predictors, ld).items()}
             stats = {k: v / max(steps, 1) for k, v in sums.items()}
             stats.update(method.epoch_stats(train))
+            objective = heldout_objective(method, eval_loaders["val"]) if early_stop else None
+            for sched in schedulers.values():
+                sched.step(objective)
             record = {"epoch": epoch + 1, "train": stats, "eval": evals,
                       "train_seconds": train_time, "seconds": time.perf_counter() - t0}
-            score = selection_score(cfg, evals)
+            if early_stop:
+                record["val_objective"] = objective
+                record["lr"] = {k: o.param_groups[0]["lr"] for k, o in method.optimizers.items()}
+            score = selection_score(cfg, evals, objective)
             if score is not None and (best["score"] is None or score > best["score"]):
                 best = {"epoch": epoch + 1, "score": score,
                         "state": copy.deepcopy(method.state_dict()["networks"])}
             runs.append_metrics(self.out, record)
             runs.save_torch(self.out / runs.CHECKPOINT, {
                 "epoch": epoch + 1, "method": method.state_dict(), "rng": torch.get_rng_state(),
-                "best": best})
+                "best": best, "schedulers": {k: v.state_dict() for k, v in schedulers.items()}})
             main = next(iter(prep.evals))
             bar.set_postfix({k: f"{evals[main][k]:.1f}" for k in
                              ("accuracy", "aligned", "conflicting") if k in evals[main]})
@@ -301,13 +348,33 @@ class Trainer:
         summary = {
             "protocol": protocol_text(cfg, prep.evals), "selection": cfg.selection,
             "selection_description": SELECTION[cfg.selection],
-            "selected_epoch": selected["epoch"], "epochs": cfg.epochs, "seed": cfg.seed,
+            "selected_epoch": selected["epoch"], "epochs": cfg.epochs,
+            "epochs_trained": records[-1]["epoch"], "seed": cfg.seed,
             "metrics": selected["eval"], "last_epoch_metrics": records[-1]["eval"],
             "train_seconds": sum(r["train_seconds"] for r in records),
         }
         runs.write_json(self.out / runs.SUMMARY, summary)
         (self.out / runs.CHECKPOINT).unlink(missing_ok=True)
         return summary
+
+
+def load_trained(run_dir, data_dir=None) -> Prepared:
+    """A finished run's data and method, with the selected networks loaded, in eval mode.
+
+    ``data_dir`` overrides the data directory the run used (e.g. on another machine).
+    """
+    run_dir = Path(run_dir)
+    if not runs.is_finished(run_dir) or not (run_dir / runs.MODEL).exists():
+        raise DebiaskitError(f"{run_dir} holds no finished debiaskit run (no summary.json and "
+                             "model.pt); train it to the end first")
+    stored = runs.read_json(run_dir / runs.CONFIG)
+    runtime = {k: v for k, v in stored.get("runtime", {}).items() if k in ("device", "download")}
+    cfg = RunConfig(**stored["run"], **runtime,
+                    data_dir=data_dir or stored.get("runtime", {}).get("data_dir"))
+    prep = prepare(cfg)
+    prep.method.networks.load_state_dict(runs.load_torch(run_dir / runs.MODEL)["networks"])
+    prep.method.train(False)
+    return prep
 
 
 def train(cfg: RunConfig, out_dir) -> dict:

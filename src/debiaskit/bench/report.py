@@ -37,17 +37,27 @@ def collect(preset: TablePreset, planned: list[PlannedRun]) -> dict:
     return {"cells": cells, "curves": curves}
 
 
+def _selection_text(cfg) -> str:
+    if cfg.selection == "early_stop":
+        return f"{SELECTION[cfg.selection]}, at most {cfg.epochs} epochs, patience {cfg.patience}"
+    return f"{SELECTION[cfg.selection]}, {cfg.epochs} epochs"
+
+
 def protocol_lines(preset: TablePreset, planned: list[PlannedRun]) -> list[str]:
     cfg = planned[0].config
     seeds = sorted({p.seed for p in planned})
+    per_method = {p.method: _selection_text(p.config) for p in planned}
+    if len(set(per_method.values())) == 1:
+        selection = per_method[planned[0].method]
+    else:
+        selection = "; ".join(f"{m}: {text}" for m, text in per_method.items())
     return [
         f"Source: {preset.source}.",
         f"Metric: {preset.metric} accuracy (%) on the '{preset.split}' split, mean +- sample "
         f"std over seeds {seeds}; ours vs published.",
-        f"Model selection: {SELECTION[cfg.selection]}.",
-        f"Training: model {cfg.model} {cfg.model_options or ''}, {cfg.epochs} epochs, batch "
-        f"{cfg.batch_size}, method hyper-parameters {cfg.hparams or 'the paper defaults'}. "
-        f"{preset.notes}",
+        f"Model selection and length: {selection}.",
+        f"Training: model {cfg.model} {cfg.model_options or ''}, batch {cfg.batch_size}, "
+        f"method hyper-parameters {cfg.hparams or 'the paper defaults'}. {preset.notes}",
     ]
 
 

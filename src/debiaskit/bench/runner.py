@@ -35,29 +35,37 @@ class PlannedRun:
 
 
 def plan(preset: TablePreset, out: Path, seeds: int, methods=None, epochs: int | None = None,
-         data_dir=None, threads: int = 1) -> list[PlannedRun]:
-    """The runs of ``preset`` for seeds 0..seeds-1 (optionally fewer methods or epochs)."""
+         data_dir=None, threads: int = 1, rows=None) -> list[PlannedRun]:
+    """The runs of ``preset`` for seeds 0..seeds-1 (optionally fewer methods, rows or
+    epochs)."""
     methods = list(methods or preset.default_methods or preset.methods)
     unknown = [m for m in methods if m not in preset.methods]
     if unknown:
         raise ConfigError(f"preset {preset.name} has no method {', '.join(unknown)}; it has: "
                           f"{', '.join(preset.methods)}")
+    labels = [r.label for r in preset.rows]
+    unknown = [r for r in rows or [] if r not in labels]
+    if unknown:
+        raise ConfigError(f"preset {preset.name} has no row {', '.join(unknown)}; it has: "
+                          f"{', '.join(labels)}")
+    chosen_rows = [r for r in preset.rows if not rows or r.label in rows]
     if seeds < 1:
         raise ConfigError(f"seeds must be >= 1, got {seeds}")
     # absolute paths: worker processes (or Ray nodes) may start in another directory
     data_dir, out = str(resolve_data_dir(data_dir)), Path(out).resolve()
     out_planned = []
     for display in methods:
-        for row in preset.rows:
+        for row in chosen_rows:
             for seed in range(seeds):
                 data_seed = seed if preset.data_seed is None else preset.data_seed
                 cfg = RunConfig(dataset=preset.dataset, method=preset.methods[display],
                                 data_params={**row.data_params, "seed": data_seed},
-                                seed=seed, data_dir=data_dir,
-                                threads=threads, progress=False, **preset.run)
+                                seed=seed, data_dir=data_dir, threads=threads,
+                                progress=False, **{**preset.run,
+                                                   **preset.method_run.get(display, {})})
                 if epochs is not None:
                     cfg = replace(cfg, epochs=epochs)
-                check_config(cfg)
+                cfg = check_config(cfg)  # fills in the method's own selection policy
                 run_dir = out / display / row.label / f"seed{seed}"
                 out_planned.append(PlannedRun(display, row.label, seed, cfg, run_dir))
     return out_planned

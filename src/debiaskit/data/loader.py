@@ -56,17 +56,24 @@ class InMemoryLoader:
         n = len(self.dataset)
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
-    def epoch(self, epoch: int = 0) -> Iterator[Batch]:
-        """The batches of epoch ``epoch`` (0-based)."""
-        n = len(self.dataset)
+    def epoch(self, epoch: int = 0, pool: torch.Tensor | None = None) -> Iterator[Batch]:
+        """The batches of epoch ``epoch`` (0-based).
+
+        ``pool`` draws the epoch from these dataset indices instead of every sample once
+        (repeats upsample, e.g. JTT); it is shuffled like the whole set would be.
+        """
+        n = len(self.dataset) if pool is None else len(pool)
         gen = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
         order = torch.randperm(n, generator=gen) if self.shuffle else torch.arange(n)
+        if pool is not None:
+            order = pool.cpu()[order]
         order = order.to(self.device)
-        stop = len(self) * self.batch_size if self.drop_last else n
+        stop = (n // self.batch_size) * self.batch_size if self.drop_last else n
+        contiguous = not self.shuffle and pool is None
         for lo in range(0, stop, self.batch_size):
             idx = order[lo:lo + self.batch_size]
-            # in order, a batch is a view (no copy); shuffled, one gather per tensor
-            x = self.x[lo:lo + len(idx)] if not self.shuffle else self.x.index_select(0, idx)
+            # in order, a batch is a view (no copy); otherwise one gather per tensor
+            x = self.x[lo:lo + len(idx)] if contiguous else self.x.index_select(0, idx)
             if self.augment is not None:
                 x = self.augment(x, gen)
             yield Batch(

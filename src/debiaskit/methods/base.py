@@ -1,9 +1,13 @@
 """The method contract and the registry (the shape of DomainBed's ``algorithms.py``).
 
 A method owns its networks and optimisers. It is built from a :class:`DataSpec`, a
-network factory and hyper-parameters; the trainer calls ``update(batch)`` once per batch
-and ``predict(x)`` to evaluate. A method declares the supervision it needs beyond the
-target (``"bias"`` labels, foreground ``"mask"``); the trainer refuses data without it.
+:class:`~debiaskit.models.NetworkFactory` and hyper-parameters; the trainer calls
+``begin_epoch`` before each epoch, ``update(batch)`` once per batch and ``predict(x)`` to
+evaluate. A method whose objective can be computed without side effects implements
+``loss(batch, training)``; the default ``update`` then is one optimiser step on it, and the
+trainer can early-stop on it over held-out data. A method declares the supervision it
+needs beyond the target (``"bias"`` labels, foreground ``"mask"``); the trainer refuses
+data without it, and its ``default_selection`` is the model-selection policy of its paper.
 """
 
 from __future__ import annotations
@@ -77,6 +81,8 @@ class Method:
     hparams: ClassVar[dict[str, HParam]] = {}
     #: Training cost relative to ERM with the same network (for scheduling bench runs).
     relative_cost: ClassVar[float] = 1.0
+    #: Model-selection policy (see ``debiaskit.train.SELECTION``) when a run names none.
+    default_selection: ClassVar[str] = "last"
 
     def __init__(self, spec: DataSpec, make_network: Callable[[], nn.Module],
                  hparams: dict | None = None) -> None:
@@ -107,9 +113,37 @@ class Method:
         return out
 
     # --- the contract -------------------------------------------------------------
-    def update(self, batch) -> dict[str, float]:
-        """One optimisation step on ``batch``; returns scalar statistics to log."""
+    def loss(self, batch, training: bool = True) -> tuple[torch.Tensor, dict[str, float]]:
+        """The training objective on ``batch`` (a scalar tensor) and statistics to log.
+
+        With ``training=False`` it changes no state (per-sample tables etc.): the trainer
+        uses it on held-out data for early stopping.
+        """
         raise NotImplementedError
+
+    @classmethod
+    def has_objective(cls) -> bool:
+        """Whether ``loss`` is implemented (needed for early stopping)."""
+        return cls.loss is not Method.loss
+
+    def update(self, batch) -> dict[str, float]:
+        """One optimisation step on ``batch``; returns scalar statistics to log.
+
+        Default: one step of every optimiser on ``loss(batch)``.
+        """
+        loss, stats = self.loss(batch)
+        for opt in self.optimizers.values():
+            opt.zero_grad(set_to_none=True)
+        loss.backward()
+        for opt in self.optimizers.values():
+            opt.step()
+        return stats
+
+    def begin_epoch(self, epoch: int, train_loader) -> torch.Tensor | None:
+        """Called before training epoch ``epoch`` (0-based) with the training loader (also
+        on resume). Returns the training-set indices this epoch's batches are drawn from
+        (repeats upsample, e.g. JTT's error set), or None for every sample once."""
+        return None
 
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         """Logits of the method's final classifier."""
@@ -145,6 +179,15 @@ class Method:
             o.load_state_dict(state["optimizers"][k])
         for k, t in self.tables.items():
             t.load_state_dict(state["tables"][k])
+
+
+def aligned_conflicting_means(values: torch.Tensor, dataset) -> dict[str, float]:
+    """Mean of a per-sample quantity (e.g. a method's weights) over the bias-aligned and
+    the bias-conflicting samples of ``dataset`` (reported, never used for training)."""
+    values, aligned = values.detach().cpu(), dataset.aligned
+    return {"weight_aligned": values[aligned].mean().item(),
+            "weight_conflicting": values[~aligned].mean().item() if (~aligned).any()
+            else float("nan")}
 
 
 def adam(module: nn.Module, lr: float, weight_decay: float = 0.0) -> torch.optim.Adam:

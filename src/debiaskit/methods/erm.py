@@ -23,14 +23,9 @@ class ERM(Method):
         self.optimizers["model"] = adam(self.networks["model"], self.hp["lr"],
                                         self.hp["weight_decay"])
 
-    def update(self, batch):
-        logits = self.networks["model"](batch.x)
-        loss = F.cross_entropy(logits, batch.y)
-        opt = self.optimizers["model"]
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        return {"loss": loss.item()}
+    def loss(self, batch, training=True):
+        loss = F.cross_entropy(self.networks["model"](batch.x), batch.y)
+        return loss, {"loss": loss.item()}
 
     def predict(self, x):
         return self.networks["model"](x)

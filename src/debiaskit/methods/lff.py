@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from ..losses import PerSampleEMA, generalized_cross_entropy, relative_difficulty
-from .base import HParam, Method, adam, register
+from .base import HParam, Method, adam, aligned_conflicting_means, register
 
 
 @register
@@ -75,7 +75,5 @@ class LfF(Method):
         if train.b is None:
             return {}
         device = self.tables["biased"].values.device
-        w = self.sample_weights(torch.arange(len(train), device=device)).cpu()
-        aligned = train.aligned
-        return {"weight_aligned": w[aligned].mean().item(),
-                "weight_conflicting": w[~aligned].mean().item() if (~aligned).any() else float("nan")}
+        return aligned_conflicting_means(
+            self.sample_weights(torch.arange(len(train), device=device)), train)

@@ -1,0 +1,177 @@
+"""SiH, its VAE, early stopping and the latent DeepFool bias visualisation on real data."""
+
+import math
+
+import pytest
+import torch
+
+from debiaskit import runs
+from debiaskit.cli import main
+from debiaskit.data.loader import InMemoryLoader
+from debiaskit.explain.bias import digit_colour, latent_deepfool, shape_iou, visualise_bias
+from debiaskit.methods.sih import focal_weight, gaussian_kl
+from debiaskit.models.vae import build_two_encoder_vae
+from debiaskit.train import (EVAL_BATCH, RunConfig, heldout_objective, load_trained, prepare,
+                             train)
+
+
+def cfg(data_dir, method, conflict, epochs=2, **kw):
+    return RunConfig(method=method, data_params={"conflict_ratio": conflict}, epochs=epochs,
+                     train_subset=kw.pop("train_subset", 12000), eval_subset=2000,
+                     data_dir=data_dir, progress=False, **kw)
+
+
+def test_focal_weight_and_kl_against_hand_computed_values():
+    p = torch.tensor([0.2, 0.9, 1.0])
+    w = focal_weight(-p.log(), q=0.7)
+    assert torch.allclose(w, torch.tensor([0.8 ** 0.7, 0.1 ** 0.7, 0.0]), atol=1e-6)
+    # KL(N(1, e^0) || N(0, 1)) = 0.5 * (1 + 1 - 1 - 0) = 0.5 per dimension
+    kl = gaussian_kl(torch.ones(2, 3), torch.zeros(2, 3))
+    assert torch.allclose(kl, torch.full((2,), 1.5))
+
+
+def test_vae_shapes_and_log_variance_clamp():
+    vae = build_two_encoder_vae("mlp", (3, 28, 28), 10)
+    x = torch.rand(4, 3, 28, 28)
+    mean_s, log_var_s, mean_b, _ = vae.encode(x)
+    assert mean_s.shape == mean_b.shape == (4, 100)
+    out = vae.decode(mean_s, mean_b)
+    assert out.shape == x.shape and bool(((out >= 0) & (out <= 1)).all())
+    big = build_two_encoder_vae("resnet18", (3, 32, 32), 10)
+    with torch.no_grad():
+        big.bias_encoder.log_var.bias.fill_(50.0)
+        m_s, _, m_b, lv_b = big.encode(torch.rand(2, 3, 32, 32))
+        assert m_s.shape == (2, 512) and float(lv_b.max()) == 5.0
+        assert big.decode(m_s, m_b).shape == (2, 3, 32, 32)
+
+
+def _trained_sih(data_dir, method="sih", epochs=2, conflict=0.02, train_subset=None):
+    prep = prepare(cfg(data_dir, method, conflict, selection="last", train_subset=train_subset))
+    loader = InMemoryLoader(prep.train, 256, seed=0)
+    for e in range(epochs):
+        prep.method.train(True)
+        for batch in loader.epoch(e):
+            prep.method.update(batch)
+    prep.method.train(False)
+    return prep
+
+
+@pytest.fixture(scope="module")
+def sih(data_dir):
+    return _trained_sih(data_dir)
+
+
+def test_sih_focal_weights_are_larger_on_conflicting_samples(sih):
+    stats = sih.method.epoch_stats(sih.train)
+    assert stats["weight_conflicting"] > 3 * stats["weight_aligned"]
+
+
+def test_sih_biased_classifier_takes_the_colour_and_signal_classifier_does_not(sih):
+    test = sih.evals["test"]
+    x, y = test.x.float() / 255, test.y
+    conflicting = ~test.aligned
+    with torch.no_grad():
+        biased = (sih.method.predict_biased(x).argmax(1) == y)[conflicting].float().mean()
+        signal = (sih.method.predict(x).argmax(1) == y)[conflicting].float().mean()
+    assert biased < 0.25 and signal > biased + 0.2
+
+
+def test_rds_ablation_weights_are_lffs_relative_difficulty(data_dir):
+    from types import SimpleNamespace
+    prep = prepare(cfg(data_dir, "sih_rds", 0.02, selection="last", train_subset=2000))
+    same_class = torch.nonzero(prep.train.y == 3).flatten()[:2]
+    batch = SimpleNamespace(index=same_class, y=prep.train.y[same_class])
+    ce_b, ce_s = torch.tensor([1.0, 2.0]), torch.tensor([3.0, 2.0])
+    # first visit stores the raw CE; each is divided by its class maximum (2 and 3):
+    # W = (1/2) / (1/2 + 3/3) = 1/3 and (2/2) / (2/2 + 2/3) = 0.6
+    w = prep.method.weights(batch, ce_s, ce_b, training=True)
+    assert torch.allclose(w, torch.tensor([1 / 3, 0.6]), atol=1e-5)
+    # held-out samples (no EMA): the instantaneous ratio CE_b / (CE_b + CE_s)
+    w = prep.method.weights(batch, ce_s, ce_b, training=False)
+    assert torch.allclose(w, torch.tensor([0.25, 0.5]), atol=1e-5)
+
+
+def test_latent_deepfool_flips_the_biased_classifier(sih):
+    test = sih.evals["test"]
+    vae = sih.method.networks["vae"]
+    x, y = test.x[:500].float() / 255, test.y[:500]
+    with torch.no_grad():
+        z_b = vae.bias_encoder(x)[0]
+        keep = vae.bias_head(z_b).argmax(1) == y
+    z_b, y = z_b[keep], y[keep]
+    target = (y + 1 + torch.arange(len(y)) % 9) % 10
+    z_adv, flipped, steps = latent_deepfool(vae.bias_head, z_b, target, overshoot=0.02)
+    with torch.no_grad():
+        now = vae.bias_head(z_adv).argmax(1)
+    assert len(y) > 50 and flipped.float().mean() > 0.95
+    assert bool((now[flipped] == target[flipped]).all()) and bool((steps >= 1).all())
+    # a minimal step: small next to the latent itself
+    assert float((z_adv - z_b).norm(dim=1).median()) < float(z_b.norm(dim=1).median())
+
+
+def test_colour_and_shape_scores_on_hand_made_images():
+    img = torch.zeros(1, 3, 4, 4)
+    img[0, 0, 1:3, 1:3] = 1.0                      # a red square
+    other = torch.zeros(1, 3, 4, 4)
+    other[0, 2, 1:3, 1:4] = 1.0                    # a wider blue block
+    mask = torch.zeros(1, 4, 4, dtype=torch.bool)
+    mask[0, 1:3, 1:3] = True
+    assert torch.allclose(digit_colour(img, mask), torch.tensor([[1.0, 0.0, 0.0]]))
+    assert torch.allclose(shape_iou(img, other, 0.5), torch.tensor([4 / 6]))
+
+
+def test_visualisation_changes_colour_more_than_shape(sih):
+    test = sih.evals["test"]
+    vis = visualise_bias(sih.method.networks["vae"], test.x.float() / 255, test.y, test.mask,
+                         n=40, seed=0)
+    scores = vis.scores()
+    assert scores["images"] == 40 and scores["deepfool_flipped"] > 0.95
+    assert scores["deepfool_colour_shift"] > 0.05
+    assert scores["deepfool_shape_iou"] > 0.7
+
+
+def test_early_stopping_restores_the_best_epoch(data_dir, tmp_path):
+    # a small training set and a high learning rate overfit, so the held-out loss turns up
+    run = tmp_path / "run"
+    summary = train(cfg(data_dir, "erm", 0.05, epochs=40, train_subset=1500,
+                        hparams={"lr": 0.01}, selection="early_stop", patience=2), run)
+    records = runs.read_metrics(run)
+    objectives = [r["val_objective"] for r in records]
+    best = min(range(len(objectives)), key=objectives.__getitem__) + 1
+    assert summary["selected_epoch"] == best
+    assert summary["epochs_trained"] == best + 2 < 40       # stopped after 2 bad epochs
+    assert records[best]["lr"]["model"] == pytest.approx(0.001)  # x0.1 on the plateau
+    assert summary["metrics"] == records[best - 1]["eval"]
+    prep = load_trained(run)  # model.pt holds the best epoch's networks
+    loader = InMemoryLoader(prep.evals["val"], EVAL_BATCH, shuffle=False)
+    assert heldout_objective(prep.method, loader) == pytest.approx(objectives[best - 1], rel=1e-5)
+
+
+def test_sih_selects_by_early_stopping_by_default(data_dir, tmp_path):
+    summary = train(cfg(data_dir, "sih", 0.02, epochs=1, train_subset=3000), tmp_path / "run")
+    assert summary["selection"] == "early_stop"
+    assert "val" in summary["metrics"] and math.isfinite(
+        runs.read_metrics(tmp_path / "run")[0]["val_objective"])
+
+
+def test_explain_bias_command(data_dir, tmp_path, capsys):
+    run = tmp_path / "sih"
+    train(cfg(data_dir, "sih", 0.02, epochs=3, train_subset=10000, selection="last"), run)
+    assert main(["explain", "bias", str(run), "--images", "12", "--data-dir", data_dir]) == 0
+    assert (run / "bias.png").stat().st_size > 1000
+    scores = runs.read_json(run / "bias.json")
+    assert scores["images"] <= 12 and "swap_shape_iou" in scores
+    erm = tmp_path / "erm"
+    train(cfg(data_dir, "erm", 0.02, epochs=1, train_subset=2000), erm)
+    capsys.readouterr()
+    assert main(["explain", "bias", str(erm), "--data-dir", data_dir]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "sih" in err
+    assert not (erm / "bias.png").exists()
+
+
+def test_early_stop_needs_an_objective(data_dir, tmp_path):
+    from debiaskit.errors import ConfigError
+    with pytest.raises(ConfigError, match="no objective"):
+        train(cfg(data_dir, "lff", 0.02, selection="early_stop"), tmp_path / "run")
+    assert not (tmp_path / "run").exists()
