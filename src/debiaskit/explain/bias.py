@@ -155,7 +155,7 @@ def save_grid(vis: BiasVisualisation, path: Path, columns: int = 12, title: str 
     import matplotlib.pyplot as plt
 
     rows = (("original", vis.images), ("reconstruction", vis.reconstructions),
-            ("debiased (DeepFool)", vis.debiased), ("bias swapped (DisEnt)", vis.swapped))
+            ("debiased\n(DeepFool)", vis.debiased), ("bias swapped\n(DisEnt)", vis.swapped))
     columns = min(columns, len(vis.y))
     fig, axes = plt.subplots(len(rows), columns, figsize=(1.0 * columns + 1.2, 4.6),
                              squeeze=False)
