@@ -1,7 +1,6 @@
 """The command line: bad input gives one line and exit status 2 and writes nothing."""
 
 import os
-import shutil
 
 import pytest
 
