@@ -16,6 +16,11 @@ from .presets import TablePreset
 from .runner import PlannedRun
 
 
+#: How reports name the metric a table shows.
+METRIC_NAMES = {"unbiased": "unbiased accuracy (mean over (class, bias) cells)",
+                "accuracy": "plain accuracy"}
+
+
 def mean_std(values: list[float]) -> tuple[float, float]:
     """Mean and sample standard deviation (ddof = 1; 0 for a single seed)."""
     arr = np.asarray(values, dtype=float)
@@ -53,7 +58,8 @@ def protocol_lines(preset: TablePreset, planned: list[PlannedRun]) -> list[str]:
         selection = "; ".join(f"{m}: {text}" for m, text in per_method.items())
     return [
         f"Source: {preset.source}.",
-        f"Metric: {preset.metric} accuracy (%) on the '{preset.split}' split, mean +- sample "
+        f"Metric: {METRIC_NAMES.get(preset.metric, preset.metric)} (%) on the "
+        f"'{preset.split}' split, mean +- sample "
         f"std over seeds {seeds}; ours vs published.",
         f"Model selection and length: {selection}.",
         f"Training: model {cfg.model} {cfg.model_options or ''}, batch {cfg.batch_size}, "
