@@ -112,6 +112,13 @@ class Method:
             out[key] = value
         return out
 
+    def add_network(self, role: str, module: nn.Module) -> nn.Module:
+        """Register ``module`` as network ``role`` with its own Adam optimiser, from the
+        method's ``lr`` and (if it has one) ``weight_decay`` hyper-parameters."""
+        self.networks[role] = module
+        self.optimizers[role] = adam(module, self.hp["lr"], self.hp.get("weight_decay", 0.0))
+        return module
+
     # --- the contract -------------------------------------------------------------
     def loss(self, batch, training: bool = True) -> tuple[torch.Tensor, dict[str, float]]:
         """The training objective on ``batch`` (a scalar tensor) and statistics to log.

@@ -23,7 +23,7 @@ from torch import nn
 
 from ..losses import PerSampleEMA, generalized_cross_entropy, relative_difficulty
 from ..models import feature_extractor
-from .base import HParam, Method, adam, aligned_conflicting_means, register
+from .base import HParam, Method, aligned_conflicting_means, register
 
 
 class StepCounter:
@@ -62,10 +62,8 @@ class DisEnt(Method):
         super().__init__(spec, make_network, hparams)
         for role in ("intrinsic", "bias"):
             encoder, dim = feature_extractor(make_network())
-            self.networks[role] = nn.ModuleDict({
-                "encoder": encoder, "classifier": nn.Linear(2 * dim, spec.num_classes)})
-            self.optimizers[role] = adam(self.networks[role], self.hp["lr"],
-                                         self.hp["weight_decay"])
+            self.add_network(role, nn.ModuleDict({
+                "encoder": encoder, "classifier": nn.Linear(2 * dim, spec.num_classes)}))
             self.tables[role] = PerSampleEMA(spec.train_targets, spec.num_classes, self.hp["ema"])
         self.tables["steps"] = StepCounter()
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch.nn.functional as F
 
-from .base import HParam, Method, adam, register
+from .base import HParam, Method, register
 
 
 @register
@@ -19,9 +19,7 @@ class ERM(Method):
 
     def __init__(self, spec, make_network, hparams=None):
         super().__init__(spec, make_network, hparams)
-        self.networks["model"] = make_network()
-        self.optimizers["model"] = adam(self.networks["model"], self.hp["lr"],
-                                        self.hp["weight_decay"])
+        self.add_network("model", make_network())
 
     def loss(self, batch, training=True):
         loss = F.cross_entropy(self.networks["model"](batch.x), batch.y)

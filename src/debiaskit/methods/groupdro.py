@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .base import HParam, Method, adam, register
+from .base import HParam, Method, register
 
 
 class GroupWeights:
@@ -41,9 +41,7 @@ class GroupDRO(Method):
     def __init__(self, spec, make_network, hparams=None):
         super().__init__(spec, make_network, hparams)
         self.num_groups = spec.num_classes * spec.num_bias
-        self.networks["model"] = make_network()
-        self.optimizers["model"] = adam(self.networks["model"], self.hp["lr"],
-                                        self.hp["weight_decay"])
+        self.add_network("model", make_network())
         device = spec.train_targets.device
         self.tables["groups"] = GroupWeights(self.num_groups, device)
         groups = spec.train_targets * spec.num_bias + spec.train_bias

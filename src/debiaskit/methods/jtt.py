@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .base import HParam, Method, adam, register
+from .base import HParam, Method, register
 
 
 class ErrorSet:
@@ -50,9 +50,7 @@ class JTT(Method):
     def __init__(self, spec, make_network, hparams=None):
         super().__init__(spec, make_network, hparams)
         for role in ("identifier", "final"):
-            self.networks[role] = make_network()
-            self.optimizers[role] = adam(self.networks[role], self.hp["lr"],
-                                         self.hp["weight_decay"])
+            self.add_network(role, make_network())
         self.tables["error_set"] = ErrorSet(spec.num_train, spec.train_targets.device)
 
     @property

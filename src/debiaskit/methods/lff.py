@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from ..losses import PerSampleEMA, generalized_cross_entropy, relative_difficulty
-from .base import HParam, Method, adam, aligned_conflicting_means, register
+from .base import HParam, Method, aligned_conflicting_means, register
 
 
 @register
@@ -32,10 +32,7 @@ class LfF(Method):
     def __init__(self, spec, make_network, hparams=None):
         super().__init__(spec, make_network, hparams)
         for role in ("biased", "debiased"):
-            self.networks[role] = make_network()
-            self.optimizers[role] = adam(self.networks[role], self.hp["lr"],
-                                         self.hp["weight_decay"])
-        for role in ("biased", "debiased"):
+            self.add_network(role, make_network())
             self.tables[role] = PerSampleEMA(spec.train_targets, spec.num_classes, self.hp["ema"])
 
     def sample_weights(self, index: torch.Tensor) -> torch.Tensor:

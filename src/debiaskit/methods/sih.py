@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from ..losses import PerSampleEMA, generalized_cross_entropy, relative_difficulty
 from ..models.vae import TwoEncoderVAE, build_two_encoder_vae
 from ..errors import unknown_name
-from .base import HParam, Method, adam, aligned_conflicting_means, register
+from .base import HParam, Method, aligned_conflicting_means, register
 
 #: Reconstruction likelihoods: name -> per-sample loss summed over pixels, from logits.
 RECONSTRUCTION = {
@@ -74,9 +74,8 @@ class SiH(Method):
         super().__init__(spec, make_network, hparams)
         if self.hp["reconstruction"] not in RECONSTRUCTION:
             raise unknown_name("reconstruction loss", self.hp["reconstruction"], RECONSTRUCTION)
-        self.networks["vae"] = build_two_encoder_vae(
-            make_network.name, spec.input_shape, spec.num_classes, self.hp["latent_dim"] or None)
-        self.optimizers["vae"] = adam(self.networks["vae"], self.hp["lr"])
+        self.add_network("vae", build_two_encoder_vae(
+            make_network.name, spec.input_shape, spec.num_classes, self.hp["latent_dim"] or None))
         self.pixels = math.prod(spec.input_shape)
 
     @property
