@@ -58,8 +58,8 @@ class RunConfig:
     ``selection`` None means the method's own policy (``Method.default_selection``).
     ``patience`` is the early-stopping patience (SiH: 2 for the MLP, 20 for ResNet-18); the
     learning rate drops by 10x after ``patience // 2 - 1`` epochs without improvement, as
-    SiH's code does. ``train_subset`` / ``eval_subset`` train and evaluate on seeded random subsets (quick
-    experiments and tests; the papers use the full sets). ``drop_bias_labels`` hides the
+    SiH's code does. ``train_subset`` / ``eval_subset`` train and evaluate on seeded random
+    subsets (quick experiments and tests; the papers use the full sets). ``drop_bias_labels`` hides the
     training set's bias labels, as a practitioner's data would be.
     """
 
@@ -368,9 +368,10 @@ def load_trained(run_dir, data_dir=None) -> Prepared:
         raise DebiaskitError(f"{run_dir} holds no finished debiaskit run (no summary.json and "
                              "model.pt); train it to the end first")
     stored = runs.read_json(run_dir / runs.CONFIG)
-    runtime = {k: v for k, v in stored.get("runtime", {}).items() if k in ("device", "download")}
-    cfg = RunConfig(**stored["run"], **runtime,
-                    data_dir=data_dir or stored.get("runtime", {}).get("data_dir"))
+    runtime = stored.get("runtime", {})
+    cfg = RunConfig(**stored["run"], device=runtime.get("device", "cpu"),
+                    download=runtime.get("download", False),
+                    data_dir=data_dir or runtime.get("data_dir"))
     prep = prepare(cfg)
     prep.method.networks.load_state_dict(runs.load_torch(run_dir / runs.MODEL)["networks"])
     prep.method.train(False)

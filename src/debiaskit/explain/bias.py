@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 from .. import runs
+from ..data.loader import as_float_images
 from ..errors import DebiaskitError
 from .curves import save_png
 
@@ -183,16 +184,15 @@ def explain_bias_run(run_dir, n: int = 100, seed: int = 0, split: str = "test",
     from ..train import load_trained
 
     prep = load_trained(run_dir, data_dir)
-    vae = prep.method.networks["vae"] if "vae" in prep.method.networks else None
-    if vae is None:
+    if "vae" not in prep.method.networks:
         raise DebiaskitError(f"{run_dir} is a {prep.cfg.method} run; explain bias needs a "
                              "two-encoder VAE (methods sih, sih_rds)")
     if split not in prep.evals:
         raise DebiaskitError(f"{run_dir} has no evaluation split {split!r}; it has: "
                              f"{', '.join(prep.evals)}")
     ds = prep.evals[split]
-    x = ds.x.float().div(255.0)
-    vis = visualise_bias(vae, x, ds.y, ds.mask, n=n, seed=seed)
+    vis = visualise_bias(prep.method.networks["vae"], as_float_images(ds.x), ds.y, ds.mask,
+                         n=n, seed=seed)
     scores = {"run": str(run_dir), "split": split, "seed": seed, **vis.scores(threshold)}
     run_dir = Path(run_dir)
     png = Path(out) if out else run_dir / "bias.png"

@@ -26,6 +26,7 @@ import math
 import torch
 import torch.nn.functional as F
 
+from ..data.loader import as_float_images
 from ..losses import PerSampleEMA, generalized_cross_entropy, relative_difficulty
 from ..models.vae import TwoEncoderVAE, build_two_encoder_vae
 from ..errors import unknown_name
@@ -131,7 +132,7 @@ class SiH(Method):
         self.vae.eval()
         weights = []
         for lo in range(0, len(train), 2048):
-            x = train.x[lo:lo + 2048].to(device).float().div_(255.0)
+            x = as_float_images(train.x[lo:lo + 2048], device)
             y = train.y[lo:lo + 2048].to(device)
             ce = F.cross_entropy(self.predict_biased(x), y, reduction="none")
             weights.append(focal_weight(ce, self.hp["q"]).cpu())
@@ -162,15 +163,17 @@ class SiHRDS(SiH):
             return relative_difficulty(ce_bias.detach(), ce_signal.detach())
         self.tables["bias"].update(batch.index, ce_bias)
         self.tables["signal"].update(batch.index, ce_signal)
-        return relative_difficulty(self.tables["bias"].normalized(batch.index),
-                                   self.tables["signal"].normalized(batch.index))
+        return self.sample_weights(batch.index)
+
+    def sample_weights(self, index: torch.Tensor) -> torch.Tensor:
+        """Current relative-difficulty weights of the training samples at ``index``."""
+        return relative_difficulty(self.tables["bias"].normalized(index),
+                                   self.tables["signal"].normalized(index))
 
     @torch.no_grad()
     def epoch_stats(self, train):
         if train.b is None:
             return {}
         device = self.tables["bias"].values.device
-        index = torch.arange(len(train), device=device)
         return aligned_conflicting_means(
-            relative_difficulty(self.tables["bias"].normalized(index),
-                                self.tables["signal"].normalized(index)), train)
+            self.sample_weights(torch.arange(len(train), device=device)), train)
