@@ -77,8 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "early stopping; SiH's paper allows 500)")
     t.add_argument("--batch-size", type=int, default=256)
     t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--selection", help="model selection (default: the method's own; "
-                   "see 'debiaskit methods'): " + "; ".join(f"{k}: {v}" for k, v in SELECTION.items()))
+    t.add_argument("--selection", help="model selection (default: the method's own; see "
+                   "'debiaskit methods'): "
+                   + "; ".join(f"{k}: {v}" for k, v in SELECTION.items()))
     t.add_argument("--heldout-fraction", type=float, default=0.1)
     t.add_argument("--patience", type=int, default=2, help="early-stopping patience in epochs "
                    "(selection early_stop; SiH: 2 for mlp, 20 for resnet18)")

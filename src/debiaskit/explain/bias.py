@@ -185,8 +185,8 @@ def explain_bias_run(run_dir, n: int = 100, seed: int = 0, split: str = "test",
 
     prep = load_trained(run_dir, data_dir)
     if "vae" not in prep.method.networks:
-        raise DebiaskitError(f"{run_dir} is a run of method {prep.cfg.method}; explain bias needs a "
-                             "two-encoder VAE (methods sih, sih_rds)")
+        raise DebiaskitError(f"{run_dir} is a run of method {prep.cfg.method}; explain bias "
+                             "needs a two-encoder VAE (methods sih, sih_rds)")
     if split not in prep.evals:
         raise DebiaskitError(f"{run_dir} has no evaluation split {split!r}; it has: "
                              f"{', '.join(prep.evals)}")
