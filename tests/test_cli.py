@@ -123,3 +123,31 @@ def test_bench_on_a_local_ray_cluster(tmp_path, data_dir):
     assert "running 2 on Ray cluster local" in lines[0]
     assert len([x for x in lines if "seed 0: unbiased" in x]) == 2
     assert "| 99.0 |" in text and "(n=1)" in text
+
+
+def test_bench_rows_with_their_own_dataset_and_columns(tmp_path, data_dir):
+    from debiaskit.bench.presets import Row, TablePreset
+    from debiaskit.bench.report import write_report
+    from debiaskit.bench.runner import execute, plan
+
+    preset = TablePreset(
+        name="two-datasets", title="two datasets, two test conditions", source="a test",
+        dataset="colored_mnist",
+        rows=(Row("BG", {"conflict_ratio": 0.0}, dataset="bg_colored_mnist",
+                  splits={"independent": "unbiased"}),
+              Row("FG", {"conflict_ratio": 0.0, "conditioned": True},
+                  splits={"independent": "test"},
+                  method_run={"Vanilla": {"hparams": {"lr": 0.002}}})),
+        methods={"Vanilla": "erm"}, columns=("independent", "conditioned"), metric="accuracy",
+        published={"Vanilla": {"BG": {"independent": (0.0, 0.0), "conditioned": (10.64, 0.65)}}},
+        run={"epochs": 1, "train_subset": 1000, "eval_subset": 500, "selection": "last"})
+    planned = plan(preset, tmp_path, seeds=1, data_dir=data_dir)
+    assert [p.config.dataset for p in planned] == ["bg_colored_mnist", "colored_mnist"]
+    assert planned[0].config.hparams == {} and planned[1].config.hparams == {"lr": 0.002}
+    assert execute(planned, workers=1, log=lambda _: None) == []
+    text = write_report(preset, planned, tmp_path)
+    header = text.splitlines()[2]
+    assert "Vanilla independent (ours)" in header and "Vanilla conditioned (paper)" in header
+    bg = next(line for line in text.splitlines() if line.startswith("| BG |"))
+    assert "10.64 +- 0.65" in bg and bg.count("(n=1)") == 2
+    assert "independent: BG 'unbiased', FG 'test'" in text

@@ -1,4 +1,4 @@
-"""Command line: ``debiaskit train | data info | bench | explain curves | methods``.
+"""Command line: ``debiaskit train | data info | bench | explain KIND | methods``.
 
 Every user error is one line on stderr and exit status 2 (see :mod:`debiaskit.errors`).
 """
@@ -76,6 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--epochs", type=int, default=100, help="epochs (the most epochs under "
                    "early stopping; SiH's paper allows 500)")
     t.add_argument("--batch-size", type=int, default=256)
+    t.add_argument("--augment", default="none", help="batched training augmentation: none, "
+                   "crop_flip (CIFAR), crop, crop_affine (LAD's MNIST: crop pad 4 + affine)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--selection", help="model selection (default: the method's own; see "
                    "'debiaskit methods'): "
@@ -124,6 +126,27 @@ def build_parser() -> argparse.ArgumentParser:
                       help="intensity above which a pixel counts as digit for the shape IoU")
     bias.add_argument("--out", help="PNG path (default RUN_DIR/bias.png; scores beside it)")
     bias.add_argument("--data-dir")
+    lad = esub.add_parser("lad", help="LAD's training images next to their VQ-VAE and "
+                          "walked reconstructions (Figure 4 PNG)")
+    lad.add_argument("run_dir")
+    lad.add_argument("--images", type=int, default=24)
+    lad.add_argument("--seed", type=int, default=0)
+    lad.add_argument("--out", help="PNG path (default RUN_DIR/lad.png)")
+    lad.add_argument("--data-dir")
+    gr = esub.add_parser("gradient-ratio", help="LAD's one-pixel problem: train Vanilla and "
+                         "track the gradient ratio GR (Eq. 1) per iteration (Figure 2 PNG, JSON)")
+    gr.add_argument("--dataset", default="one_pixel_mnist",
+                    help="one_pixel_mnist or one_pixel_cifar10")
+    gr.add_argument("--model", default="mlp", help="classifier (mlp, resnet20, resnet18)")
+    gr.add_argument("--iterations", type=int, default=1000)
+    gr.add_argument("--batch-size", type=int, default=256)
+    gr.add_argument("--optimizer", default="adam", help="adam or sgd (plain minibatch SGD)")
+    gr.add_argument("--lr", type=float, default=1e-3, help="learning rate")
+    gr.add_argument("--value", type=int, default=255, help="value of the class pixel")
+    gr.add_argument("--seed", type=int, default=0)
+    gr.add_argument("--out", default="gradient-ratio", help="output folder")
+    gr.add_argument("--data-dir")
+    gr.add_argument("--download", action="store_true")
 
     sub.add_parser("methods", help="list methods and their hyper-parameters")
     return parser
@@ -136,7 +159,8 @@ def cmd_train(args) -> None:
         dataset=args.dataset, data_params=_data_params(args), method=args.method,
         hparams=_pairs(args.hp, "--hp"), model=args.model,
         model_options=_pairs(args.model_opt, "--model-opt"), epochs=args.epochs,
-        batch_size=args.batch_size, seed=args.seed, selection=args.selection,
+        batch_size=args.batch_size, augment=args.augment, seed=args.seed,
+        selection=args.selection,
         heldout_fraction=args.heldout_fraction, patience=args.patience,
         drop_bias_labels=args.no_bias_labels,
         train_subset=args.train_subset, eval_subset=args.eval_subset,
@@ -182,6 +206,27 @@ def cmd_explain(args) -> None:
         from .explain.curves import plot_run_curves
 
         print(f"wrote {plot_run_curves(args.run_dir, args.out)}")
+        return
+    if args.explain_command == "lad":
+        from .explain.lad import explain_lad_run
+
+        if args.images < 1:
+            raise ConfigError(f"--images must be >= 1, got {args.images}")
+        png = explain_lad_run(args.run_dir, args.images, args.seed, args.out, args.data_dir)
+        print(f"wrote {png}")
+        return
+    if args.explain_command == "gradient-ratio":
+        from .explain.gradient_ratio import explain_gradient_ratio
+
+        trace = explain_gradient_ratio(
+            args.out, dataset=args.dataset, model=args.model, iterations=args.iterations,
+            batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer, seed=args.seed,
+            value=args.value,
+            data_dir=args.data_dir, download=args.download)
+        tests = ", ".join(f"{k} {v:.2f} %" for k, v in trace.test_accuracy.items())
+        print(f"final training accuracy {trace.accuracy[-1]:.2f} %; test accuracy: {tests}; "
+              f"GR < 1 from iteration {trace.first_below_one()}; "
+              f"wrote {args.out}/gradient_ratio.png")
         return
     from .explain.bias import explain_bias_run
 

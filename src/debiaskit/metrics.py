@@ -67,3 +67,18 @@ def classification_metrics(pred: torch.Tensor, y: torch.Tensor, b: torch.Tensor 
     out = summarize_cells(total, correct, aligned_cells)
     out["cells"] = cell_accuracy(total, correct).round(4).tolist()
     return out
+
+
+def gradient_ratio(input_grad: torch.Tensor,
+                   confounding: torch.Tensor) -> tuple[float, float, float]:
+    """LAD's gradient ratio (paper 000, Eq. 1): ``(||dL/dz+||, ||dL/dz-||, GR)``.
+
+    ``input_grad`` is the B x C x H x W gradient of the loss with respect to the input
+    pixels, ``confounding`` a C x H x W boolean mask of the pixels that carry the
+    confounding signal z-; every other pixel is causal (z+). GR < 1: the gradient favours
+    the confounder.
+    """
+    squared = input_grad.detach().pow(2).sum(0)
+    causal = squared[~confounding].sum().sqrt().item()
+    confound = squared[confounding].sum().sqrt().item()
+    return causal, confound, causal / confound if confound > 0 else float("inf")

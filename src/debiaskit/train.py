@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 from . import __version__, runs
 from .speed import keep_freed_buffers
+from .data.augment import AUGMENTATIONS
 from .data.dataset import BiasedDataset, DataBundle
 from .data.loader import InMemoryLoader
 from .data.protocols import build_data
@@ -31,6 +32,7 @@ from .errors import ConfigError, DebiaskitError, unknown_name
 from .methods import DataSpec, get_method
 from .metrics import classification_metrics
 from .models import NetworkFactory
+from .stages import StageStore
 
 #: Model-selection policies (DESIGN.md, Contracts): name -> what it is, for every report.
 SELECTION = {
@@ -59,8 +61,10 @@ class RunConfig:
     ``patience`` is the early-stopping patience (SiH: 2 for the MLP, 20 for ResNet-18); the
     learning rate drops by 10x after ``patience // 2 - 1`` epochs without improvement, as
     SiH's code does. ``train_subset`` / ``eval_subset`` train and evaluate on seeded random
-    subsets (quick experiments and tests; the papers use the full sets). ``drop_bias_labels`` hides the
-    training set's bias labels, as a practitioner's data would be.
+    subsets (quick experiments and tests; the papers use the full sets).
+    ``drop_bias_labels`` hides the training set's bias labels, as a practitioner's data
+    would be. ``augment`` names a batched training augmentation
+    (``debiaskit.data.augment.AUGMENTATIONS``).
     """
 
     dataset: str = "colored_mnist"
@@ -71,6 +75,7 @@ class RunConfig:
     model_options: dict = field(default_factory=dict)
     epochs: int = 100
     batch_size: int = 256
+    augment: str = "none"
     seed: int = 0
     selection: str | None = None
     heldout_fraction: float = 0.1
@@ -96,6 +101,8 @@ def check_config(cfg: RunConfig) -> RunConfig:
         cfg = replace(cfg, selection=method_cls.default_selection)
     if cfg.selection not in SELECTION:
         raise unknown_name("model-selection policy", cfg.selection, SELECTION)
+    if cfg.augment not in AUGMENTATIONS:
+        raise unknown_name("augmentation", cfg.augment, AUGMENTATIONS)
     if cfg.epochs < 1:
         raise ConfigError(f"epochs must be >= 1, got {cfg.epochs}")
     if cfg.batch_size < 1:
@@ -226,7 +233,8 @@ def protocol_text(cfg: RunConfig, evals: dict) -> str:
     epochs = (f"up to {cfg.epochs} epochs (patience {cfg.patience})"
               if cfg.selection == "early_stop" else f"{cfg.epochs} epochs")
     return (f"{cfg.method} on {cfg.dataset} {cfg.data_params}, model {cfg.model}, "
-            f"{epochs}, batch {cfg.batch_size}, seed {cfg.seed}; model selection: "
+            f"{epochs}, batch {cfg.batch_size}, augmentation {cfg.augment}, seed {cfg.seed}; "
+            f"model selection: "
             f"{SELECTION[cfg.selection]}; evaluated on: {', '.join(evals)}")
 
 
@@ -236,6 +244,7 @@ class Trainer:
     def __init__(self, cfg: RunConfig, out_dir) -> None:
         self.cfg = check_config(cfg)
         self.out = Path(out_dir)
+        self.stage_records: dict = {}
 
     def _check_out_dir(self) -> dict | None:
         """Refuse a finished run or a different run's directory; return a resumable config."""
@@ -260,7 +269,6 @@ class Trainer:
         prep = prepare(self.cfg)
         cfg, method, train = self.cfg, prep.method, prep.train
         device = torch.device(cfg.device)
-        loader = InMemoryLoader(train, cfg.batch_size, shuffle=True, seed=cfg.seed, device=device)
         eval_loaders = {k: InMemoryLoader(v, EVAL_BATCH, shuffle=False, device=device)
                         for k, v in prep.evals.items()}
         predictors = {"": method.predict, **{f"{k}/": p for k, p in
@@ -291,6 +299,11 @@ class Trainer:
             runs.rewrite_metrics(self.out, runs.read_metrics(self.out, up_to_epoch=start))
         else:  # interrupted before the first checkpoint: start over, keep the config
             runs.rewrite_metrics(self.out, [])
+        stages = StageStore(self.out / "stages")
+        train = method.prepare_training_data(train, prep.evals, stages, cfg.seed, device)
+        loader = InMemoryLoader(train, cfg.batch_size, shuffle=True, seed=cfg.seed,
+                                device=device, augment=AUGMENTATIONS[cfg.augment]())
+        self.stage_records = stages.records
 
         bar = tqdm(range(start, cfg.epochs), initial=start, total=cfg.epochs, unit="epoch",
                    disable=(not cfg.progress) if cfg.progress is not None else None,
@@ -353,6 +366,9 @@ class Trainer:
             "metrics": selected["eval"], "last_epoch_metrics": records[-1]["eval"],
             "train_seconds": sum(r["train_seconds"] for r in records),
         }
+        if self.stage_records:
+            summary["stages"] = {name: {"checksum": rec["checksum"], **rec["stats"]}
+                                 for name, rec in self.stage_records.items()}
         runs.write_json(self.out / runs.SUMMARY, summary)
         (self.out / runs.CHECKPOINT).unlink(missing_ok=True)
         return summary

@@ -14,8 +14,14 @@ from ..errors import unknown_name
 
 @dataclass(frozen=True)
 class Row:
+    """One table row: its bias amount and, where rows differ in more than that, the
+    dataset, the split behind each column and per-method run settings of its own."""
+
     label: str          # as the paper prints it, e.g. "99.0" (% aligned)
     data_params: dict
+    dataset: str | None = None       # None: the preset's dataset
+    splits: dict = field(default_factory=dict)      # column -> this row's evaluation split
+    method_run: dict = field(default_factory=dict)  # display -> RunConfig fields (hparams merge)
 
 
 @dataclass(frozen=True)
@@ -26,8 +32,10 @@ class TablePreset:
     dataset: str
     rows: tuple[Row, ...]
     methods: dict[str, str]          # display name -> registered method
-    published: dict[str, dict[str, tuple[float, float]]]  # display -> row -> (mean, std)
+    # display -> row -> (mean, std), or with several columns -> {column: (mean, std)}
+    published: dict[str, dict]
     split: str = "test"              # evaluation split the table reports
+    columns: tuple[str, ...] = ()    # test conditions side by side (default: just `split`)
     metric: str = "unbiased"         # metric the table reports
     row_header: str = "ratio aligned (%)"
     run: dict = field(default_factory=dict)  # RunConfig fields shared by every run
@@ -36,6 +44,21 @@ class TablePreset:
     default_seeds: int = 3
     default_methods: tuple[str, ...] | None = None  # None: every method of the preset
     notes: str = ""
+
+    def table_columns(self) -> tuple[str, ...]:
+        return self.columns or (self.split,)
+
+    def split_of(self, row: Row, column: str) -> str:
+        """The evaluation split that ``row`` reports in ``column``."""
+        return row.splits.get(column, column)
+
+    def published_value(self, method: str, row: str, column: str):
+        """Published (mean, std) of ``method`` in ``row`` / ``column``, or None."""
+        value = self.published.get(method, {}).get(row)
+        return value.get(column) if isinstance(value, dict) else value
+
+    def row(self, label: str) -> Row:
+        return next(r for r in self.rows if r.label == label)
 
 
 def _lff_rows(aligned=("95.0", "98.0", "99.0", "99.5")) -> tuple[Row, ...]:

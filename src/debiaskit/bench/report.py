@@ -28,17 +28,22 @@ def mean_std(values: list[float]) -> tuple[float, float]:
 
 
 def collect(preset: TablePreset, planned: list[PlannedRun]) -> dict:
-    """Finished runs' selected metrics, grouped by (method, row)."""
+    """Finished runs' selected metrics per (method, row, column), and the aligned /
+    conflicting curves of each row's first column."""
     cells = defaultdict(list)
     curves = defaultdict(list)
     for p in planned:
         if not runs.is_finished(p.run_dir):
             continue
         summary = runs.read_json(p.run_dir / runs.SUMMARY)
-        cells[(p.method, p.row)].append(summary["metrics"][preset.split])
+        row = preset.row(p.row)
+        for column in preset.table_columns():
+            cells[(p.method, p.row, column)].append(
+                summary["metrics"][preset.split_of(row, column)])
+        split = preset.split_of(row, preset.table_columns()[0])
         curves[(p.method, p.row)].append(
-            [(r["epoch"], r["eval"][preset.split].get("aligned"),
-              r["eval"][preset.split].get("conflicting")) for r in runs.read_metrics(p.run_dir)])
+            [(r["epoch"], r["eval"][split].get("aligned"), r["eval"][split].get("conflicting"))
+             for r in runs.read_metrics(p.run_dir)])
     return {"cells": cells, "curves": curves}
 
 
@@ -56,11 +61,18 @@ def protocol_lines(preset: TablePreset, planned: list[PlannedRun]) -> list[str]:
         selection = per_method[planned[0].method]
     else:
         selection = "; ".join(f"{m}: {text}" for m, text in per_method.items())
+    if preset.columns:
+        where = "; ".join(
+            f"{column}: " + ", ".join(f"{r.label} '{preset.split_of(r, column)}'"
+                                      for r in preset.rows)
+            for column in preset.columns)
+        where = f"the splits ({where})"
+    else:
+        where = f"the '{preset.split}' split"
     return [
         f"Source: {preset.source}.",
-        f"Metric: {METRIC_NAMES.get(preset.metric, preset.metric)} (%) on the "
-        f"'{preset.split}' split, mean +- sample "
-        f"std over seeds {seeds}; ours vs published.",
+        f"Metric: {METRIC_NAMES.get(preset.metric, preset.metric)} (%) on {where}, "
+        f"mean +- sample std over seeds {seeds}; ours vs published.",
         f"Model selection and length: {selection}.",
         f"Training: model {cfg.model} {cfg.model_options or ''}, batch {cfg.batch_size}, "
         f"method hyper-parameters {cfg.hparams or 'the paper defaults'}. {preset.notes}",
@@ -71,21 +83,26 @@ def table(preset: TablePreset, planned: list[PlannedRun], results: dict) -> tupl
     """The Markdown table and the same numbers as a dict."""
     methods = list(dict.fromkeys(p.method for p in planned))
     rows = list(dict.fromkeys(p.row for p in planned))
-    header = [preset.row_header] + [f"{m} {h}" for m in methods for h in ("(ours)", "(paper)")]
+    columns = preset.table_columns()
+    header = [preset.row_header] + [
+        f"{m} {c + ' ' if preset.columns else ''}{h}"
+        for m in methods for c in columns for h in ("(ours)", "(paper)")]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     numbers = {}
     for row in rows:
         cells = [row]
         for m in methods:
-            vals = [r[preset.metric] for r in results["cells"].get((m, row), [])]
-            if vals:
-                mu, sd = mean_std(vals)
-                cells.append(f"{mu:.2f} +- {sd:.2f} (n={len(vals)})")
-                numbers[f"{m}/{row}"] = {"mean": mu, "std": sd, "n": len(vals), "values": vals}
-            else:
-                cells.append("not run")
-            pub = preset.published.get(m, {}).get(row)
-            cells.append(f"{pub[0]:.2f} +- {pub[1]:.2f}" if pub else "-")
+            for column in columns:
+                vals = [r[preset.metric] for r in results["cells"].get((m, row, column), [])]
+                key = f"{m}/{row}/{column}" if preset.columns else f"{m}/{row}"
+                if vals:
+                    mu, sd = mean_std(vals)
+                    cells.append(f"{mu:.2f} +- {sd:.2f} (n={len(vals)})")
+                    numbers[key] = {"mean": mu, "std": sd, "n": len(vals), "values": vals}
+                else:
+                    cells.append("not run")
+                pub = preset.published_value(m, row, column)
+                cells.append(f"{pub[0]:.2f} +- {pub[1]:.2f}" if pub else "-")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines), numbers
 
@@ -114,7 +131,7 @@ def plot_curves(preset: TablePreset, results: dict, path: Path) -> None:
         ax.set_xlabel("epoch")
         ax.set_ylim(0, 100)
         ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel(f"{preset.split} accuracy (%)")
+    axes[0][0].set_ylabel(f"{preset.table_columns()[0]} accuracy (%)")
     axes[0][-1].legend(fontsize=7, loc="best")
     fig.suptitle(textwrap.fill(preset.title, 60 * len(rows)), fontsize=9)
     fig.tight_layout()

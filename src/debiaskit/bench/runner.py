@@ -58,11 +58,16 @@ def plan(preset: TablePreset, out: Path, seeds: int, methods=None, epochs: int |
         for row in chosen_rows:
             for seed in range(seeds):
                 data_seed = seed if preset.data_seed is None else preset.data_seed
-                cfg = RunConfig(dataset=preset.dataset, method=preset.methods[display],
+                fields = {**preset.run, **preset.method_run.get(display, {})}
+                row_fields = row.method_run.get(display, {})
+                fields = {**fields, **row_fields,
+                          "hparams": {**fields.get("hparams", {}),
+                                      **row_fields.get("hparams", {})}}
+                cfg = RunConfig(dataset=row.dataset or preset.dataset,
+                                method=preset.methods[display],
                                 data_params={**row.data_params, "seed": data_seed},
                                 seed=seed, data_dir=data_dir, threads=threads,
-                                progress=False, **{**preset.run,
-                                                   **preset.method_run.get(display, {})})
+                                progress=False, **fields)
                 if epochs is not None:
                     cfg = replace(cfg, epochs=epochs)
                 cfg = check_config(cfg)  # fills in the method's own selection policy

@@ -88,6 +88,18 @@ class BiasedDataset:
             aligned_bias=self.aligned_bias, meta=dict(self.meta),
         )
 
+    @staticmethod
+    def concatenate(parts: list["BiasedDataset"], name: str) -> "BiasedDataset":
+        """The samples of ``parts`` one after another (same classes and bias values)."""
+        def cat(attr):
+            values = [getattr(p, attr) for p in parts]
+            return None if any(v is None for v in values) else torch.cat(values)
+        first = parts[0]
+        return BiasedDataset(name=name, x=cat("x"), y=cat("y"), num_classes=first.num_classes,
+                             b=cat("b"), num_bias=first.num_bias if cat("b") is not None else 0,
+                             mask=cat("mask"), aligned_bias=first.aligned_bias,
+                             meta={**first.meta, "parts": [p.name for p in parts]})
+
     def without_bias(self) -> "BiasedDataset":
         """The same images and targets with the bias labels removed (a practitioner's view)."""
         return BiasedDataset(name=self.name, x=self.x, y=self.y, num_classes=self.num_classes,

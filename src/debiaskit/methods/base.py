@@ -2,7 +2,7 @@
 
 A method owns its networks and optimisers. It is built from a :class:`DataSpec`, a
 :class:`~debiaskit.models.NetworkFactory` and hyper-parameters; the trainer calls
-``begin_epoch`` before each epoch, ``update(batch)`` once per batch and ``predict(x)`` to
+``prepare_training_data`` once (pipeline stages, e.g. LAD's), ``begin_epoch`` before each epoch, ``update(batch)`` once per batch and ``predict(x)`` to
 evaluate. A method whose objective can be computed without side effects implements
 ``loss(batch, training)``; the default ``update`` then is one optimiser step on it, and the
 trainer can early-stop on it over held-out data. A method declares the supervision it
@@ -151,6 +151,14 @@ class Method:
         on resume). Returns the training-set indices this epoch's batches are drawn from
         (repeats upsample, e.g. JTT's error set), or None for every sample once."""
         return None
+
+    def prepare_training_data(self, train, evals: dict, store, seed: int, device):
+        """Called once before training (also on resume) with the training set, the
+        evaluation splits and the run's :class:`~debiaskit.stages.StageStore`; returns the
+        dataset the epochs draw from. Methods whose training data is itself produced by
+        training (LAD's decoded latent walks) compute it here as cached stages. Default:
+        ``train`` unchanged."""
+        return train
 
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         """Logits of the method's final classifier."""

@@ -13,12 +13,14 @@ import inspect
 from ...errors import ConfigError, unknown_name
 from ..dataset import DataBundle
 from ..sources import load_source
-from . import bg_colored_mnist, colored_mnist
+from . import bg_colored_mnist, colored_mnist, one_pixel
 
 #: protocol name -> (image source, builder)
 PROTOCOLS = {
     "colored_mnist": ("mnist", colored_mnist.build),
     "bg_colored_mnist": ("mnist", bg_colored_mnist.build),
+    "one_pixel_mnist": ("mnist", one_pixel.build),
+    "one_pixel_cifar10": ("cifar10", one_pixel.build),
 }
 
 

@@ -1,0 +1,79 @@
+"""Cached, resumable pipeline stages (LAD: VQ-VAE -> bias classifier -> latent walk).
+
+A method whose training data is itself the product of earlier training (LAD decodes walked
+latents of a VQ-VAE) runs each step as a *stage*: ``StageStore.run(name, key, compute)``
+returns the stage's artefact (a dict of tensors and numbers), computing it only when no
+artefact with the same key exists. The key is everything the result depends on: the
+stage's settings and the checksums of its inputs (the training data, earlier stages'
+artefacts). Artefacts are written atomically next to a JSON record of their key, content
+checksum and statistics, so a run interrupted in stage 3 restarts at stage 3, and a run
+with different settings never reuses a stale artefact.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from . import runs
+
+
+def content_checksum(artefact: dict) -> str:
+    """sha256 over the artefact's tensors (bytes, dtype, shape) and plain values, by key."""
+    h = hashlib.sha256()
+    for key in sorted(artefact):
+        value = artefact[key]
+        h.update(key.encode())
+        if isinstance(value, torch.Tensor):
+            t = value.detach().cpu().contiguous()
+            h.update(f"{t.dtype}{tuple(t.shape)}".encode())
+            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        elif isinstance(value, dict) and all(isinstance(v, torch.Tensor) for v in value.values()):
+            h.update(content_checksum(value).encode())
+        else:
+            h.update(json.dumps(runs.json_safe(value), sort_keys=True).encode())
+    return h.hexdigest()
+
+
+def key_digest(key: dict) -> str:
+    return hashlib.sha256(json.dumps(runs.json_safe(key), sort_keys=True).encode()).hexdigest()
+
+
+class StageStore:
+    """Stage artefacts of one run under ``root`` (``RUN_DIR/stages``)."""
+
+    def __init__(self, root) -> None:
+        self.root = Path(root)
+        self.records: dict[str, dict] = {}
+
+    def run(self, name: str, key: dict, compute: Callable[[], tuple[dict, dict]]) -> dict:
+        """The artefact of stage ``name`` for ``key``: loaded if cached, else computed.
+
+        ``compute()`` returns ``(artefact, stats)``; ``stats`` (numbers) are recorded in
+        ``RUN_DIR/stages/NAME.json`` and in :attr:`records` (the run summary shows them).
+        The artefact's content checksum is in the record as ``checksum``; pass it in the
+        key of any stage that consumes the artefact.
+        """
+        digest = key_digest(key)
+        path, meta_path = self.root / f"{name}.pt", self.root / f"{name}.json"
+        if path.exists() and meta_path.exists():
+            meta = runs.read_json(meta_path)
+            if meta.get("key_digest") == digest:
+                self.records[name] = meta
+                return runs.load_torch(path)
+        artefact, stats = compute()
+        self.root.mkdir(parents=True, exist_ok=True)
+        meta = {"stage": name, "key": key, "key_digest": digest,
+                "checksum": content_checksum(artefact), "stats": stats}
+        runs.save_torch(path, artefact)
+        runs.write_json(meta_path, meta)  # written last: marks the artefact complete
+        self.records[name] = meta
+        return artefact
+
+    def checksum(self, name: str) -> str:
+        """Content checksum of stage ``name``'s artefact (after :meth:`run`)."""
+        return self.records[name]["checksum"]

@@ -1,0 +1,169 @@
+"""LAD: the one-pixel problem and gradient ratio, the VQ-VAE, the latent walk, the stages."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from debiaskit.data.augment import RandomAffine
+from debiaskit.data.loader import InMemoryLoader
+from debiaskit.data.protocols import build_data
+from debiaskit.data.protocols.one_pixel import confounding_mask
+from debiaskit.methods import DataSpec
+from debiaskit.methods.lad import LAD, bias_classifier
+from debiaskit.methods.lad_walk import entropy_step, latent_walk, predictive_entropy
+from debiaskit.metrics import gradient_ratio
+from debiaskit.models import NetworkFactory
+from debiaskit.models.vqvae import VQVAE, VectorQuantizer
+from debiaskit.stages import StageStore
+from debiaskit.train import RunConfig, train
+
+
+def test_one_pixel_encodes_exactly_the_class(data_dir, mnist):
+    bundle = build_data("one_pixel_mnist", data_dir)
+    tr = bundle.train
+    assert tr.image_shape == (1, 28, 28) and torch.equal(tr.b, tr.y)
+    first_row = tr.x[:, 0, 0, :10]
+    expected = torch.nn.functional.one_hot(tr.y, 10).to(torch.uint8) * 255
+    assert torch.equal(first_row, expected)  # MNIST's first row is black: exactly one pixel
+    rest = tr.x.clone()
+    rest[:, :, 0, :10] = 0
+    assert torch.equal(rest[:, 0], torch.from_numpy(np.array(mnist.x_train)))
+    ind, cond = bundle.evals["independent"], bundle.evals["conditioned"]
+    assert torch.equal(ind.x[:, 0, 0, :10].argmax(1), ind.b)
+    assert 0.08 < (ind.b == ind.y).float().mean().item() < 0.12  # bias independent of label
+    assert torch.equal(cond.x[:, 0], torch.from_numpy(np.array(mnist.x_test))) and cond.b is None
+
+
+def test_gradient_ratio_by_hand():
+    grad = torch.zeros(2, 1, 2, 3)
+    grad[0, 0, 0, 0], grad[1, 0, 0, 1] = 3.0, 4.0   # confounding pixels: norm 5
+    grad[0, 0, 1, 2], grad[1, 0, 1, 0] = 6.0, 8.0   # causal pixels: norm 10
+    mask = confounding_mask((1, 2, 3), num_classes=2)
+    assert mask.sum() == 2 and mask[0, 0, :2].all()
+    causal, confound, ratio = gradient_ratio(grad, mask)
+    assert (causal, confound, ratio) == pytest.approx((10.0, 5.0, 2.0))
+
+
+def test_vanilla_takes_the_one_pixel_shortcut(data_dir):
+    from debiaskit.explain.gradient_ratio import track_gradient_ratio
+
+    trace = track_gradient_ratio("one_pixel_mnist", "mlp", iterations=400, data_dir=data_dir)
+    assert trace.ratio[0] > 3.0          # at initialisation the image gradient dominates
+    crossing = trace.first_below_one()   # then the class pixel's (paper: after 230)
+    assert crossing is not None and 100 < crossing <= 400
+    assert np.mean(trace.accuracy[-20:]) > 99.0
+    print(trace.test_accuracy)
+    # a pixel of a random class pulls predictions away from the digit
+    assert trace.test_accuracy["independent"] < trace.test_accuracy["conditioned"] - 20
+
+
+def test_requantisation_returns_codebook_vectors_only():
+    torch.manual_seed(0)
+    vq = VectorQuantizer(codebook_size=7, code_dim=5)
+    q = vq.quantize(torch.randn(3, 5, 4, 4) * 3)
+    vectors = q.permute(0, 2, 3, 1).reshape(-1, 5)
+    is_code = (vectors[:, None, :] == vq.codebook[None]).all(-1)
+    assert bool(is_code.any(1).all())
+    # and it is the nearest code
+    z = torch.randn(2, 5, 4, 4)
+    flat = z.permute(0, 2, 3, 1).reshape(-1, 5)
+    nearest = torch.cdist(flat, vq.codebook).argmin(1)
+    assert torch.equal(vq.nearest(z).reshape(-1), nearest)
+
+
+def test_random_affine_is_per_sample_and_identity_at_zero():
+    x = torch.rand(64, 3, 28, 28)
+    assert torch.equal(RandomAffine(0.0, (1.0, 1.0), 0.0)(x), x)
+    affine = RandomAffine()
+    out = affine(x, torch.Generator().manual_seed(0))
+    assert out.shape == x.shape
+    assert (out - x).abs().mean((1, 2, 3)).gt(0).float().mean() > 0.9
+    m = affine.matrices(1000, torch.Generator().manual_seed(0))
+    scale = m.det().abs().sqrt()  # rotation and shear keep the area: |det| = scale^2
+    assert 0.8 <= scale.min() < 0.82 and 1.08 < scale.max() <= 1.1
+    assert len(set(m[:, 0, 1].tolist())) == 1000  # parameters differ per sample
+
+
+@pytest.fixture(scope="module")
+def small_bg(data_dir):
+    bundle = build_data("bg_colored_mnist", data_dir)  # rho = 1.0: 100 % biased
+    torch.manual_seed(0)
+    return bundle.train.subset(torch.randperm(len(bundle.train))[:3000].sort().values), bundle
+
+
+@pytest.fixture(scope="module")
+def trained_lad(small_bg):
+    tr, bundle = small_bg
+    spec = DataSpec(input_shape=(3, 28, 28), num_classes=10, num_train=len(tr),
+                    train_targets=tr.y)
+    method = LAD(spec, NetworkFactory("mlp", (3, 28, 28), 10), {"vq_epochs": 3, "f_epochs": 3})
+    vq_art, vq_stats = method.train_vqvae(tr, {}, seed=0, device="cpu")
+    vqvae = method.new_vqvae()
+    vqvae.load_state_dict(vq_art["vqvae"])
+    vqvae.eval()
+    f_art, f_stats = method.train_bias_classifier(vqvae, tr, seed=0, device="cpu")
+    f = bias_classifier(vqvae.latent_shape, 10)
+    f.load_state_dict(f_art["f"])
+    return method, vqvae, f, vq_stats, f_stats
+
+
+def test_vqvae_reconstructs_and_f_follows_the_colour(small_bg, trained_lad):
+    tr, _ = small_bg
+    _, vqvae, _, vq_stats, f_stats = trained_lad
+    assert vqvae.latent_shape == (64, 7, 7)
+    assert VQVAE((3, 32, 32), 2048).encode(torch.rand(2, 3, 32, 32)).shape == (2, 64, 8, 8)
+    x = tr.x.float() / 255
+    mean_image_mse = (x - x.mean(0)).pow(2).mean().item()
+    print(vq_stats, f_stats, mean_image_mse)
+    assert vq_stats["train_recon_mse"] < 0.8 * mean_image_mse  # better than the mean image
+    assert f_stats["f_last_epoch_train_accuracy"] > 40.0       # chance is 10 %
+
+
+def test_walk_step_increases_the_entropy_of_f(small_bg, trained_lad):
+    tr, _ = small_bg
+    _, vqvae, f, _, _ = trained_lad
+    batch = next(iter(InMemoryLoader(tr, 256, shuffle=True, seed=1).epoch(0)))
+    with torch.no_grad():
+        h = vqvae.quantizer.quantize(vqvae.encode(batch.x))
+        before = predictive_entropy(f(h))
+        stepped = predictive_entropy(f(entropy_step(f, h, alpha=0.01)))
+    assert (stepped > before).float().mean() > 0.95  # gradient ascent on H, per image
+    walked = latent_walk(f, vqvae.quantizer.quantize, h, steps=20, alpha=0.1)
+    with torch.no_grad():
+        after = predictive_entropy(f(walked))
+        codes_changed = (vqvae.quantizer.nearest(walked) != vqvae.quantizer.nearest(h))
+    assert after.mean() > before.mean() + 0.1
+    assert codes_changed.any()
+
+
+def test_stage_store_caches_and_recomputes_on_a_new_key(tmp_path):
+    calls = []
+
+    def compute(value):
+        calls.append(value)
+        return {"x": torch.full((3,), float(value))}, {"value": value}
+
+    store = StageStore(tmp_path)
+    a = store.run("stage", {"v": 1}, lambda: compute(1))
+    checksum = store.checksum("stage")
+    b = StageStore(tmp_path).run("stage", {"v": 1}, lambda: compute(1))
+    assert calls == [1] and torch.equal(a["x"], b["x"])
+    c = store.run("stage", {"v": 2}, lambda: compute(2))
+    assert calls == [1, 2] and c["x"][0] == 2 and store.checksum("stage") != checksum
+
+
+def test_lad_run_trains_on_decoded_walks(data_dir, tmp_path):
+    cfg = RunConfig(dataset="bg_colored_mnist", method="lad", model="mlp", epochs=1,
+                    train_subset=2000, eval_subset=500, data_dir=data_dir, augment="crop",
+                    hparams={"vq_epochs": 1, "walk_steps": 3}, progress=False)
+    summary = train(cfg, tmp_path / "run")
+    stages = summary["stages"]
+    assert set(stages) == {"vqvae", "bias_classifier", "walk"}
+    assert stages["walk"]["entropy_after"] > stages["walk"]["entropy_before"]
+    assert (tmp_path / "run" / "stages" / "walk.pt").exists()
+    assert "augmentation crop" in summary["protocol"]
+    from debiaskit.explain.lad import explain_lad_run
+    png = explain_lad_run(tmp_path / "run", n=8, data_dir=data_dir)
+    assert png.name == "lad.png" and png.stat().st_size > 5000
