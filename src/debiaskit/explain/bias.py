@@ -23,7 +23,7 @@ import torch
 from .. import runs
 from ..data.loader import as_float_images
 from ..errors import DebiaskitError
-from .curves import save_png
+from .images import save_image_grid
 
 
 def latent_deepfool(head, z: torch.Tensor, target: torch.Tensor, overshoot: float = 0.02,
@@ -151,31 +151,11 @@ def visualise_bias(vae, x: torch.Tensor, y: torch.Tensor, masks: torch.Tensor | 
 
 def save_grid(vis: BiasVisualisation, path: Path, columns: int = 12, title: str = "") -> Path:
     """PNG: rows original / reconstruction / DeepFool-debiased / bias-swapped."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     rows = (("original", vis.images), ("reconstruction", vis.reconstructions),
             ("debiased\n(DeepFool)", vis.debiased), ("bias swapped\n(DisEnt)", vis.swapped))
     columns = min(columns, len(vis.y))
-    fig, axes = plt.subplots(len(rows), columns, figsize=(1.0 * columns + 1.2, 4.6),
-                             squeeze=False)
-    for r, (label, images) in enumerate(rows):
-        for c in range(columns):
-            ax = axes[r][c]
-            img = images[c].detach().cpu().clamp(0, 1).permute(1, 2, 0).numpy()
-            ax.imshow(img.squeeze(-1) if img.shape[-1] == 1 else img,
-                      cmap="gray" if img.shape[-1] == 1 else None, vmin=0, vmax=1)
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if c == 0:
-                ax.set_ylabel(label, fontsize=7)
-            if r == 0:
-                ax.set_title(f"y={vis.y[c].item()}→{vis.target[c].item()}", fontsize=7)
-    fig.suptitle(title, fontsize=8)
-    fig.tight_layout()
-    save_png(fig, Path(path))
-    return Path(path)
+    titles = [f"y={vis.y[c].item()}→{vis.target[c].item()}" for c in range(columns)]
+    return save_image_grid(rows, titles, path, title)
 
 
 def explain_bias_run(run_dir, n: int = 100, seed: int = 0, split: str = "test",

@@ -15,15 +15,11 @@ import torch
 from .. import runs
 from ..data.loader import as_float_images
 from ..errors import DebiaskitError
-from .curves import save_png
+from .images import save_image_grid
 
 
 def explain_lad_run(run_dir, n: int = 24, seed: int = 0, out=None, data_dir=None) -> Path:
     """Write ``RUN_DIR/lad.png`` (or ``out``): rows original / reconstruction / LAD."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     from ..train import RunConfig, prepare
 
     run_dir = Path(run_dir)
@@ -48,25 +44,10 @@ def explain_lad_run(run_dir, n: int = 24, seed: int = 0, out=None, data_dir=None
         recon = vqvae.decode(vqvae.quantizer.quantize(vqvae.encode(x)))
     rows = (("original", x), ("VQ-VAE\nreconstruction", recon),
             ("LAD\n(walked)", as_float_images(walked[pick])))
-    fig, axes = plt.subplots(len(rows), len(pick), figsize=(0.8 * len(pick) + 1.2, 3.2),
-                             squeeze=False)
-    for r, (label, images) in enumerate(rows):
-        for c in range(len(pick)):
-            img = images[c].clamp(0, 1).permute(1, 2, 0).numpy()
-            ax = axes[r][c]
-            ax.imshow(img.squeeze(-1) if img.shape[-1] == 1 else img,
-                      cmap="gray" if img.shape[-1] == 1 else None, vmin=0, vmax=1)
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if c == 0:
-                ax.set_ylabel(label, fontsize=7)
-            if r == 0:
-                ax.set_title(f"y={train.y[pick[c]].item()}", fontsize=7)
     walk = runs.read_json(stages / "walk.json")["stats"]
-    fig.suptitle(f"LAD on {cfg.dataset}: entropy of f {walk['entropy_before']:.2f} -> "
-                 f"{walk['entropy_after']:.2f} nats (max {walk['max_entropy']:.2f}); "
-                 f"{100 * walk['codes_changed_fraction']:.0f} % of codes changed", fontsize=8)
-    fig.tight_layout()
     png = Path(out) if out else run_dir / "lad.png"
-    save_png(fig, png)
-    return png
+    return save_image_grid(
+        rows, [f"y={train.y[i].item()}" for i in pick], png, cell_width=0.8, height=3.2,
+        title=f"LAD on {cfg.dataset}: entropy of f {walk['entropy_before']:.2f} -> "
+              f"{walk['entropy_after']:.2f} nats (max {walk['max_entropy']:.2f}); "
+              f"{100 * walk['codes_changed_fraction']:.0f} % of codes changed")
