@@ -1,5 +1,6 @@
 """The command line: bad input gives one line and exit status 2 and writes nothing."""
 
+import json
 import os
 
 import pytest
@@ -134,12 +135,14 @@ def test_bench_rows_with_their_own_dataset_and_columns(tmp_path, data_dir):
         name="two-datasets", title="two datasets, two test conditions", source="a test",
         dataset="colored_mnist",
         rows=(Row("BG", {"conflict_ratio": 0.0}, dataset="bg_colored_mnist",
-                  splits={"independent": "unbiased"}),
+                  splits={"independent": "unbiased", "conflicting": "unbiased"}),
               Row("FG", {"conflict_ratio": 0.0, "conditioned": True},
-                  splits={"independent": "test"},
+                  splits={"independent": "test", "conflicting": "test"},
                   method_run={"Vanilla": {"hparams": {"lr": 0.002}}})),
-        methods={"Vanilla": "erm"}, columns=("independent", "conditioned"), metric="accuracy",
+        methods={"Vanilla": "erm"}, columns=("independent", "conflicting", "conditioned"),
+        metric="accuracy", column_metrics={"conflicting": "conflicting"},
         published={"Vanilla": {"BG": {"independent": (0.0, 0.0), "conditioned": (10.64, 0.65)}}},
+        references={"ReBias": {"BG": 22.7, "other": 1.0}},
         run={"epochs": 1, "train_subset": 1000, "eval_subset": 500, "selection": "last"})
     planned = plan(preset, tmp_path, seeds=1, data_dir=data_dir)
     assert [p.config.dataset for p in planned] == ["bg_colored_mnist", "colored_mnist"]
@@ -149,5 +152,33 @@ def test_bench_rows_with_their_own_dataset_and_columns(tmp_path, data_dir):
     header = text.splitlines()[2]
     assert "Vanilla independent (ours)" in header and "Vanilla conditioned (paper)" in header
     bg = next(line for line in text.splitlines() if line.startswith("| BG |"))
-    assert "10.64 +- 0.65" in bg and bg.count("(n=1)") == 2
+    assert "10.64 +- 0.65" in bg and bg.count("(n=1)") == 3
     assert "independent: BG 'unbiased', FG 'test'" in text
+    # the conflicting column reports the same split's bias-conflicting cells
+    summary = json.loads((planned[0].run_dir / "summary.json").read_text())["metrics"]
+    cells = bg.split(" | ")
+    assert cells[1].startswith(f"{summary['unbiased']['accuracy']:.2f} +- 0.00")
+    assert cells[3].startswith(f"{summary['unbiased']['conflicting']:.2f} +- 0.00")
+    assert "column conflicting: bias-conflicting accuracy" in text
+    assert "Published, not run here: ReBias: BG 22.70." in text
+
+
+def test_lad_presets_plan_the_paper_settings(tmp_path, data_dir):
+    from debiaskit.bench.presets import get_preset
+    from debiaskit.bench.runner import plan
+
+    for name, model in (("lad-mnist", "resnet20"), ("lad-mnist-cpu", "mlp")):
+        preset = get_preset(name)
+        planned = {(p.method, p.row): p.config for p in plan(preset, tmp_path, 1,
+                                                             data_dir=data_dir)}
+        assert set(planned) == {(m, r) for m in ("Vanilla", "LAD") for r in ("BG-100", "FG-100",
+                                "BG-99.9", "BG-99.7", "BG-99.5", "BG-99.0")}
+        bg, fg = planned["LAD", "BG-100"], planned["LAD", "FG-100"]
+        assert (bg.dataset, bg.data_params["conflict_ratio"]) == ("bg_colored_mnist", 0.0)
+        assert (fg.dataset, fg.data_params["conditioned"]) == ("colored_mnist", True)
+        assert bg.hparams["walk_steps"] == 20 and fg.hparams["walk_steps"] == 7
+        assert planned["LAD", "BG-99.7"].data_params["conflict_ratio"] == 0.003
+        assert planned["Vanilla", "FG-100"].hparams == {}
+        assert {c.model for c in planned.values()} == {model}
+        assert {c.augment for c in planned.values()} == {"crop_affine"}
+        assert preset.published_value("Vanilla", "BG-100", "conflicting") == (0.0, 0.0)

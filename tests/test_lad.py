@@ -73,6 +73,43 @@ def test_requantisation_returns_codebook_vectors_only():
     assert torch.equal(vq.nearest(z).reshape(-1), nearest)
 
 
+def test_dead_codes_restart_at_latents_of_the_batch():
+    torch.manual_seed(0)
+    z = torch.randn(16, 4, 3, 3)
+    for restart, expect_far in ((1.0, 0), (0.0, 3)):
+        vq = VectorQuantizer(codebook_size=8, code_dim=4, restart_below=restart)
+        vq(z)  # first batch: codes initialised at latents of the batch
+        with torch.no_grad():
+            vq.codebook[:3] += 1000.0      # three codes far from every latent: never chosen
+            vq.code_sum[:3] = vq.codebook[:3] * vq.cluster_size[:3, None]
+        for _ in range(60):  # their usage decays (EMA 0.99) below one per batch
+            vq(z)
+        far = int((vq.codebook.norm(dim=1) > 100).sum())
+        assert far == expect_far, restart
+    assert vq.codes_in_use(threshold=1.0) < 8
+
+
+def test_vqvae_learns_mostly_black_images(data_dir):
+    """Foreground-coloured MNIST is mostly black: the reconstruction must get past the
+    all-black image (a sigmoid output layer stalled there)."""
+    tr = build_data("colored_mnist", data_dir, conflict_ratio=0.0).train
+    tr = tr.subset(torch.arange(2000))
+    torch.manual_seed(0)
+    vqvae = VQVAE((3, 28, 28), 20, restart_below=1.0)
+    optimizer = torch.optim.Adam(vqvae.parameters(), 1e-3)
+    for epoch in range(6):
+        for batch in InMemoryLoader(tr, 128, shuffle=True, seed=0).epoch(epoch):
+            optimizer.zero_grad()
+            vqvae(batch.x)[1].backward()
+            optimizer.step()
+    x = tr.x[:500].float() / 255
+    with torch.no_grad():
+        mse = (vqvae.eval()(x)[0] - x).pow(2).mean().item()
+    black = x.pow(2).mean().item()
+    print(mse, black)
+    assert mse < 0.8 * black  # the sigmoid version stayed at or above the black image
+
+
 def test_random_affine_is_per_sample_and_identity_at_zero():
     x = torch.rand(64, 3, 28, 28)
     assert torch.equal(RandomAffine(0.0, (1.0, 1.0), 0.0)(x), x)
@@ -103,7 +140,11 @@ def trained_lad(small_bg):
     vqvae = method.new_vqvae()
     vqvae.load_state_dict(vq_art["vqvae"])
     vqvae.eval()
-    f_art, f_stats = method.train_bias_classifier(vqvae, tr, seed=0, device="cpu")
+    codes = vq_art["codes"].long()
+    with torch.inference_mode():  # the stage's cached codes are the model's own codes
+        own = vqvae.quantizer.nearest(vqvae.encode(tr.x[:50].float() / 255))
+        assert torch.equal(codes[:50], own)
+    f_art, f_stats = method.train_bias_classifier(vqvae, codes, tr, seed=0, device="cpu")
     f = bias_classifier(vqvae.latent_shape, 10)
     f.load_state_dict(f_art["f"])
     return method, vqvae, f, vq_stats, f_stats

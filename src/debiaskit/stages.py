@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from pathlib import Path
 from typing import Callable
 
@@ -53,7 +54,8 @@ class StageStore:
     def run(self, name: str, key: dict, compute: Callable[[], tuple[dict, dict]]) -> dict:
         """The artefact of stage ``name`` for ``key``: loaded if cached, else computed.
 
-        ``compute()`` returns ``(artefact, stats)``; ``stats`` (numbers) are recorded in
+        ``compute()`` returns ``(artefact, stats)``; ``stats`` (numbers, plus the compute
+        time as ``seconds``) are recorded in
         ``RUN_DIR/stages/NAME.json`` and in :attr:`records` (the run summary shows them).
         The artefact's content checksum is in the record as ``checksum``; pass it in the
         key of any stage that consumes the artefact.
@@ -65,10 +67,12 @@ class StageStore:
             if meta.get("key_digest") == digest:
                 self.records[name] = meta
                 return runs.load_torch(path)
+        started = time.perf_counter()
         artefact, stats = compute()
+        seconds = time.perf_counter() - started
         self.root.mkdir(parents=True, exist_ok=True)
         meta = {"stage": name, "key": key, "key_digest": digest,
-                "checksum": content_checksum(artefact), "stats": stats}
+                "checksum": content_checksum(artefact), "stats": {**stats, "seconds": seconds}}
         runs.save_torch(path, artefact)
         runs.write_json(meta_path, meta)  # written last: marks the artefact complete
         self.records[name] = meta

@@ -18,7 +18,8 @@ from .runner import PlannedRun
 
 #: How reports name the metric a table shows.
 METRIC_NAMES = {"unbiased": "unbiased accuracy (mean over (class, bias) cells)",
-                "accuracy": "plain accuracy"}
+                "accuracy": "plain accuracy",
+                "conflicting": "bias-conflicting accuracy (mean over the off-diagonal cells)"}
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
@@ -62,20 +63,28 @@ def protocol_lines(preset: TablePreset, planned: list[PlannedRun]) -> list[str]:
     else:
         selection = "; ".join(f"{m}: {text}" for m, text in per_method.items())
     if preset.columns:
+        ran = set(p.row for p in planned)
         where = "; ".join(
             f"{column}: " + ", ".join(f"{r.label} '{preset.split_of(r, column)}'"
-                                      for r in preset.rows)
+                                      for r in preset.rows if r.label in ran)
             for column in preset.columns)
         where = f"the splits ({where})"
     else:
         where = f"the '{preset.split}' split"
+    hparams = "; ".join(dict.fromkeys(f"{p.method} ({p.row}) {p.config.hparams}"
+                                      for p in planned if p.config.hparams))
+    metric = METRIC_NAMES.get(preset.metric, preset.metric)
+    if preset.column_metrics:
+        metric += " (" + "; ".join(f"column {c}: {METRIC_NAMES.get(m, m)}"
+                                   for c, m in preset.column_metrics.items()) + ")"
     return [
         f"Source: {preset.source}.",
-        f"Metric: {METRIC_NAMES.get(preset.metric, preset.metric)} (%) on {where}, "
+        f"Metric: {metric} (%) on {where}, "
         f"mean +- sample std over seeds {seeds}; ours vs published.",
         f"Model selection and length: {selection}.",
-        f"Training: model {cfg.model} {cfg.model_options or ''}, batch {cfg.batch_size}, "
-        f"method hyper-parameters {cfg.hparams or 'the paper defaults'}. {preset.notes}",
+        f"Training: model {cfg.model}{' ' + str(cfg.model_options) if cfg.model_options else ''}"
+        f", batch {cfg.batch_size}, augmentation {cfg.augment}, "
+        f"method hyper-parameters {hparams or 'the paper defaults'}. {preset.notes}",
     ]
 
 
@@ -93,7 +102,8 @@ def table(preset: TablePreset, planned: list[PlannedRun], results: dict) -> tupl
         cells = [row]
         for m in methods:
             for column in columns:
-                vals = [r[preset.metric] for r in results["cells"].get((m, row, column), [])]
+                metric = preset.metric_of(column)
+                vals = [r[metric] for r in results["cells"].get((m, row, column), [])]
                 key = f"{m}/{row}/{column}" if preset.columns else f"{m}/{row}"
                 if vals:
                     mu, sd = mean_std(vals)
@@ -138,12 +148,24 @@ def plot_curves(preset: TablePreset, results: dict, path: Path) -> None:
     save_png(fig, path)
 
 
+def reference_lines(preset: TablePreset, planned: list[PlannedRun]) -> list[str]:
+    """Published numbers of methods not run here, for the rows this bench ran."""
+    rows = set(p.row for p in planned)
+    lines = [f"Published, not run here: {name}: " + ", ".join(
+                 f"{row} {value:.2f}" for row, value in values.items() if row in rows) + "."
+             for name, values in preset.references.items()
+             if any(row in rows for row in values)]
+    return lines + [""] if lines else []
+
+
 def write_report(preset: TablePreset, planned: list[PlannedRun], out: Path) -> str:
     """Write report.md, results.json and curves.png into ``out``; return the text report."""
     results = collect(preset, planned)
     md_table, numbers = table(preset, planned, results)
-    text = "\n".join([f"# {preset.title}", "", md_table, "", *protocol_lines(preset, planned)])
-    runs.atomic_write(out / "report.md", lambda f: f.write((text + "\n\n![curves](curves.png)\n").encode()))
+    text = "\n".join([f"# {preset.title}", "", md_table, "", *reference_lines(preset, planned),
+                      *protocol_lines(preset, planned)])
+    markdown = (text + "\n\n![curves](curves.png)\n").encode()
+    runs.atomic_write(out / "report.md", lambda f: f.write(markdown))
     runs.write_json(out / "results.json", {"preset": preset.name, "numbers": numbers,
                                            "protocol": protocol_lines(preset, planned)})
     if results["curves"]:

@@ -67,6 +67,8 @@ class LAD(ERM):
         "vq_batch": HParam(128, "VQ-VAE batch size", 1, 65536),
         "commitment": HParam(0.25, "VQ-VAE commitment cost", 0.0, 100.0),
         "vq_decay": HParam(0.99, "EMA decay of the codebook", 0.0, 1.0),
+        "vq_restart": HParam(1.0, "restart codes used less than this many times per batch "
+                             "(EMA) at a random latent of the batch (0: never)", 0.0, 1e9),
         "f_hidden": HParam(100, "hidden units of the bias classifier f (paper: 100)", 1, 100000),
         "f_epochs": HParam(1, "training epochs of f", 1, 1000),
         "f_lr": HParam(1e-3, "Adam learning rate of f", 0.0, 10.0),
@@ -94,7 +96,8 @@ class LAD(ERM):
     def new_vqvae(self) -> VQVAE:
         hp = self.hp
         return VQVAE(self.input_shape, hp["codebook_size"], hp["code_dim"], hp["vq_hidden"],
-                     commitment_cost=hp["commitment"], decay=hp["vq_decay"])
+                     commitment_cost=hp["commitment"], decay=hp["vq_decay"],
+                     restart_below=hp["vq_restart"])
 
     def train_vqvae(self, train: BiasedDataset, evals: dict, seed: int,
                     device) -> tuple[dict, dict]:
@@ -117,24 +120,27 @@ class LAD(ERM):
             split, ds = next(iter(evals.items()))
             stats.update({f"{split}_{k}": v for k, v in
                           reconstruction_quality(vqvae, ds, device).items()})
-        return {"vqvae": vqvae.state_dict()}, stats
+        codes = self.encode(vqvae, train, device)
+        stats["codes_in_use"] = int(torch.unique(codes).numel())
+        # the training set's codes, kept with the model so later stages need not re-encode
+        return {"vqvae": vqvae.state_dict(), "codes": codes.to(torch.int32).cpu()}, stats
 
-    def encode(self, vqvae: VQVAE, train: BiasedDataset,
-               device) -> tuple[torch.Tensor, torch.Tensor]:
-        """Code indices (N x H/4 x W/4) and continuous encoder outputs of every image."""
-        codes, continuous = [], []
+    @staticmethod
+    def encode(vqvae: VQVAE, train: BiasedDataset, device, continuous: bool = False):
+        """Code indices (N x H/4 x W/4) of every image, or with ``continuous`` the encoder's
+        outputs before quantisation (N x D x H/4 x W/4)."""
+        out = []
         with torch.inference_mode():
             for batch in InMemoryLoader(train, WALK_BATCH, shuffle=False, device=device).epoch(0):
                 z = vqvae.encode(batch.x)
-                codes.append(vqvae.quantizer.nearest(z))
-                continuous.append(z)
-        return torch.cat(codes), torch.cat(continuous)
+                out.append(z if continuous else vqvae.quantizer.nearest(z))
+        return torch.cat(out)
 
-    def train_bias_classifier(self, vqvae: VQVAE, train: BiasedDataset, seed: int,
-                              device) -> tuple[dict, dict]:
-        """Stage 2: fit ``f`` on the flattened quantised latents with cross-entropy."""
+    def train_bias_classifier(self, vqvae: VQVAE, codes: torch.Tensor, train: BiasedDataset,
+                              seed: int, device) -> tuple[dict, dict]:
+        """Stage 2: fit ``f`` on the flattened quantised latents (``codes`` of ``train``)
+        with cross-entropy."""
         hp = self.hp
-        codes, _ = self.encode(vqvae, train, device)
         gen = torch.Generator().manual_seed(seed)
         f = bias_classifier(vqvae.latent_shape, train.num_classes, hp["f_hidden"]).to(device)
         optimizer = adam(f, hp["f_lr"])
@@ -159,11 +165,15 @@ class LAD(ERM):
             stats["f_agrees_with_bias"] = 100.0 * (pred == train.b).float().mean().item()
         return {"f": f.state_dict()}, stats
 
-    def walk(self, vqvae: VQVAE, f: nn.Module, train: BiasedDataset, device) -> tuple[dict, dict]:
-        """Stage 3: walk every training latent (Algorithm 1) and decode it (Eq. 7)."""
+    def walk(self, vqvae: VQVAE, f: nn.Module, codes: torch.Tensor, train: BiasedDataset,
+             device) -> tuple[dict, dict]:
+        """Stage 3: walk every training latent (``codes`` of ``train``; Algorithm 1) and
+        decode it (Eq. 7)."""
         hp = self.hp
-        codes, continuous = self.encode(vqvae, train, device)
-        images, changed, before, after = [], 0.0, 0.0, 0.0
+        continuous = (self.encode(vqvae, train, device, continuous=True)
+                      if hp["walk_start"] == "continuous" else None)
+        images, changed, before, after, follows = [], 0.0, 0.0, 0.0, 0
+        y = train.y.to(device)
         f.eval()
         for lo in range(0, len(codes), WALK_BATCH):
             start = (vqvae.quantizer.lookup(codes[lo:lo + WALK_BATCH])
@@ -173,14 +183,18 @@ class LAD(ERM):
             with torch.inference_mode():
                 before += predictive_entropy(f(vqvae.quantizer.lookup(
                     codes[lo:lo + WALK_BATCH]))).sum().item()
-                after += predictive_entropy(f(walked)).sum().item()
+                logits = f(walked)
+                after += predictive_entropy(logits).sum().item()
+                follows += (logits.argmax(1) == y[lo:lo + WALK_BATCH]).sum().item()
                 changed += (vqvae.quantizer.nearest(walked) != codes[lo:lo + WALK_BATCH]
                             ).float().mean((1, 2)).sum().item()
                 images.append(to_uint8(vqvae.decode(walked)).cpu())
         n = len(codes)
         stats = {"entropy_before": before / n, "entropy_after": after / n,
                  "max_entropy": math.log(train.num_classes),
-                 "codes_changed_fraction": changed / n}
+                 "codes_changed_fraction": changed / n,
+                 # f still finds the label in the walked latent: the cue it used survived
+                 "f_predicts_label_after": 100.0 * follows / n}
         return {"images": torch.cat(images)}, stats
 
     def prepare_training_data(self, train: BiasedDataset, evals: dict, store, seed: int,
@@ -190,22 +204,23 @@ class LAD(ERM):
         base = {"train_checksum": train.checksum(), "seed": seed}
         vq_key = {**base, **{k: hp[k] for k in ("codebook_size", "code_dim", "vq_hidden",
                                                 "vq_epochs", "vq_lr", "vq_batch",
-                                                "commitment", "vq_decay")}}
+                                                "commitment", "vq_decay", "vq_restart")}}
         vq_art = store.run("vqvae", vq_key, seeded(seed, lambda: self.train_vqvae(
             train, evals, seed, device)))
         vqvae = self.new_vqvae().to(device)
         vqvae.load_state_dict(vq_art["vqvae"])
         vqvae.eval()
+        codes = vq_art["codes"].long().to(device)
         f_key = {**base, "vqvae": store.checksum("vqvae"),
                  **{k: hp[k] for k in ("f_hidden", "f_epochs", "f_lr")}}
         f_art = store.run("bias_classifier", f_key, seeded(seed, lambda: self.train_bias_classifier(
-            vqvae, train, seed, device)))
+            vqvae, codes, train, seed, device)))
         f = bias_classifier(vqvae.latent_shape, train.num_classes, hp["f_hidden"]).to(device)
         f.load_state_dict(f_art["f"])
         walk_key = {**base, "vqvae": store.checksum("vqvae"),
                     "bias_classifier": store.checksum("bias_classifier"),
                     **{k: hp[k] for k in ("walk_steps", "alpha", "alpha_twice", "walk_start")}}
-        walked = store.run("walk", walk_key, lambda: self.walk(vqvae, f, train, device))
+        walked = store.run("walk", walk_key, lambda: self.walk(vqvae, f, codes, train, device))
         self.vqvae, self.f = vqvae, f
         decoded = BiasedDataset(name=f"{train.name}+lad", x=walked["images"], y=train.y,
                                 num_classes=train.num_classes, b=train.b,

@@ -9,7 +9,7 @@ the common van den Oord layout that PROTOCOLS.md names, with every size an optio
 - quantiser: nearest codebook vector per grid position, straight-through gradients,
   commitment cost 0.25, codebook updated by exponential moving averages (decay 0.99);
 - decoder: Conv 3x3, a residual stack, ReLU, two transposed 4x4 stride-2 convolutions,
-  sigmoid output (images in [0, 1]).
+  linear output, clamped to [0, 1] when decoding images.
 """
 
 from __future__ import annotations
@@ -42,13 +42,16 @@ class VectorQuantizer(nn.Module):
     its nearest code (Euclidean); in training mode the forward pass also moves the codes
     towards the mean of the vectors assigned to them (decay ``decay``, Laplace smoothing).
     The first training batch initialises the codes to randomly drawn latent vectors of
-    that batch, so no code starts far from the data and stays unused.
+    that batch, so no code starts far from the data. ``restart_below`` > 0 also restarts
+    dead codes (Dhariwal et al. 2020, Jukebox): a code whose EMA usage (expected
+    assignments per batch) falls below it moves to a random latent vector of the current
+    batch, so a small codebook (LAD's 20 codes) does not collapse to a few codes.
     """
 
     def __init__(self, codebook_size: int, code_dim: int, decay: float = 0.99,
-                 epsilon: float = 1e-5) -> None:
+                 epsilon: float = 1e-5, restart_below: float = 0.0) -> None:
         super().__init__()
-        self.decay, self.epsilon = decay, epsilon
+        self.decay, self.epsilon, self.restart_below = decay, epsilon, restart_below
         codebook = torch.randn(codebook_size, code_dim)
         self.register_buffer("codebook", codebook)
         self.register_buffer("cluster_size", torch.zeros(codebook_size))
@@ -89,6 +92,16 @@ class VectorQuantizer(nn.Module):
         smoothed = (self.cluster_size + self.epsilon) / (n + len(self.cluster_size)
                                                          * self.epsilon) * n
         self.codebook.copy_(self.code_sum / smoothed.unsqueeze(1))
+        dead = self.cluster_size < self.restart_below
+        if dead.any():
+            pick = torch.randint(len(flat), (int(dead.sum()),), device=flat.device)
+            self.codebook[dead] = flat[pick]
+            self.code_sum[dead] = flat[pick]
+            self.cluster_size[dead] = 1.0
+
+    def codes_in_use(self, threshold: float = 1.0) -> int:
+        """Codes whose EMA usage is at least ``threshold`` assignments per batch."""
+        return int((self.cluster_size >= threshold).sum())
 
     def forward(self, z: torch.Tensor):
         """``(quantised with straight-through gradient, commitment loss, code indices)``."""
@@ -107,7 +120,8 @@ class VQVAE(nn.Module):
 
     def __init__(self, input_shape, codebook_size: int = 20, code_dim: int = 64,
                  hidden: int = 64, residual_hidden: int = 32, residual_layers: int = 2,
-                 commitment_cost: float = 0.25, decay: float = 0.99) -> None:
+                 commitment_cost: float = 0.25, decay: float = 0.99,
+                 restart_below: float = 0.0) -> None:
         super().__init__()
         channels, height, width = input_shape
         if height % 4 or width % 4:
@@ -121,7 +135,8 @@ class VQVAE(nn.Module):
             nn.Conv2d(hidden, hidden, 3, padding=1),
             ResidualStack(hidden, residual_hidden, residual_layers),
             nn.Conv2d(hidden, code_dim, 1))
-        self.quantizer = VectorQuantizer(codebook_size, code_dim, decay)
+        self.quantizer = VectorQuantizer(codebook_size, code_dim, decay,
+                                         restart_below=restart_below)
         self.decoder = nn.Sequential(
             nn.Conv2d(code_dim, hidden, 3, padding=1),
             ResidualStack(hidden, residual_hidden, residual_layers),
@@ -134,10 +149,17 @@ class VQVAE(nn.Module):
 
     def decode(self, h: torch.Tensor) -> torch.Tensor:
         """Images in [0, 1] from a latent (LAD's Eq. 7: ``x_delta = dec(h_delta)``)."""
-        return torch.sigmoid(self.decoder(h))
+        return self._decode_raw(h).clamp(0, 1)
+
+    def _decode_raw(self, h: torch.Tensor) -> torch.Tensor:
+        # the decoder works on images centred at 0 (van den Oord: pixels in [-0.5, 0.5])
+        return self.decoder(h) + 0.5
 
     def forward(self, x: torch.Tensor):
-        """``(reconstruction, loss)``: MSE reconstruction + commitment cost x commitment."""
+        """``(reconstruction in [0, 1], loss)``: MSE of the decoder's unclamped output +
+        commitment cost x commitment. The output layer is linear, as van den Oord's: a
+        sigmoid there saturates on mostly-black images (foreground-coloured MNIST) and the
+        reconstruction stalls at an all-black image."""
         quantized, commitment, _ = self.quantizer(self.encode(x))
-        recon = self.decode(quantized)
-        return recon, F.mse_loss(recon, x) + self.commitment_cost * commitment
+        raw = self._decode_raw(quantized)
+        return raw.clamp(0, 1), F.mse_loss(raw, x) + self.commitment_cost * commitment

@@ -1,0 +1,84 @@
+"""LAD stage timing: what each stage of the pipeline costs on this machine (issue 4).
+
+Runs LAD's stages once, with one thread (as each bench worker uses), on background- or
+foreground-coloured MNIST at 100 % bias, through the library's own stage code
+(``debiaskit.methods.lad.LAD``):
+
+  * ``vqvae``: training the VQ-VAE (``--vq-epochs``, default the lad default 3), with its
+    reconstruction PSNR on the training set and the first evaluation split;
+  * ``bias_classifier``: training f on the cached codes;
+  * ``walk``: the latent walk and decoding of every training image, also reported as
+    seconds per 1,000 images;
+  * one training epoch of f_strong on the decoded images with the paper's augmentation
+    (crop + RandomAffine) for the MLP and for ResNet-20; ResNet-20's epoch is timed on
+    ``--strong-subset`` images and scaled to the whole training set.
+
+    python benchmarks/lad_stages.py [--dataset bg_colored_mnist] [--train-subset N]
+                                    [--data-dir DIR] [--out lad_stages.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+
+import torch
+
+from debiaskit.train import RunConfig, train
+
+
+def timed_run(out_dir: str, **fields) -> dict:
+    """Train one run for one epoch (one thread, augmentation crop + affine, batch 128) and
+    return its summary."""
+    cfg = RunConfig(epochs=1, batch_size=128, augment="crop_affine", selection="last",
+                    eval_subset=500, threads=1, progress=False, **fields)
+    return train(cfg, out_dir)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", default="bg_colored_mnist",
+                        choices=("bg_colored_mnist", "colored_mnist"))
+    parser.add_argument("--train-subset", type=int, default=None,
+                        help="train on this many images (default: all 60,000)")
+    parser.add_argument("--vq-epochs", type=int, default=3)
+    parser.add_argument("--strong-subset", type=int, default=2560)
+    parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--work-dir", default="lad-stages-run",
+                        help="folder for the timed runs (a finished run there is not re-run: "
+                             "use a new folder)")
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+
+    bg = args.dataset == "bg_colored_mnist"
+    data_params = {"conflict_ratio": 0.0} if bg else {"conflict_ratio": 0.0, "severity": 4}
+    hparams = {"vq_epochs": args.vq_epochs, "walk_steps": 20 if bg else 7, "alpha": 0.1}
+    common = {"dataset": args.dataset, "data_params": data_params, "data_dir": args.data_dir}
+    lad = timed_run(f"{args.work_dir}/lad", method="lad", hparams=hparams, model="mlp",
+                    train_subset=args.train_subset, **common)
+    resnet = timed_run(f"{args.work_dir}/resnet20", method="erm", model="resnet20",
+                       train_subset=args.strong_subset, **common)["train_seconds"]
+    n = args.train_subset or 60000
+    walk = lad["stages"]["walk"]["seconds"]
+    result = {
+        "machine": platform.processor() or platform.machine(), "threads": 1,
+        "dataset": args.dataset, "train_images": n, "hparams": hparams,
+        "stage_seconds": {name: rec["seconds"] for name, rec in lad["stages"].items()},
+        "walk_seconds_per_1000_images": 1000 * walk / n,
+        "f_strong_epoch_seconds": {
+            "mlp": lad["train_seconds"],
+            f"resnet20 (scaled from {args.strong_subset} images)":
+                resnet * n / args.strong_subset},
+        "stage_stats": lad["stages"],
+    }
+    print(json.dumps({k: v for k, v in result.items() if k != "stage_stats"}, indent=2))
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(result, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
