@@ -232,7 +232,7 @@ LAD_MNIST_CPU = replace(
     run={"model": "mlp", "augment": "crop_affine", "epochs": 20, "batch_size": 128,
          "selection": "last"},
     notes="SHORTENED for a CPU: f_strong is LfF's MLP (2352-100-100-100-10) for 20 epochs "
-          "instead of the paper's ResNet-20 (about 7 min per MNIST epoch on one core here); "
+          "instead of the paper's ResNet-20 (about 5 min per MNIST epoch on one core here); "
           "everything else as lad-mnist: " + LAD_MNIST.notes,
 )
 

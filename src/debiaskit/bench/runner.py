@@ -124,7 +124,9 @@ def execute(planned: list[PlannedRun], workers: int, log=print,
             log(f"[{done}/{len(todo)}] {p.method} {p.row} seed {p.seed}: FAILED: {error}")
             return
         summary = runs.read_json(Path(run_dir) / runs.SUMMARY)
-        test = summary["metrics"].get("test") or next(iter(summary["metrics"].values()))
+        metrics = summary["metrics"]  # the test split, else one with bias labels
+        test = metrics.get("test") or next((m for m in metrics.values() if "unbiased" in m),
+                                           next(iter(metrics.values())))
         shown = ", ".join(f"{k} {test[k]:.2f}" for k in ("unbiased", "conflicting", "accuracy")
                           if test.get(k) is not None)
         log(f"[{done}/{len(todo)}] {p.method} {p.row} seed {p.seed}: {shown} ({seconds:.0f} s)")
