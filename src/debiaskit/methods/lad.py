@@ -202,9 +202,9 @@ class LAD(ERM):
         """Run (or load) the three stages; return the decoded walked training set."""
         hp = self.hp
         base = {"train_checksum": train.checksum(), "seed": seed}
-        vq_key = {**base, **{k: hp[k] for k in ("codebook_size", "code_dim", "vq_hidden",
-                                                "vq_epochs", "vq_lr", "vq_batch",
-                                                "commitment", "vq_decay", "vq_restart")}}
+        vq_settings = ("codebook_size", "code_dim", "vq_hidden", "vq_epochs", "vq_lr",
+                       "vq_batch", "commitment", "vq_decay", "vq_restart")
+        vq_key = {**base, "layout": VQVAE.LAYOUT, **{k: hp[k] for k in vq_settings}}
         vq_art = store.run("vqvae", vq_key, seeded(seed, lambda: self.train_vqvae(
             train, evals, seed, device)))
         vqvae = self.new_vqvae().to(device)

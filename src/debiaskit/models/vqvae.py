@@ -118,6 +118,10 @@ class VectorQuantizer(nn.Module):
 class VQVAE(nn.Module):
     """Encoder, vector quantiser and decoder for C x H x W images with H, W divisible by 4."""
 
+    #: Version of the layout and output convention; cached LAD stages are keyed on it, so a
+    #: run resumed after a change retrains instead of loading an incompatible model.
+    LAYOUT = 2
+
     def __init__(self, input_shape, codebook_size: int = 20, code_dim: int = 64,
                  hidden: int = 64, residual_hidden: int = 32, residual_layers: int = 2,
                  commitment_cost: float = 0.25, decay: float = 0.99,
