@@ -9,9 +9,10 @@ foreground-coloured MNIST at 100 % bias, through the library's own stage code
   * ``bias_classifier``: training f on the cached codes;
   * ``walk``: the latent walk and decoding of every training image, also reported as
     seconds per 1,000 images;
-  * one training epoch of f_strong on the decoded images with the paper's augmentation
-    (crop + RandomAffine) for the MLP and for ResNet-20; ResNet-20's epoch is timed on
-    ``--strong-subset`` images and scaled to the whole training set.
+  * one training epoch of f_strong with the paper's augmentation (crop + RandomAffine):
+    the MLP on the decoded images (the LAD run's own epoch); ResNet-20 as a Vanilla run on
+    ``--strong-subset`` original images (the same cost per image), scaled to the whole
+    training set.
 
     python benchmarks/lad_stages.py [--dataset bg_colored_mnist] [--train-subset N]
                                     [--data-dir DIR] [--out lad_stages.json]
@@ -22,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import time
 
 import torch
 

@@ -162,12 +162,13 @@ def write_report(preset: TablePreset, planned: list[PlannedRun], out: Path) -> s
     """Write report.md, results.json and curves.png into ``out``; return the text report."""
     results = collect(preset, planned)
     md_table, numbers = table(preset, planned, results)
+    protocol = protocol_lines(preset, planned)
     text = "\n".join([f"# {preset.title}", "", md_table, "", *reference_lines(preset, planned),
-                      *protocol_lines(preset, planned)])
+                      *protocol])
     markdown = (text + "\n\n![curves](curves.png)\n").encode()
     runs.atomic_write(out / "report.md", lambda f: f.write(markdown))
     runs.write_json(out / "results.json", {"preset": preset.name, "numbers": numbers,
-                                           "protocol": protocol_lines(preset, planned)})
+                                           "protocol": protocol})
     if results["curves"]:
         plot_curves(preset, results, out / "curves.png")
     return text

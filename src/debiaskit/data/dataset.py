@@ -94,9 +94,9 @@ class BiasedDataset:
         def cat(attr):
             values = [getattr(p, attr) for p in parts]
             return None if any(v is None for v in values) else torch.cat(values)
-        first = parts[0]
+        first, b = parts[0], cat("b")
         return BiasedDataset(name=name, x=cat("x"), y=cat("y"), num_classes=first.num_classes,
-                             b=cat("b"), num_bias=first.num_bias if cat("b") is not None else 0,
+                             b=b, num_bias=first.num_bias if b is not None else 0,
                              mask=cat("mask"), aligned_bias=first.aligned_bias,
                              meta={**first.meta, "parts": [p.name for p in parts]})
 

@@ -2,10 +2,11 @@
 
 A method owns its networks and optimisers. It is built from a :class:`DataSpec`, a
 :class:`~debiaskit.models.NetworkFactory` and hyper-parameters; the trainer calls
-``prepare_training_data`` once (pipeline stages, e.g. LAD's), ``begin_epoch`` before each epoch, ``update(batch)`` once per batch and ``predict(x)`` to
-evaluate. A method whose objective can be computed without side effects implements
-``loss(batch, training)``; the default ``update`` then is one optimiser step on it, and the
-trainer can early-stop on it over held-out data. A method declares the supervision it
+``prepare_training_data`` once (pipeline stages, e.g. LAD's), ``begin_epoch`` before each
+epoch, ``update(batch)`` once per batch and ``predict(x)`` to evaluate. A method whose
+objective can be computed without side effects implements ``loss(batch, training)``; the
+default ``update`` then is one optimiser step on it, and the trainer can early-stop on it
+over held-out data. A method declares the supervision it
 needs beyond the target (``"bias"`` labels, foreground ``"mask"``); the trainer refuses
 data without it, and its ``default_selection`` is the model-selection policy of its paper.
 """

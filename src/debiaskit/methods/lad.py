@@ -89,8 +89,6 @@ class LAD(ERM):
         if self.input_shape[1] % 4 or self.input_shape[2] % 4:
             raise ConfigError(f"LAD's VQ-VAE needs image sides divisible by 4, got "
                               f"{self.input_shape[1]}x{self.input_shape[2]}")
-        self.vqvae: VQVAE | None = None
-        self.f: nn.Module | None = None
 
     # --- the stages -------------------------------------------------------------------
     def new_vqvae(self) -> VQVAE:
@@ -115,26 +113,21 @@ class LAD(ERM):
                 loss.backward()
                 optimizer.step()
         vqvae.eval()
-        stats = {"train_" + k: v for k, v in reconstruction_quality(vqvae, train, device).items()}
+        codes, quality = reconstruct(vqvae, train, device)
+        stats = {"train_" + k: v for k, v in quality.items()}
         if evals:
             split, ds = next(iter(evals.items()))
-            stats.update({f"{split}_{k}": v for k, v in
-                          reconstruction_quality(vqvae, ds, device).items()})
-        codes = self.encode(vqvae, train, device)
+            stats.update({f"{split}_{k}": v for k, v in reconstruct(vqvae, ds, device)[1].items()})
         stats["codes_in_use"] = int(torch.unique(codes).numel())
         # the training set's codes, kept with the model so later stages need not re-encode
         return {"vqvae": vqvae.state_dict(), "codes": codes.to(torch.int32).cpu()}, stats
 
     @staticmethod
-    def encode(vqvae: VQVAE, train: BiasedDataset, device, continuous: bool = False):
-        """Code indices (N x H/4 x W/4) of every image, or with ``continuous`` the encoder's
-        outputs before quantisation (N x D x H/4 x W/4)."""
-        out = []
+    def encode_continuous(vqvae: VQVAE, train: BiasedDataset, device) -> torch.Tensor:
+        """The encoder's outputs before quantisation (N x D x H/4 x W/4) of every image."""
         with torch.inference_mode():
-            for batch in InMemoryLoader(train, WALK_BATCH, shuffle=False, device=device).epoch(0):
-                z = vqvae.encode(batch.x)
-                out.append(z if continuous else vqvae.quantizer.nearest(z))
-        return torch.cat(out)
+            return torch.cat([vqvae.encode(batch.x) for batch in InMemoryLoader(
+                train, WALK_BATCH, shuffle=False, device=device).epoch(0)])
 
     def train_bias_classifier(self, vqvae: VQVAE, codes: torch.Tensor, train: BiasedDataset,
                               seed: int, device) -> tuple[dict, dict]:
@@ -170,7 +163,7 @@ class LAD(ERM):
         """Stage 3: walk every training latent (``codes`` of ``train``; Algorithm 1) and
         decode it (Eq. 7)."""
         hp = self.hp
-        continuous = (self.encode(vqvae, train, device, continuous=True)
+        continuous = (self.encode_continuous(vqvae, train, device)
                       if hp["walk_start"] == "continuous" else None)
         images, changed, before, after, follows = [], 0.0, 0.0, 0.0, 0
         y = train.y.to(device)
@@ -221,7 +214,6 @@ class LAD(ERM):
                     "bias_classifier": store.checksum("bias_classifier"),
                     **{k: hp[k] for k in ("walk_steps", "alpha", "alpha_twice", "walk_start")}}
         walked = store.run("walk", walk_key, lambda: self.walk(vqvae, f, codes, train, device))
-        self.vqvae, self.f = vqvae, f
         decoded = BiasedDataset(name=f"{train.name}+lad", x=walked["images"], y=train.y,
                                 num_classes=train.num_classes, b=train.b,
                                 num_bias=train.num_bias, aligned_bias=train.aligned_bias,
@@ -242,12 +234,16 @@ def seeded(seed: int, compute):
 
 
 @torch.inference_mode()
-def reconstruction_quality(vqvae: VQVAE, ds: BiasedDataset, device) -> dict:
-    """Mean squared error and PSNR (dB) of the VQ-VAE's reconstructions of ``ds``."""
-    total, n = 0.0, 0
+def reconstruct(vqvae: VQVAE, ds: BiasedDataset, device) -> tuple[torch.Tensor, dict]:
+    """One pass of the (eval-mode) VQ-VAE over ``ds``: every image's code indices
+    (N x H/4 x W/4) and the mean squared error and PSNR (dB) of its reconstructions."""
+    codes, total, n = [], 0.0, 0
     for batch in InMemoryLoader(ds, WALK_BATCH, shuffle=False, device=device).epoch(0):
-        recon, _ = vqvae(batch.x)
+        quantized, _, batch_codes = vqvae.quantizer(vqvae.encode(batch.x))
+        recon = vqvae.decode(quantized)
         total += F.mse_loss(recon, batch.x, reduction="sum").item()
         n += batch.x.numel()
+        codes.append(batch_codes)
     mse = total / n
-    return {"recon_mse": mse, "recon_psnr_db": 10 * math.log10(1.0 / max(mse, 1e-12))}
+    return torch.cat(codes), {"recon_mse": mse,
+                              "recon_psnr_db": 10 * math.log10(1.0 / max(mse, 1e-12))}
