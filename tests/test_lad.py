@@ -169,7 +169,7 @@ def test_walk_step_increases_the_entropy_of_f(small_bg, trained_lad):
     with torch.no_grad():
         h = vqvae.quantizer.quantize(vqvae.encode(batch.x))
         before = predictive_entropy(f(h))
-        stepped = predictive_entropy(f(entropy_step(f, h, alpha=0.01)))
+        stepped = predictive_entropy(f(h + entropy_step(f, h, alpha=0.01)))
     assert (stepped > before).float().mean() > 0.95  # gradient ascent on H, per image
     walked = latent_walk(f, vqvae.quantizer.quantize, h, steps=20, alpha=0.1)
     with torch.no_grad():
@@ -177,6 +177,32 @@ def test_walk_step_increases_the_entropy_of_f(small_bg, trained_lad):
         codes_changed = (vqvae.quantizer.nearest(walked) != vqvae.quantizer.nearest(h))
     assert after.mean() > before.mean() + 0.1
     assert codes_changed.any()
+
+
+def test_vqvae_downsample_sets_the_latent_grid():
+    x = torch.rand(2, 3, 28, 28)
+    for down, side in ((4, 7), (2, 14)):
+        vq = VQVAE((3, 28, 28), codebook_size=5, code_dim=8, hidden=8, downsample=down)
+        assert vq.encode(x).shape == (2, 8, side, side) and vq(x)[0].shape == x.shape
+    with pytest.raises(ValueError, match="downsample"):
+        VQVAE((3, 28, 28), downsample=3)
+
+
+def test_accumulating_walk_reaches_a_code_that_single_steps_cannot():
+    """Eq. 5 vs Algorithm 1: steps of 0.07 towards a code 0.5 away (boundary at 0.25)."""
+    quantizer = VectorQuantizer(2, 2)
+    quantizer.codebook.copy_(torch.tensor([[0.0, 0.0], [0.5, 0.0]]))
+
+    def f(h):  # class 0 is sure at h0 = 0 and less sure as h0 grows: dH/dh0 > 0
+        h0 = h[:, 0].flatten(1).sum(1)
+        return torch.stack([3 - h0, torch.zeros_like(h0)], 1)
+
+    start = torch.zeros(1, 2, 1, 1)
+    snapped = latent_walk(f, quantizer.quantize, start, steps=5, alpha=0.1)
+    accumulated = latent_walk(f, quantizer.quantize, start, steps=5, alpha=0.1,
+                              accumulate=True)
+    assert snapped.flatten().tolist() == [0.0, 0.0]       # every step undone
+    assert accumulated.flatten().tolist() == [0.5, 0.0]   # four steps of 0.0707 cross 0.25
 
 
 def test_stage_store_caches_and_recomputes_on_a_new_key(tmp_path):

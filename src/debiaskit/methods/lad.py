@@ -16,7 +16,8 @@ run's ``augment`` for the paper's augmentation). The paper leaves open, and the 
 below fix: the VQ-VAE layout and training (``vq_*``; van den Oord's layout, EMA codebook,
 Adam 1e-3), how ``f`` is optimised (``f_*``; the paper: "standard SGD"), where the walk
 starts (``walk_start``: the quantised latent ``f`` was trained on, or the encoder's
-continuous output), whether ``alpha`` applies twice (``alpha_twice``) and whether
+continuous output), whether steps accumulate on the continuous latent (Eq. 5) or are
+undone by each re-quantisation (Algorithm 1; ``walk_accumulate``), whether ``alpha`` applies twice (``alpha_twice``) and whether
 ``f_strong`` also sees the original images (``with_originals``).
 """
 
@@ -61,6 +62,9 @@ class LAD(ERM):
         "codebook_size": HParam(20, "VQ-VAE codebook size (paper: 20 for MNIST, 2048 CIFAR)", 2,
                                 65536),
         "code_dim": HParam(64, "length of each code (paper: 64)", 1, 4096),
+        "vq_downsample": HParam(4, "VQ-VAE grid: image side / latent side (4: van den Oord's "
+                                "7 x 7 for MNIST; 2: 14 x 14, patches small enough that a code "
+                                "holds colour or stroke, not both)", 2, 4),
         "vq_hidden": HParam(64, "VQ-VAE channels (van den Oord used 128; 64 for CPU)", 4, 1024),
         "vq_epochs": HParam(3, "VQ-VAE training epochs", 1, 1000),
         "vq_lr": HParam(1e-3, "VQ-VAE Adam learning rate", 0.0, 10.0),
@@ -77,6 +81,9 @@ class LAD(ERM):
         "alpha_twice": HParam(False, "multiply by alpha again as Algorithm 1 does (Eq. 6 "
                               "already has it)"),
         "walk_start": HParam("quantized", "start of the walk: quantized | continuous"),
+        "walk_accumulate": HParam(False, "Eq. 5: steps accumulate on the continuous latent "
+                                  "and f sees its quantisation (False: Algorithm 1, the "
+                                  "latent is replaced by its quantisation after every step)"),
         "with_originals": HParam(False, "train f_strong on the original images as well"),
     }
 
@@ -86,8 +93,12 @@ class LAD(ERM):
             raise ConfigError(f"lad.walk_start={self.hp['walk_start']!r}: use one of "
                               f"{', '.join(WALK_STARTS)}")
         self.input_shape = spec.input_shape
-        if self.input_shape[1] % 4 or self.input_shape[2] % 4:
-            raise ConfigError(f"LAD's VQ-VAE needs image sides divisible by 4, got "
+        down = self.hp["vq_downsample"]
+        if down not in (2, 4):
+            raise ConfigError(f"lad.vq_downsample={down}: use 2 or 4")
+        if self.input_shape[1] % down or self.input_shape[2] % down:
+            raise ConfigError(f"LAD's VQ-VAE with vq_downsample={down} needs image sides "
+                              f"divisible by {down}, got "
                               f"{self.input_shape[1]}x{self.input_shape[2]}")
 
     # --- the stages -------------------------------------------------------------------
@@ -95,7 +106,7 @@ class LAD(ERM):
         hp = self.hp
         return VQVAE(self.input_shape, hp["codebook_size"], hp["code_dim"], hp["vq_hidden"],
                      commitment_cost=hp["commitment"], decay=hp["vq_decay"],
-                     restart_below=hp["vq_restart"])
+                     restart_below=hp["vq_restart"], downsample=hp["vq_downsample"])
 
     def train_vqvae(self, train: BiasedDataset, evals: dict, seed: int,
                     device) -> tuple[dict, dict]:
@@ -124,7 +135,7 @@ class LAD(ERM):
 
     @staticmethod
     def encode_continuous(vqvae: VQVAE, train: BiasedDataset, device) -> torch.Tensor:
-        """The encoder's outputs before quantisation (N x D x H/4 x W/4) of every image."""
+        """The encoder's outputs before quantisation (N x D x grid) of every image."""
         with torch.inference_mode():
             return torch.cat([vqvae.encode(batch.x) for batch in InMemoryLoader(
                 train, WALK_BATCH, shuffle=False, device=device).epoch(0)])
@@ -172,7 +183,7 @@ class LAD(ERM):
             start = (vqvae.quantizer.lookup(codes[lo:lo + WALK_BATCH])
                      if hp["walk_start"] == "quantized" else continuous[lo:lo + WALK_BATCH])
             walked = latent_walk(f, vqvae.quantizer.quantize, start, hp["walk_steps"],
-                                 hp["alpha"], hp["alpha_twice"])
+                                 hp["alpha"], hp["alpha_twice"], hp["walk_accumulate"])
             with torch.inference_mode():
                 before += predictive_entropy(f(vqvae.quantizer.lookup(
                     codes[lo:lo + WALK_BATCH]))).sum().item()
@@ -195,7 +206,7 @@ class LAD(ERM):
         """Run (or load) the three stages; return the decoded walked training set."""
         hp = self.hp
         base = {"train_checksum": train.checksum(), "seed": seed}
-        vq_settings = ("codebook_size", "code_dim", "vq_hidden", "vq_epochs", "vq_lr",
+        vq_settings = ("codebook_size", "code_dim", "vq_downsample", "vq_hidden", "vq_epochs", "vq_lr",
                        "vq_batch", "commitment", "vq_decay", "vq_restart")
         vq_key = {**base, "layout": VQVAE.LAYOUT, **{k: hp[k] for k in vq_settings}}
         vq_art = store.run("vqvae", vq_key, seeded(seed, lambda: self.train_vqvae(
@@ -212,7 +223,8 @@ class LAD(ERM):
         f.load_state_dict(f_art["f"])
         walk_key = {**base, "vqvae": store.checksum("vqvae"),
                     "bias_classifier": store.checksum("bias_classifier"),
-                    **{k: hp[k] for k in ("walk_steps", "alpha", "alpha_twice", "walk_start")}}
+                    **{k: hp[k] for k in ("walk_steps", "alpha", "alpha_twice", "walk_start",
+                                          "walk_accumulate")}}
         walked = store.run("walk", walk_key, lambda: self.walk(vqvae, f, codes, train, device))
         decoded = BiasedDataset(name=f"{train.name}+lad", x=walked["images"], y=train.y,
                                 num_classes=train.num_classes, b=train.b,
@@ -236,7 +248,7 @@ def seeded(seed: int, compute):
 @torch.inference_mode()
 def reconstruct(vqvae: VQVAE, ds: BiasedDataset, device) -> tuple[torch.Tensor, dict]:
     """One pass of the (eval-mode) VQ-VAE over ``ds``: every image's code indices
-    (N x H/4 x W/4) and the mean squared error and PSNR (dB) of its reconstructions."""
+    (N x grid) and the mean squared error and PSNR (dB) of its reconstructions."""
     codes, total, n = [], 0.0, 0
     for batch in InMemoryLoader(ds, WALK_BATCH, shuffle=False, device=device).epoch(0):
         quantized, _, batch_codes = vqvae.quantizer(vqvae.encode(batch.x))

@@ -6,9 +6,16 @@ latent vector back to its nearest codebook vector (Algorithm 1), so the walk sta
 VQ-VAE's manifold. Decoding the walked latent gives an image whose easy-to-learn cue no
 longer tells ``f`` the class.
 
-Eq. 6 defines the step ``delta`` with the factor ``alpha`` inside; Algorithm 1 then adds
-``alpha * delta``, i.e. ``alpha`` twice. ``alpha_twice`` chooses; the default (False)
-follows Eq. 6, a step of ``alpha`` standard deviations of the gradient.
+The paper contradicts itself twice, and both readings are options:
+
+- Eq. 6 defines the step ``delta`` with the factor ``alpha`` inside; Algorithm 1 then adds
+  ``alpha * delta``, i.e. ``alpha`` twice. ``alpha_twice`` chooses; the default (False)
+  follows Eq. 6, a step of ``alpha`` standard deviations of the gradient.
+- Eq. 5 maximises ``H(f(quantise(h + delta)))``: the perturbation ``delta`` accumulates on
+  the continuous latent and ``f`` sees its quantisation (``accumulate=True``). Algorithm 1
+  as printed overwrites ``h_delta`` with its quantisation after every step
+  (``accumulate=False``): a step too short to reach another code is undone, the next
+  gradient is the same, and such a latent never moves.
 """
 
 from __future__ import annotations
@@ -34,25 +41,32 @@ def standardise_per_sample(grad: torch.Tensor, eps: float = 1e-12) -> torch.Tens
 
 def entropy_step(f: Callable, h: torch.Tensor, alpha: float,
                  alpha_twice: bool = False) -> torch.Tensor:
-    """The unquantised update ``h + step`` of one walk step (Eq. 6 / Algorithm 1)."""
+    """The step ``delta`` at latent ``h`` (Eq. 6; times ``alpha`` again as in Algorithm 1 if
+    ``alpha_twice``)."""
     h = h.detach().requires_grad_(True)
     with torch.enable_grad():
         entropy = predictive_entropy(f(h)).sum()  # samples are independent: per-sample grads
         grad, = torch.autograd.grad(entropy, h)
     step = alpha * standardise_per_sample(grad)
-    if alpha_twice:
-        step = alpha * step
-    return h.detach() + step
+    return alpha * step if alpha_twice else step
 
 
 def latent_walk(f: Callable, quantize: Callable, h: torch.Tensor, steps: int, alpha: float,
-                alpha_twice: bool = False) -> torch.Tensor:
+                alpha_twice: bool = False, accumulate: bool = False) -> torch.Tensor:
     """Algorithm 1: ``steps`` entropy-ascent steps, re-quantising after every one.
 
     ``f`` maps latents (B x D x H x W) to logits, ``quantize`` maps latents to nearest
-    codebook vectors. Returns the walked, quantised latent ``h_delta``.
+    codebook vectors. ``accumulate`` adds each step to the continuous latent ``h + delta``
+    and takes the gradient at its quantisation (Eq. 5), instead of adding it to the
+    quantised ``h_delta`` (Algorithm 1). Returns the walked, quantised latent.
     """
-    h_delta = h.detach()
+    continuous = h.detach()
+    walked = quantize(continuous)
     for _ in range(steps):
-        h_delta = quantize(entropy_step(f, h_delta, alpha, alpha_twice))
-    return h_delta
+        # Algorithm 1 differentiates at h_delta: the walk's start (quantised or not, see
+        # LAD's walk_start), then its quantisation
+        at = walked if accumulate else continuous
+        moved = continuous + entropy_step(f, at, alpha, alpha_twice)
+        walked = quantize(moved)
+        continuous = moved if accumulate else walked
+    return walked

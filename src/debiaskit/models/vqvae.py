@@ -116,7 +116,9 @@ class VectorQuantizer(nn.Module):
 
 
 class VQVAE(nn.Module):
-    """Encoder, vector quantiser and decoder for C x H x W images with H, W divisible by 4."""
+    """Encoder, vector quantiser and decoder for C x H x W images with H, W divisible by
+    ``downsample`` (4: van den Oord's two stride-2 convolutions; 2: one, a grid of 2 x 2
+    patches, e.g. 14 x 14 latents for MNIST)."""
 
     #: Version of the layout and output convention; cached LAD stages are keyed on it, so a
     #: run resumed after a change retrains instead of loading an incompatible model.
@@ -125,17 +127,25 @@ class VQVAE(nn.Module):
     def __init__(self, input_shape, codebook_size: int = 20, code_dim: int = 64,
                  hidden: int = 64, residual_hidden: int = 32, residual_layers: int = 2,
                  commitment_cost: float = 0.25, decay: float = 0.99,
-                 restart_below: float = 0.0) -> None:
+                 restart_below: float = 0.0, downsample: int = 4) -> None:
         super().__init__()
         channels, height, width = input_shape
-        if height % 4 or width % 4:
-            raise ValueError(f"VQ-VAE needs image sides divisible by 4, got {height}x{width}")
+        if downsample not in (2, 4):
+            raise ValueError(f"VQ-VAE downsample must be 2 or 4, got {downsample}")
+        if height % downsample or width % downsample:
+            raise ValueError(f"VQ-VAE with downsample {downsample} needs image sides "
+                             f"divisible by it, got {height}x{width}")
         self.input_shape = tuple(input_shape)
-        self.latent_shape = (code_dim, height // 4, width // 4)
+        self.latent_shape = (code_dim, height // downsample, width // downsample)
         self.commitment_cost = commitment_cost
+        # the second stride-2 stage of van den Oord's layout, or a stride-1 one in its place
+        second_down = (nn.Conv2d(hidden // 2, hidden, 4, stride=2, padding=1) if downsample == 4
+                       else nn.Conv2d(hidden // 2, hidden, 3, padding=1))
+        second_up = (nn.ConvTranspose2d(hidden // 2, channels, 4, stride=2, padding=1)
+                     if downsample == 4 else nn.Conv2d(hidden // 2, channels, 3, padding=1))
         self.encoder = nn.Sequential(
             nn.Conv2d(channels, hidden // 2, 4, stride=2, padding=1), nn.ReLU(),
-            nn.Conv2d(hidden // 2, hidden, 4, stride=2, padding=1), nn.ReLU(),
+            second_down, nn.ReLU(),
             nn.Conv2d(hidden, hidden, 3, padding=1),
             ResidualStack(hidden, residual_hidden, residual_layers),
             nn.Conv2d(hidden, code_dim, 1))
@@ -145,10 +155,10 @@ class VQVAE(nn.Module):
             nn.Conv2d(code_dim, hidden, 3, padding=1),
             ResidualStack(hidden, residual_hidden, residual_layers),
             nn.ConvTranspose2d(hidden, hidden // 2, 4, stride=2, padding=1), nn.ReLU(),
-            nn.ConvTranspose2d(hidden // 2, channels, 4, stride=2, padding=1))
+            second_up)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """Continuous (pre-quantisation) latent, B x D x H/4 x W/4."""
+        """Continuous (pre-quantisation) latent, B x D x H/downsample x W/downsample."""
         return self.encoder(x)
 
     def decode(self, h: torch.Tensor) -> torch.Tensor:
