@@ -1,7 +1,8 @@
 """LAD stage timing: what each stage of the pipeline costs on this machine (issue 4).
 
 Runs LAD's stages once, with one thread (as each bench worker uses), on background- or
-foreground-coloured MNIST at 100 % bias, through the library's own stage code
+foreground-coloured MNIST at 100 % bias, with the LAD settings of the ``lad-mnist-cpu``
+bench row (BG-100 or FG-100), through the library's own stage code
 (``debiaskit.methods.lad.LAD``):
 
   * ``vqvae``: training the VQ-VAE (``--vq-epochs``, default the lad default 3), with its
@@ -26,6 +27,7 @@ import platform
 
 import torch
 
+from debiaskit.bench.presets import get_preset
 from debiaskit.train import RunConfig, train
 
 
@@ -54,9 +56,9 @@ def main() -> None:
     torch.set_num_threads(1)
 
     bg = args.dataset == "bg_colored_mnist"
-    data_params = {"conflict_ratio": 0.0} if bg else {"conflict_ratio": 0.0, "severity": 4}
-    hparams = {"vq_epochs": args.vq_epochs, "walk_steps": 20 if bg else 7, "alpha": 0.1}
-    common = {"dataset": args.dataset, "data_params": data_params, "data_dir": args.data_dir}
+    row = get_preset("lad-mnist-cpu").row("BG-100" if bg else "FG-100")
+    hparams = {**row.method_run["LAD"]["hparams"], "vq_epochs": args.vq_epochs}
+    common = {"dataset": args.dataset, "data_params": row.data_params, "data_dir": args.data_dir}
     lad = timed_run(f"{args.work_dir}/lad", method="lad", hparams=hparams, model="mlp",
                     train_subset=args.train_subset, **common)
     resnet = timed_run(f"{args.work_dir}/resnet20", method="erm", model="resnet20",
