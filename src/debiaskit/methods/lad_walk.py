@@ -20,6 +20,7 @@ The paper contradicts itself twice, and both readings are options:
 
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import torch
@@ -31,12 +32,14 @@ def predictive_entropy(logits: torch.Tensor) -> torch.Tensor:
     return -(log_p.exp() * log_p).sum(1)
 
 
-def standardise_per_sample(grad: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
-    """``(g - mean(g)) / std(g)`` with mean and std over each sample's whole gradient (Eq. 6)."""
-    flat = grad.flatten(1)
-    mean = flat.mean(1, keepdim=True)
-    std = flat.std(1, keepdim=True)
-    return ((flat - mean) / (std + eps)).view_as(grad)
+def standardise_per_sample(grad: torch.Tensor, scale: float = 1.0,
+                           eps: float = 1e-12) -> torch.Tensor:
+    """``scale * (g - mean(g)) / std(g)`` with mean and std over each sample's whole gradient
+    (Eq. 6)."""
+    centred = grad.flatten(1)
+    centred = centred - centred.mean(1, keepdim=True)
+    std = centred.norm(dim=1, keepdim=True) / math.sqrt(centred.shape[1] - 1)
+    return (centred * (scale / (std + eps))).view_as(grad)
 
 
 def entropy_step(f: Callable, h: torch.Tensor, alpha: float,
@@ -47,8 +50,7 @@ def entropy_step(f: Callable, h: torch.Tensor, alpha: float,
     with torch.enable_grad():
         entropy = predictive_entropy(f(h)).sum()  # samples are independent: per-sample grads
         grad, = torch.autograd.grad(entropy, h)
-    step = alpha * standardise_per_sample(grad)
-    return alpha * step if alpha_twice else step
+    return standardise_per_sample(grad, alpha * alpha if alpha_twice else alpha)
 
 
 def latent_walk(f: Callable, quantize: Callable, h: torch.Tensor, steps: int, alpha: float,

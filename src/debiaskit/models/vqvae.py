@@ -59,11 +59,15 @@ class VectorQuantizer(nn.Module):
         self.register_buffer("initialised", torch.tensor(False))
 
     def nearest(self, z: torch.Tensor) -> torch.Tensor:
-        """Index of the nearest code for each position of a B x D x H x W latent (B x H x W)."""
-        flat = z.permute(0, 2, 3, 1).reshape(-1, z.shape[1])
-        dist = (flat.pow(2).sum(1, keepdim=True) - 2 * flat @ self.codebook.t()
-                + self.codebook.pow(2).sum(1))
-        return dist.argmin(1).view(z.shape[0], z.shape[2], z.shape[3])
+        """Index of the nearest code for each position of a B x D x H x W latent (B x H x W).
+
+        ``argmin_k |z - c_k|^2 = argmin_k (|c_k|^2 / 2 - z . c_k)``: the term ``|z|^2`` is
+        the same for every code; the products are one batched matrix product that reads
+        the latent in place (transposed view, no copy)."""
+        b, d, h, w = z.shape
+        scores = torch.matmul(z.reshape(b, d, h * w).transpose(1, 2), self.codebook.t())
+        half_norms = self.codebook.pow(2).sum(1).mul_(0.5)                # scores: B x HW x K
+        return (half_norms - scores).argmin(2).view(b, h, w)
 
     def lookup(self, codes: torch.Tensor) -> torch.Tensor:
         """Code indices B x H x W -> latent B x D x H x W made of codebook vectors."""
