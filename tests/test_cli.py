@@ -2,6 +2,10 @@
 
 import json
 import os
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 
@@ -182,3 +186,35 @@ def test_lad_presets_plan_the_paper_settings(tmp_path, data_dir):
         assert {c.model for c in planned.values()} == {model}
         assert {c.augment for c in planned.values()} == {"crop_affine"}
         assert preset.published_value("Vanilla", "BG-100", "conflicting") == (0.0, 0.0)
+
+
+def _exited(pid: int) -> bool:
+    try:  # a zombie (state Z) has exited; nothing may reap orphans in a container
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] in "ZX"
+    except FileNotFoundError:
+        return True
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
+def test_bench_workers_exit_when_the_runner_is_killed():
+    """SIGKILL reaches only the runner; its pool workers must not train on for nobody."""
+    script = (
+        "import os, time\n"
+        "from concurrent.futures import ProcessPoolExecutor\n"
+        "from multiprocessing import get_context\n"
+        "from debiaskit.bench.runner import exit_with_parent\n"
+        "if __name__ == '__main__':\n"
+        "    pool = ProcessPoolExecutor(1, mp_context=get_context('spawn'),\n"
+        "                               initializer=exit_with_parent, initargs=(os.getpid(),))\n"
+        "    print(pool.submit(os.getpid).result(), flush=True)\n"
+        "    pool.submit(time.sleep, 120)\n"
+        "    time.sleep(120)\n")
+    runner = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    worker = int(runner.stdout.readline())
+    assert not _exited(worker)
+    runner.kill()
+    runner.wait()
+    deadline = time.monotonic() + 30
+    while not _exited(worker) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _exited(worker)

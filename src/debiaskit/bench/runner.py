@@ -11,6 +11,7 @@ every node sees (a shared filesystem).
 from __future__ import annotations
 
 import os
+import threading
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, replace
@@ -76,6 +77,19 @@ def plan(preset: TablePreset, out: Path, seeds: int, methods=None, epochs: int |
     return out_planned
 
 
+def exit_with_parent(parent_pid: int, poll_seconds: float = 1.0) -> None:
+    """Pool worker initialiser: exit once the runner ``parent_pid`` is gone. SIGTERM and
+    SIGKILL reach only the runner; without this its workers would train on for nobody and
+    write into run folders that a restarted bench may be using. (Stage artefacts and
+    checkpoints are written atomically, so an exit at any moment loses no result.)"""
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(poll_seconds)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True, name="exit-with-parent").start()
+
+
 def _run_one(cfg: RunConfig, run_dir: str) -> tuple[str, float, str | None]:
     """Worker body: train one run; errors come back as text, never kill the pool."""
     t0 = time.perf_counter()
@@ -138,7 +152,9 @@ def execute(planned: list[PlannedRun], workers: int, log=print,
         for p in todo:
             report(*_run_one(p.config, str(p.run_dir)))
     else:
-        with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
+        with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"),
+                                 initializer=exit_with_parent,
+                                 initargs=(os.getpid(),)) as pool:
             futures = [pool.submit(_run_one, p.config, str(p.run_dir)) for p in todo]
             for fut in as_completed(futures):
                 report(*fut.result())
