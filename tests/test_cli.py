@@ -167,6 +167,20 @@ def test_bench_rows_with_their_own_dataset_and_columns(tmp_path, data_dir):
     assert "Published, not run here: ReBias: BG 22.70." in text
 
 
+def test_report_lists_stage_statistics_over_seeds():
+    from debiaskit.bench.report import stage_lines
+
+    stages = {f"LAD/BG-100/seed{i}": {"walk": {"seconds": s, "checksum": "ab", "ok": True},
+                                      "vqvae": {"codes_in_use": 20}}
+              for i, s in enumerate((10.0, 20.0))}
+    lines = stage_lines(stages)
+    assert "Stages of LAD, BG-100 (mean +- std over 2 seeds" in lines[1]
+    assert "| walk.seconds | 15 +- 7.1 |" in lines          # std with ddof = 1
+    assert "| vqvae.codes_in_use | 20 +- 0 |" in lines
+    assert not any("checksum" in line or ".ok" in line for line in lines)
+    assert stage_lines({}) == []
+
+
 def test_lad_presets_plan_the_paper_settings(tmp_path, data_dir):
     from debiaskit.bench.presets import get_preset
     from debiaskit.bench.runner import plan

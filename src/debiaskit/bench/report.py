@@ -33,10 +33,13 @@ def collect(preset: TablePreset, planned: list[PlannedRun]) -> dict:
     conflicting curves of each row's first column."""
     cells = defaultdict(list)
     curves = defaultdict(list)
+    stages = {}
     for p in planned:
         if not runs.is_finished(p.run_dir):
             continue
         summary = runs.read_json(p.run_dir / runs.SUMMARY)
+        if summary.get("stages"):
+            stages[f"{p.method}/{p.row}/seed{p.seed}"] = summary["stages"]
         row = preset.row(p.row)
         for column in preset.table_columns():
             cells[(p.method, p.row, column)].append(
@@ -45,7 +48,7 @@ def collect(preset: TablePreset, planned: list[PlannedRun]) -> dict:
         curves[(p.method, p.row)].append(
             [(r["epoch"], r["eval"][split].get("aligned"), r["eval"][split].get("conflicting"))
              for r in runs.read_metrics(p.run_dir)])
-    return {"cells": cells, "curves": curves}
+    return {"cells": cells, "curves": curves, "stages": stages}
 
 
 def _selection_text(cfg) -> str:
@@ -148,6 +151,27 @@ def plot_curves(preset: TablePreset, results: dict, path: Path) -> None:
     save_png(fig, path)
 
 
+def stage_lines(stages: dict) -> list[str]:
+    """Mean +- std over seeds of every number a pipeline stage reported (LAD: seconds,
+    reconstruction quality, f's bias agreement, the walk's entropy and code changes)."""
+    grouped = defaultdict(lambda: defaultdict(list))
+    for run, records in stages.items():
+        method, row, _ = run.rsplit("/", 2)
+        for stage, record in records.items():
+            for stat, value in record.items():
+                if isinstance(value, (int, float)) and not isinstance(value, bool):
+                    grouped[(method, row)][f"{stage}.{stat}"].append(value)
+    lines = []
+    for (method, row), stats in grouped.items():
+        seeds = max(len(values) for values in stats.values())
+        lines += ["", f"Stages of {method}, {row} (mean +- std over {seeds} seeds; seconds "
+                  "measured with the other workers running):", "",
+                  "| stage.statistic | value |", "|---|---|"]
+        lines += [f"| {name} | {m:.4g} +- {sd:.2g} |"
+                  for name, (m, sd) in ((n, mean_std(v)) for n, v in stats.items())]
+    return lines + [""] if lines else []
+
+
 def reference_lines(preset: TablePreset, planned: list[PlannedRun]) -> list[str]:
     """Published numbers of methods not run here, for the rows this bench ran."""
     rows = set(p.row for p in planned)
@@ -164,11 +188,11 @@ def write_report(preset: TablePreset, planned: list[PlannedRun], out: Path) -> s
     md_table, numbers = table(preset, planned, results)
     protocol = protocol_lines(preset, planned)
     text = "\n".join([f"# {preset.title}", "", md_table, "", *reference_lines(preset, planned),
-                      *protocol])
+                      *protocol, *stage_lines(results["stages"])])
     markdown = (text + "\n\n![curves](curves.png)\n").encode()
     runs.atomic_write(out / "report.md", lambda f: f.write(markdown))
     runs.write_json(out / "results.json", {"preset": preset.name, "numbers": numbers,
-                                           "protocol": protocol})
+                                           "protocol": protocol, "stages": results["stages"]})
     if results["curves"]:
         plot_curves(preset, results, out / "curves.png")
     return text
