@@ -164,8 +164,8 @@ def stage_lines(stages: dict) -> list[str]:
     lines = []
     for (method, row), stats in grouped.items():
         seeds = max(len(values) for values in stats.values())
-        lines += ["", f"Stages of {method}, {row} (mean +- std over {seeds} seeds; seconds "
-                  "measured with the other workers running):", "",
+        lines += ["", f"Stages of {method}, {row} (mean +- std over {seeds} seeds; seconds are "
+                  "wall time on a worker, so they depend on what ran beside it):", "",
                   "| stage.statistic | value |", "|---|---|"]
         lines += [f"| {name} | {m:.4g} +- {sd:.2g} |"
                   for name, (m, sd) in ((n, mean_std(v)) for n, v in stats.items())]

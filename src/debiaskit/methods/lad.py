@@ -17,8 +17,8 @@ below fix: the VQ-VAE layout and training (``vq_*``; van den Oord's layout, EMA 
 Adam 1e-3), how ``f`` is optimised (``f_*``; the paper: "standard SGD"), where the walk
 starts (``walk_start``: the quantised latent ``f`` was trained on, or the encoder's
 continuous output), whether steps accumulate on the continuous latent (Eq. 5) or are
-undone by each re-quantisation (Algorithm 1; ``walk_accumulate``), whether ``alpha`` applies twice (``alpha_twice``) and whether
-``f_strong`` also sees the original images (``with_originals``).
+undone by each re-quantisation (Algorithm 1; ``walk_accumulate``), whether ``alpha``
+applies twice (``alpha_twice``) and whether ``f_strong`` also sees the original images (``with_originals``).
 """
 
 from __future__ import annotations
@@ -94,8 +94,9 @@ class LAD(ERM):
                               f"{', '.join(WALK_STARTS)}")
         self.input_shape = spec.input_shape
         down = self.hp["vq_downsample"]
-        if down not in (2, 4):
-            raise ConfigError(f"lad.vq_downsample={down}: use 2 or 4")
+        if down not in VQVAE.DOWNSAMPLES:
+            raise ConfigError(f"lad.vq_downsample={down}: use one of "
+                              f"{', '.join(map(str, VQVAE.DOWNSAMPLES))}")
         if self.input_shape[1] % down or self.input_shape[2] % down:
             raise ConfigError(f"LAD's VQ-VAE with vq_downsample={down} needs image sides "
                               f"divisible by {down}, got "
@@ -206,8 +207,8 @@ class LAD(ERM):
         """Run (or load) the three stages; return the decoded walked training set."""
         hp = self.hp
         base = {"train_checksum": train.checksum(), "seed": seed}
-        vq_settings = ("codebook_size", "code_dim", "vq_downsample", "vq_hidden", "vq_epochs", "vq_lr",
-                       "vq_batch", "commitment", "vq_decay", "vq_restart")
+        vq_settings = ("codebook_size", "code_dim", "vq_downsample", "vq_hidden", "vq_epochs",
+                       "vq_lr", "vq_batch", "commitment", "vq_decay", "vq_restart")
         vq_key = {**base, "layout": VQVAE.LAYOUT, **{k: hp[k] for k in vq_settings}}
         vq_art = store.run("vqvae", vq_key, seeded(seed, lambda: self.train_vqvae(
             train, evals, seed, device)))

@@ -127,6 +127,8 @@ class VQVAE(nn.Module):
     #: Version of the layout and output convention; cached LAD stages are keyed on it, so a
     #: run resumed after a change retrains instead of loading an incompatible model.
     LAYOUT = 2
+    #: Image side / latent side the layout can build (two stride-2 stages, or one).
+    DOWNSAMPLES = (2, 4)
 
     def __init__(self, input_shape, codebook_size: int = 20, code_dim: int = 64,
                  hidden: int = 64, residual_hidden: int = 32, residual_layers: int = 2,
@@ -134,8 +136,9 @@ class VQVAE(nn.Module):
                  restart_below: float = 0.0, downsample: int = 4) -> None:
         super().__init__()
         channels, height, width = input_shape
-        if downsample not in (2, 4):
-            raise ValueError(f"VQ-VAE downsample must be 2 or 4, got {downsample}")
+        if downsample not in self.DOWNSAMPLES:
+            raise ValueError(f"VQ-VAE downsample must be one of {self.DOWNSAMPLES}, "
+                             f"got {downsample}")
         if height % downsample or width % downsample:
             raise ValueError(f"VQ-VAE with downsample {downsample} needs image sides "
                              f"divisible by it, got {height}x{width}")
