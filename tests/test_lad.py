@@ -232,5 +232,37 @@ def test_lad_run_trains_on_decoded_walks(data_dir, tmp_path):
     assert (tmp_path / "run" / "stages" / "walk.pt").exists()
     assert "augmentation crop" in summary["protocol"]
     from debiaskit.explain.lad import explain_lad_run
-    png = explain_lad_run(tmp_path / "run", n=8, data_dir=data_dir)
+    png, probed = explain_lad_run(tmp_path / "run", n=8, data_dir=data_dir)
     assert png.name == "lad.png" and png.stat().st_size > 5000
+    # at rho = 1 the original colour is the class: the probe must see that
+    assert probed["probe_split"] == "unbiased"
+    assert probed["original"]["class_bias_nmi"] > 0.8
+    assert (tmp_path / "run" / "lad_bias.png").stat().st_size > 5000
+
+
+def test_bias_probe_tells_a_remapped_bias_from_a_removed_one(data_dir, mnist):
+    """The probe (trained on the unbiased split) reads the background colour: recolouring
+    every class with another fixed colour keeps NMI(class, bias) at 1 and the original
+    colour nowhere; recolouring with random colours brings it near 0."""
+    from debiaskit.data.protocols.bg_colored_mnist import colorize_background
+    from debiaskit.explain.bias_probe import (bias_dependence, class_bias_nmi,
+                                              most_independent_split, predict,
+                                              train_bias_probe)
+    bundle = build_data("bg_colored_mnist", data_dir)
+    split = most_independent_split(bundle.evals)
+    assert split == "unbiased"
+    probe, accuracy = train_bias_probe(bundle.evals[split], epochs=2)
+    assert accuracy > 95
+    gray, y = mnist.x_train[:2000], torch.tensor(mnist.y_train[:2000], dtype=torch.long)
+    remapped = torch.from_numpy(colorize_background(gray, ((y + 3) % 10).numpy()))
+    dep = bias_dependence(y, predict(probe, remapped), 10, 10, b=y)
+    assert dep["class_bias_nmi"] > 0.9 and dep["bias_kept"] < 2
+    table = torch.tensor(dep["class_by_probed_bias"])
+    assert (table.argmax(1) == (torch.arange(10) + 3) % 10).all()
+    random_b = torch.randint(0, 10, (2000,), generator=torch.Generator().manual_seed(0))
+    shuffled = torch.from_numpy(colorize_background(gray, random_b.numpy()))
+    dep = bias_dependence(y, predict(probe, shuffled), 10, 10, b=y)
+    assert dep["class_bias_nmi"] < 0.05 and 5 < dep["bias_kept"] < 15
+    # by hand: a label that is a permutation of the class carries all of it, a constant none
+    assert class_bias_nmi([0, 0, 1, 1], [1, 1, 0, 0]) == pytest.approx(1.0)
+    assert class_bias_nmi([0, 0, 1, 1], [2, 2, 2, 2]) == pytest.approx(0.0)

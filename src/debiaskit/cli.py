@@ -131,7 +131,10 @@ def build_parser() -> argparse.ArgumentParser:
     lad.add_argument("run_dir")
     lad.add_argument("--images", type=int, default=24)
     lad.add_argument("--seed", type=int, default=0)
-    lad.add_argument("--out", help="PNG path (default RUN_DIR/lad.png)")
+    lad.add_argument("--out", help="PNG path (default RUN_DIR/lad.png; the bias probe's "
+                     "lad_bias.json and .png beside it)")
+    lad.add_argument("--no-probe", action="store_true",
+                     help="skip the bias probe (does the walk remove the bias or remap it?)")
     lad.add_argument("--data-dir")
     gr = esub.add_parser("gradient-ratio", help="LAD's one-pixel problem: train Vanilla and "
                          "track the gradient ratio GR (Eq. 1) per iteration (Figure 2 PNG, JSON)")
@@ -212,8 +215,15 @@ def cmd_explain(args) -> None:
 
         if args.images < 1:
             raise ConfigError(f"--images must be >= 1, got {args.images}")
-        png = explain_lad_run(args.run_dir, args.images, args.seed, args.out, args.data_dir)
+        png, probed = explain_lad_run(args.run_dir, args.images, args.seed, args.out,
+                                      args.data_dir, probe=not args.no_probe)
         print(f"wrote {png}")
+        if probed:
+            print(f"bias probe ({probed['probe_split']} split, held-out accuracy "
+                  f"{probed['probe_heldout_accuracy']:.1f} %): " + "; ".join(
+                      f"{k} images NMI(class, bias) {probed[k]['class_bias_nmi']:.3f}, "
+                      f"bias kept {probed[k]['bias_kept']:.1f} %" for k in ("original", "walked")))
+            print(f"wrote {png.with_name('lad_bias.json')} and lad_bias.png")
         return
     if args.explain_command == "gradient-ratio":
         from .explain.gradient_ratio import explain_gradient_ratio
