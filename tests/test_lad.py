@@ -266,3 +266,22 @@ def test_bias_probe_tells_a_remapped_bias_from_a_removed_one(data_dir, mnist):
     # by hand: a label that is a permutation of the class carries all of it, a constant none
     assert class_bias_nmi([0, 0, 1, 1], [1, 1, 0, 0]) == pytest.approx(1.0)
     assert class_bias_nmi([0, 0, 1, 1], [2, 2, 2, 2]) == pytest.approx(0.0)
+
+
+def test_random_class_walk_reaches_its_targets_and_stops(small_bg, trained_lad):
+    """The random_class objective (ours): on a real batch f ends up predicting each
+    latent's target for most latents, and a latent already at its target does not move."""
+    tr, _ = small_bg
+    _, vqvae, f, _, _ = trained_lad
+    with torch.no_grad():
+        h = vqvae.quantizer.quantize(vqvae.encode(tr.x[:300].float() / 255))
+    target = (tr.y[:300] + 1 + torch.arange(300) % 9) % 10
+    walked = latent_walk(f, vqvae.quantizer.quantize, h, steps=20, alpha=0.1,
+                         accumulate=True, target=target)
+    with torch.no_grad():
+        reached = (f(walked).argmax(1) == target).float().mean().item()
+        before = (f(h).argmax(1) == target).float().mean().item()
+    assert before < 0.05 and reached > 0.8
+    own = f(h).argmax(1).detach()  # walking towards the class f already predicts: no move
+    assert torch.equal(latent_walk(f, vqvae.quantizer.quantize, h, steps=20, alpha=0.1,
+                                   accumulate=True, target=own), h)

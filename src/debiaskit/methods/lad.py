@@ -19,6 +19,8 @@ starts (``walk_start``: the quantised latent ``f`` was trained on, or the encode
 continuous output), whether steps accumulate on the continuous latent (Eq. 5) or are
 undone by each re-quantisation (Algorithm 1; ``walk_accumulate``), whether ``alpha``
 applies twice (``alpha_twice``) and whether ``f_strong`` also sees the original images (``with_originals``).
+``walk_objective="random_class"`` is our variant, not the paper's: each latent walks towards
+a random other class of ``f`` (drawn per image from the run's seed) and stops there.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from .lad_walk import latent_walk, predictive_entropy
 #: Batch size of encoding, walking and decoding (no gradients to parameters: large batches).
 WALK_BATCH = 1000
 WALK_STARTS = ("quantized", "continuous")
+WALK_OBJECTIVES = ("entropy", "random_class")
 
 
 def bias_classifier(latent_shape, num_classes: int, hidden: int = 100) -> nn.Module:
@@ -84,6 +87,9 @@ class LAD(ERM):
         "walk_accumulate": HParam(False, "Eq. 5: steps accumulate on the continuous latent "
                                   "and f sees its quantisation (False: Algorithm 1, the "
                                   "latent is replaced by its quantisation after every step)"),
+        "walk_objective": HParam("entropy", "entropy: the paper's walk to maximal entropy of "
+                                 "f (Eq. 5); random_class (ours, not the paper's): towards a "
+                                 "random other class of f per image, stopping there"),
         "with_originals": HParam(False, "train f_strong on the original images as well"),
     }
 
@@ -92,6 +98,9 @@ class LAD(ERM):
         if self.hp["walk_start"] not in WALK_STARTS:
             raise ConfigError(f"lad.walk_start={self.hp['walk_start']!r}: use one of "
                               f"{', '.join(WALK_STARTS)}")
+        if self.hp["walk_objective"] not in WALK_OBJECTIVES:
+            raise ConfigError(f"lad.walk_objective={self.hp['walk_objective']!r}: use one of "
+                              f"{', '.join(WALK_OBJECTIVES)}")
         self.input_shape = spec.input_shape
         down = self.hp["vq_downsample"]
         if down not in VQVAE.DOWNSAMPLES:
@@ -171,26 +180,34 @@ class LAD(ERM):
         return {"f": f.state_dict()}, stats
 
     def walk(self, vqvae: VQVAE, f: nn.Module, codes: torch.Tensor, train: BiasedDataset,
-             device) -> tuple[dict, dict]:
+             seed: int, device) -> tuple[dict, dict]:
         """Stage 3: walk every training latent (``codes`` of ``train``; Algorithm 1) and
         decode it (Eq. 7)."""
         hp = self.hp
         continuous = (self.encode_continuous(vqvae, train, device)
                       if hp["walk_start"] == "continuous" else None)
-        images, changed, before, after, follows = [], 0.0, 0.0, 0.0, 0
+        images, changed, before, after, follows, reached = [], 0.0, 0.0, 0.0, 0, 0
         y = train.y.to(device)
+        targets = None
+        if hp["walk_objective"] == "random_class":  # uniform over the other classes
+            shift = torch.randint(1, train.num_classes, (len(y),),
+                                  generator=torch.Generator().manual_seed(seed))
+            targets = (y + shift.to(device)) % train.num_classes
         f.eval()
         for lo in range(0, len(codes), WALK_BATCH):
             start = (vqvae.quantizer.lookup(codes[lo:lo + WALK_BATCH])
                      if hp["walk_start"] == "quantized" else continuous[lo:lo + WALK_BATCH])
+            target = None if targets is None else targets[lo:lo + WALK_BATCH]
             walked = latent_walk(f, vqvae.quantizer.quantize, start, hp["walk_steps"],
-                                 hp["alpha"], hp["alpha_twice"], hp["walk_accumulate"])
+                                 hp["alpha"], hp["alpha_twice"], hp["walk_accumulate"], target)
             with torch.inference_mode():
                 before += predictive_entropy(f(vqvae.quantizer.lookup(
                     codes[lo:lo + WALK_BATCH]))).sum().item()
                 logits = f(walked)
                 after += predictive_entropy(logits).sum().item()
                 follows += (logits.argmax(1) == y[lo:lo + WALK_BATCH]).sum().item()
+                if target is not None:
+                    reached += (logits.argmax(1) == target).sum().item()
                 changed += (vqvae.quantizer.nearest(walked) != codes[lo:lo + WALK_BATCH]
                             ).float().mean((1, 2)).sum().item()
                 images.append(to_uint8(vqvae.decode(walked)).cpu())
@@ -200,6 +217,8 @@ class LAD(ERM):
                  "codes_changed_fraction": changed / n,
                  # f still finds the label in the walked latent: the cue it used survived
                  "f_predicts_label_after": 100.0 * follows / n}
+        if targets is not None:
+            stats["f_predicts_target_after"] = 100.0 * reached / n
         return {"images": torch.cat(images)}, stats
 
     def prepare_training_data(self, train: BiasedDataset, evals: dict, store, seed: int,
@@ -225,8 +244,9 @@ class LAD(ERM):
         walk_key = {**base, "vqvae": store.checksum("vqvae"),
                     "bias_classifier": store.checksum("bias_classifier"),
                     **{k: hp[k] for k in ("walk_steps", "alpha", "alpha_twice", "walk_start",
-                                          "walk_accumulate")}}
-        walked = store.run("walk", walk_key, lambda: self.walk(vqvae, f, codes, train, device))
+                                          "walk_accumulate", "walk_objective")}}
+        walked = store.run("walk", walk_key, lambda: self.walk(vqvae, f, codes, train, seed,
+                                                               device))
         decoded = BiasedDataset(name=f"{train.name}+lad", x=walked["images"], y=train.y,
                                 num_classes=train.num_classes, b=train.b,
                                 num_bias=train.num_bias, aligned_bias=train.aligned_bias,

@@ -16,6 +16,13 @@ The paper contradicts itself twice, and both readings are options:
   as printed overwrites ``h_delta`` with its quantisation after every step
   (``accumulate=False``): a step too short to reach another code is undone, the next
   gradient is the same, and such a latent never moves.
+
+Beyond the paper, ``target`` walks each latent towards a given class of ``f`` instead of
+towards maximal entropy (ascending ``log p_f(target | h)``, standardised as in Eq. 6) and
+stops a latent as soon as ``f`` predicts its target. Maximal entropy is one point for
+every image of a class that starts from the same cue, so the entropy walk moves a class's
+cue largely together (a remap, see :mod:`debiaskit.explain.bias_probe`); random targets
+spread each class's cues over the other classes'.
 """
 
 from __future__ import annotations
@@ -42,33 +49,46 @@ def standardise_per_sample(grad: torch.Tensor, scale: float = 1.0,
     return (centred * (scale / (std + eps))).view_as(grad)
 
 
-def entropy_step(f: Callable, h: torch.Tensor, alpha: float,
-                 alpha_twice: bool = False) -> torch.Tensor:
+def entropy_step(f: Callable, h: torch.Tensor, alpha: float, alpha_twice: bool = False,
+                 target: torch.Tensor | None = None) -> torch.Tensor:
     """The step ``delta`` at latent ``h`` (Eq. 6; times ``alpha`` again as in Algorithm 1 if
-    ``alpha_twice``)."""
+    ``alpha_twice``): up the predictive entropy, or up ``log p_f(target)`` if given."""
     h = h.detach().requires_grad_(True)
     with torch.enable_grad():
-        entropy = predictive_entropy(f(h)).sum()  # samples are independent: per-sample grads
-        grad, = torch.autograd.grad(entropy, h)
+        logits = f(h)
+        # samples are independent: the gradient of the sum holds the per-sample gradients
+        objective = (predictive_entropy(logits) if target is None else
+                     torch.log_softmax(logits, 1).gather(1, target[:, None]))
+        grad, = torch.autograd.grad(objective.sum(), h)
     return standardise_per_sample(grad, alpha * alpha if alpha_twice else alpha)
 
 
 def latent_walk(f: Callable, quantize: Callable, h: torch.Tensor, steps: int, alpha: float,
-                alpha_twice: bool = False, accumulate: bool = False) -> torch.Tensor:
+                alpha_twice: bool = False, accumulate: bool = False,
+                target: torch.Tensor | None = None) -> torch.Tensor:
     """Algorithm 1: ``steps`` entropy-ascent steps, re-quantising after every one.
 
     ``f`` maps latents (B x D x H x W) to logits, ``quantize`` maps latents to nearest
     codebook vectors. ``accumulate`` adds each step to the continuous latent ``h + delta``
     and takes the gradient at its quantisation (Eq. 5), instead of adding it to the
-    quantised ``h_delta`` (Algorithm 1). Returns the walked, quantised latent.
+    quantised ``h_delta`` (Algorithm 1). With ``target`` (one class per latent) the steps
+    ascend ``log p_f(target)`` and a latent stops once ``f`` predicts its target. Returns
+    the walked, quantised latent.
     """
     continuous = h.detach()
     walked = quantize(continuous)
     for _ in range(steps):
+        if target is not None:
+            with torch.no_grad():
+                moving = (f(walked).argmax(1) != target).view(-1, *[1] * (h.dim() - 1))
+            if not moving.any():
+                break
         # Algorithm 1 differentiates at h_delta: the walk's start (quantised or not, see
         # LAD's walk_start), then its quantisation
         at = walked if accumulate else continuous
-        moved = continuous + entropy_step(f, at, alpha, alpha_twice)
+        moved = continuous + entropy_step(f, at, alpha, alpha_twice, target)
+        if target is not None:  # latents that reached their target stay where they are
+            moved = torch.where(moving, moved, continuous)
         walked = quantize(moved)
         continuous = moved if accumulate else walked
     return walked
