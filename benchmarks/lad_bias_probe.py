@@ -1,6 +1,7 @@
 """Bias probe of every finished LAD run of a bench folder, next to the run's accuracy.
 
-For each ``BENCH/LAD/ROW/seedS`` run this calls ``debiaskit explain lad`` (which writes
+For each finished LAD run ``BENCH/METHOD/ROW/seedS`` (any method whose runs hold a walk
+stage: LAD, LAD-RC) this calls ``debiaskit explain lad`` (which writes
 ``lad.png``, ``lad_bias.json`` and ``lad_bias.png`` into the run) and collects how much the
 walked images' probed bias still says about the class (NMI), how often it is the original
 bias, and the run's accuracy on its most bias-independent test split.
@@ -20,29 +21,30 @@ from debiaskit.explain.lad import explain_lad_run
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("bench_dir", help="a bench preset's output folder (holds LAD/ROW/seedS)")
+    parser.add_argument("bench_dir", help="a bench preset's output folder (METHOD/ROW/seedS)")
     parser.add_argument("--out", required=True, help="JSON file for the table")
     parser.add_argument("--data-dir")
     args = parser.parse_args()
     rows = []
-    for run in sorted(Path(args.bench_dir).glob("LAD/*/seed*")):
-        if not (run / "summary.json").exists():
+    for run in sorted(Path(args.bench_dir).glob("*/*/seed*")):
+        if not (run / "summary.json").exists() or not (run / "stages" / "walk.json").exists():
             continue
         _, probed = explain_lad_run(run, data_dir=args.data_dir)
         metrics = runs.read_json(run / "summary.json")["metrics"]
         split = probed["probe_split"]
-        rows.append({"row": run.parent.name, "run": run.name,
+        rows.append({"method": run.parent.parent.name, "row": run.parent.name, "run": run.name,
                      "probe_split": split, "probe_heldout_accuracy": probed["probe_heldout_accuracy"],
                      "walked_class_bias_nmi": probed["walked"]["class_bias_nmi"],
                      "walked_bias_kept": probed["walked"]["bias_kept"],
                      "original_class_bias_nmi": probed["original"]["class_bias_nmi"],
                      f"accuracy_on_{split}": metrics[split]["accuracy"]})
         r = rows[-1]
-        print(f"{r['row']} {r['run']}: walked NMI(class, bias) {r['walked_class_bias_nmi']:.3f}, "
+        print(f"{r['method']} {r['row']} {r['run']}: walked NMI(class, bias) {r['walked_class_bias_nmi']:.3f}, "
               f"bias kept {r['walked_bias_kept']:.1f} %, accuracy on {split} "
               f"{r[f'accuracy_on_{split}']:.2f} %", flush=True)
     if not rows:
-        raise SystemExit(f"{args.bench_dir} holds no finished LAD run (LAD/ROW/seedS)")
+        raise SystemExit(f"{args.bench_dir} holds no finished LAD run (METHOD/ROW/seedS "
+                         "with stages/walk.json)")
     runs.write_json(Path(args.out), {"runs": rows})
     print(json.dumps({"wrote": args.out, "runs": len(rows)}))
 
