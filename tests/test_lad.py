@@ -12,7 +12,7 @@ from debiaskit.data.protocols import build_data
 from debiaskit.data.protocols.one_pixel import confounding_mask
 from debiaskit.methods import DataSpec
 from debiaskit.methods.lad import LAD, bias_classifier
-from debiaskit.methods.lad_walk import entropy_step, latent_walk, predictive_entropy
+from debiaskit.methods.lad_walk import latent_walk, predictive_entropy, walk_step
 from debiaskit.metrics import gradient_ratio
 from debiaskit.models import NetworkFactory
 from debiaskit.models.vqvae import VQVAE, VectorQuantizer
@@ -169,7 +169,7 @@ def test_walk_step_increases_the_entropy_of_f(small_bg, trained_lad):
     with torch.no_grad():
         h = vqvae.quantizer.quantize(vqvae.encode(batch.x))
         before = predictive_entropy(f(h))
-        stepped = predictive_entropy(f(h + entropy_step(f, h, alpha=0.01)))
+        stepped = predictive_entropy(f(h + walk_step(f, h, alpha=0.01)))
     assert (stepped > before).float().mean() > 0.95  # gradient ascent on H, per image
     walked = latent_walk(f, vqvae.quantizer.quantize, h, steps=20, alpha=0.1)
     with torch.no_grad():
