@@ -4,7 +4,8 @@ For each finished LAD run ``BENCH/METHOD/ROW/seedS`` (any method whose runs hold
 stage: LAD, LAD-RC) this calls ``debiaskit explain lad`` (which writes
 ``lad.png``, ``lad_bias.json`` and ``lad_bias.png`` into the run) and collects how much the
 walked images' probed bias still says about the class (NMI), how often it is the original
-bias, and the run's accuracy on its most bias-independent test split.
+bias, how much of the class signal a class probe still reads in them, and the run's
+accuracy on its most bias-independent test split.
 
     python benchmarks/lad_bias_probe.py BENCH_DIR/lad-mnist-cpu --out probe.json
 """
@@ -36,11 +37,15 @@ def main() -> None:
                      "probe_split": split, "probe_heldout_accuracy": probed["probe_heldout_accuracy"],
                      "walked_class_bias_nmi": probed["walked"]["class_bias_nmi"],
                      "walked_bias_kept": probed["walked"]["bias_kept"],
+                     "walked_signal_accuracy": probed["walked"]["signal_accuracy"],
+                     "original_signal_accuracy": probed["original"]["signal_accuracy"],
                      "original_class_bias_nmi": probed["original"]["class_bias_nmi"],
                      f"accuracy_on_{split}": metrics[split]["accuracy"]})
         r = rows[-1]
         print(f"{r['method']} {r['row']} {r['run']}: walked NMI(class, bias) {r['walked_class_bias_nmi']:.3f}, "
-              f"bias kept {r['walked_bias_kept']:.1f} %, accuracy on {split} "
+              f"bias kept {r['walked_bias_kept']:.1f} %, signal probe "
+              f"{r['walked_signal_accuracy']:.1f} % (originals "
+              f"{r['original_signal_accuracy']:.1f} %), accuracy on {split} "
               f"{r[f'accuracy_on_{split}']:.2f} %", flush=True)
     if not rows:
         raise SystemExit(f"{args.bench_dir} holds no finished LAD run (METHOD/ROW/seedS "

@@ -246,12 +246,11 @@ def test_bias_probe_tells_a_remapped_bias_from_a_removed_one(data_dir, mnist):
     colour nowhere; recolouring with random colours brings it near 0."""
     from debiaskit.data.protocols.bg_colored_mnist import colorize_background
     from debiaskit.explain.bias_probe import (bias_dependence, class_bias_nmi,
-                                              most_independent_split, predict,
-                                              train_bias_probe)
+                                              most_independent_split, predict, train_probe)
     bundle = build_data("bg_colored_mnist", data_dir)
     split = most_independent_split(bundle.evals)
     assert split == "unbiased"
-    probe, accuracy = train_bias_probe(bundle.evals[split], epochs=2)
+    probe, accuracy = train_probe(bundle.evals[split], "b", epochs=2)
     assert accuracy > 95
     gray, y = mnist.x_train[:2000], torch.tensor(mnist.y_train[:2000], dtype=torch.long)
     remapped = torch.from_numpy(colorize_background(gray, ((y + 3) % 10).numpy()))
@@ -263,6 +262,12 @@ def test_bias_probe_tells_a_remapped_bias_from_a_removed_one(data_dir, mnist):
     shuffled = torch.from_numpy(colorize_background(gray, random_b.numpy()))
     dep = bias_dependence(y, predict(probe, shuffled), 10, 10, b=y)
     assert dep["class_bias_nmi"] < 0.05 and 5 < dep["bias_kept"] < 15
+    # the class probe reads the digit through any background colour, and nothing without it
+    signal, accuracy = train_probe(bundle.evals[split], "y")
+    assert accuracy > 80
+    assert (predict(signal, remapped) == y).float().mean() > 0.75
+    blank = torch.from_numpy(colorize_background(np.zeros_like(gray), random_b.numpy()))
+    assert (predict(signal, blank) == y).float().mean() < 0.2
     # by hand: a label that is a permutation of the class carries all of it, a constant none
     assert class_bias_nmi([0, 0, 1, 1], [1, 1, 0, 0]) == pytest.approx(1.0)
     assert class_bias_nmi([0, 0, 1, 1], [2, 2, 2, 2]) == pytest.approx(0.0)

@@ -222,7 +222,8 @@ def cmd_explain(args) -> None:
             print(f"bias probe ({probed['probe_split']} split, held-out accuracy "
                   f"{probed['probe_heldout_accuracy']:.1f} %): " + "; ".join(
                       f"{k} images NMI(class, bias) {probed[k]['class_bias_nmi']:.3f}, "
-                      f"bias kept {probed[k]['bias_kept']:.1f} %" for k in ("original", "walked")))
+                      f"bias kept {probed[k]['bias_kept']:.1f} %, signal probe "
+                      f"{probed[k]['signal_accuracy']:.1f} %" for k in ("original", "walked")))
             print(f"wrote {png.with_name('lad_bias.json')} and lad_bias.png")
         return
     if args.explain_command == "gradient-ratio":

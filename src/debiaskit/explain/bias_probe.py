@@ -17,6 +17,10 @@ The probe reads the bias attribute from the images themselves:
    mutual information of class and ``b_hat``, scikit-learn's arithmetic normalisation: 1
    when ``b_hat`` is a function of the class, i.e. the bias is kept or remapped, 0 when it
    is independent of the class) and the class x ``b_hat`` contingency table.
+
+A second probe, trained on the same split to predict the class, reads how much of the
+causal signal the generated images keep (``signal_accuracy``: its accuracy on them): a
+generator can remove the bias by destroying the signal too.
 """
 
 from __future__ import annotations
@@ -49,16 +53,19 @@ def most_independent_split(evals: dict[str, BiasedDataset]) -> str:
     return min(labelled, key=lambda name: class_bias_nmi(labelled[name].y, labelled[name].b))
 
 
-def train_bias_probe(ds: BiasedDataset, model: str = "mlp", epochs: int = 5,
-                     lr: float = 1e-3, batch_size: int = 128, seed: int = 0):
-    """A ``model`` trained with cross-entropy to predict ``ds.b`` from ``ds.x`` on a seeded
-    80 % of ``ds``; returns ``(probe, accuracy % on the other 20 %)``."""
+def train_probe(ds: BiasedDataset, label: str = "b", model: str = "mlp", epochs: int = 5,
+                lr: float = 1e-3, batch_size: int = 128, seed: int = 0):
+    """A ``model`` trained with cross-entropy to predict ``ds.b`` (``label="b"``) or
+    ``ds.y`` (``"y"``) from ``ds.x`` on a seeded 80 % of ``ds``; returns ``(probe,
+    accuracy % on the other 20 %)``."""
     order = torch.randperm(len(ds), generator=torch.Generator().manual_seed(seed))
     n_held = max(1, int(round(len(ds) * PROBE_HELDOUT)))
     fit, held = ds.subset(order[n_held:].sort().values), ds.subset(order[:n_held].sort().values)
-    fit = BiasedDataset(name=f"{ds.name}/bias", x=fit.x, y=fit.b, num_classes=ds.num_bias)
+    classes = ds.num_bias if label == "b" else ds.num_classes
+    fit = BiasedDataset(name=f"{ds.name}/{label}", x=fit.x, y=getattr(fit, label),
+                        num_classes=classes)
     torch.manual_seed(seed)
-    probe = build_model(model, ds.image_shape, ds.num_bias)
+    probe = build_model(model, ds.image_shape, classes)
     optimizer = torch.optim.Adam(probe.parameters(), lr=lr)
     probe.train()
     loader = InMemoryLoader(fit, batch_size, shuffle=True, seed=seed)
@@ -69,7 +76,7 @@ def train_bias_probe(ds: BiasedDataset, model: str = "mlp", epochs: int = 5,
             loss.backward()
             optimizer.step()
     probe.eval()
-    accuracy = 100.0 * (predict(probe, held.x) == held.b).float().mean().item()
+    accuracy = 100.0 * (predict(probe, held.x) == getattr(held, label)).float().mean().item()
     return probe, accuracy
 
 

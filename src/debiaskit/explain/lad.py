@@ -20,8 +20,7 @@ import torch
 from .. import runs
 from ..data.loader import as_float_images
 from ..errors import DebiaskitError
-from .bias_probe import (bias_dependence, most_independent_split, predict,
-                         train_bias_probe)
+from .bias_probe import bias_dependence, most_independent_split, predict, train_probe
 from .curves import save_png
 from .images import save_image_grid
 
@@ -68,17 +67,22 @@ def explain_lad_run(run_dir, n: int = 24, seed: int = 0, out=None, data_dir=None
 
 
 def probe_walk(train, walked: torch.Tensor, evals: dict, seed: int, stem: Path) -> dict:
-    """Train a bias probe (on the evaluation split whose bias is most independent of the
-    class) and compare class x probed bias on the original and the walked training images;
-    write ``stem.json`` and ``stem.png``."""
+    """Train a bias probe and a signal probe (on the evaluation split whose bias is most
+    independent of the class) and compare class x probed bias and the signal probe's
+    accuracy on the original and the walked training images; write ``stem.json`` and
+    ``stem.png``."""
     split = most_independent_split(evals)
-    net, accuracy = train_bias_probe(evals[split], seed=seed)
-    result = {"probe_split": split, "probe_heldout_accuracy": accuracy,
-              "protocol": f"MLP, Adam 1e-3, 5 epochs, on 80 % of the {split!r} split "
-                          f"(seed {seed}); accuracy on the other 20 %"}
+    bias_net, bias_accuracy = train_probe(evals[split], "b", seed=seed)
+    signal_net, signal_accuracy = train_probe(evals[split], "y", seed=seed)
+    result = {"probe_split": split, "probe_heldout_accuracy": bias_accuracy,
+              "signal_probe_heldout_accuracy": signal_accuracy,
+              "protocol": f"two MLPs (bias label, class), Adam 1e-3, 5 epochs, on 80 % of "
+                          f"the {split!r} split (seed {seed}); accuracy on the other 20 %"}
     for name, images in (("original", train.x), ("walked", walked)):
-        result[name] = bias_dependence(train.y, predict(net, images), train.num_classes,
+        result[name] = bias_dependence(train.y, predict(bias_net, images), train.num_classes,
                                        train.num_bias, train.b)
+        result[name]["signal_accuracy"] = 100.0 * (
+            predict(signal_net, images) == train.y).float().mean().item()
     runs.write_json(stem.with_suffix(".json"), result)
     plot_bias_tables(result, stem.with_suffix(".png"))
     return result
@@ -103,10 +107,12 @@ def plot_bias_tables(result: dict, path: Path) -> Path:
         ax.set_xlabel("probed bias")
         ax.set_ylabel("class")
         ax.set_title(f"{name}: NMI(class, bias) {result[name]['class_bias_nmi']:.2f}, "
-                     f"bias kept {result[name]['bias_kept']:.0f} %", fontsize=9)
-    fig.suptitle(f"Bias probe ({result['probe_split']} split, held-out accuracy "
-                 f"{result['probe_heldout_accuracy']:.1f} %): % of each class's images per "
-                 "probed bias value", fontsize=9)
+                     f"bias kept {result[name]['bias_kept']:.0f} %, signal probe "
+                     f"{result[name]['signal_accuracy']:.0f} %", fontsize=9)
+    fig.suptitle(f"Probes trained on the {result['probe_split']} split (held-out accuracy: "
+                 f"bias {result['probe_heldout_accuracy']:.1f} %, class "
+                 f"{result['signal_probe_heldout_accuracy']:.1f} %); cells: % of each class's "
+                 "images per probed bias value", fontsize=9)
     fig.tight_layout()
     save_png(fig, path)
     return path

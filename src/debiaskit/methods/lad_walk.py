@@ -23,7 +23,7 @@ stops a latent as soon as ``f`` predicts its target. Maximal entropy is one poin
 every image of a class that starts from the same cue, so the entropy walk moves a class's
 cue largely together (a remap, see :mod:`debiaskit.explain.bias_probe`); random targets
 spread each class's cues over the other classes'. (Measured on coloured MNIST, README: no
-better than the entropy walk; it breaks more digits.)
+better than the entropy walk.)
 """
 
 from __future__ import annotations
