@@ -34,7 +34,8 @@ def main() -> None:
         metrics = runs.read_json(run / "summary.json")["metrics"]
         split = probed["probe_split"]
         rows.append({"method": run.parent.parent.name, "row": run.parent.name, "run": run.name,
-                     "probe_split": split, "probe_heldout_accuracy": probed["probe_heldout_accuracy"],
+                     "probe_split": split,
+                     "probe_heldout_accuracy": probed["probe_heldout_accuracy"],
                      "walked_class_bias_nmi": probed["walked"]["class_bias_nmi"],
                      "walked_bias_kept": probed["walked"]["bias_kept"],
                      "walked_signal_accuracy": probed["walked"]["signal_accuracy"],
@@ -42,7 +43,8 @@ def main() -> None:
                      "original_class_bias_nmi": probed["original"]["class_bias_nmi"],
                      f"accuracy_on_{split}": metrics[split]["accuracy"]})
         r = rows[-1]
-        print(f"{r['method']} {r['row']} {r['run']}: walked NMI(class, bias) {r['walked_class_bias_nmi']:.3f}, "
+        print(f"{r['method']} {r['row']} {r['run']}: walked NMI(class, bias) "
+              f"{r['walked_class_bias_nmi']:.3f}, "
               f"bias kept {r['walked_bias_kept']:.1f} %, signal probe "
               f"{r['walked_signal_accuracy']:.1f} % (originals "
               f"{r['original_signal_accuracy']:.1f} %), accuracy on {split} "

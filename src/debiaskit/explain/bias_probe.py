@@ -32,6 +32,7 @@ from sklearn.metrics import confusion_matrix, normalized_mutual_info_score
 from ..data.dataset import BiasedDataset
 from ..data.loader import InMemoryLoader, as_float_images
 from ..errors import DebiaskitError
+from ..methods.base import adam
 from ..models import build_model
 
 #: Held-out share of the probe's split on which its accuracy is measured.
@@ -66,7 +67,7 @@ def train_probe(ds: BiasedDataset, label: str = "b", model: str = "mlp", epochs:
                         num_classes=classes)
     torch.manual_seed(seed)
     probe = build_model(model, ds.image_shape, classes)
-    optimizer = torch.optim.Adam(probe.parameters(), lr=lr)
+    optimizer = adam(probe, lr)
     probe.train()
     loader = InMemoryLoader(fit, batch_size, shuffle=True, seed=seed)
     for epoch in range(epochs):
@@ -82,7 +83,7 @@ def train_probe(ds: BiasedDataset, label: str = "b", model: str = "mlp", epochs:
 
 @torch.inference_mode()
 def predict(probe, images: torch.Tensor, batch: int = 2000) -> torch.Tensor:
-    """The probe's bias prediction for uint8 ``images``."""
+    """The probe's predicted label (bias or class) for each of the uint8 ``images``."""
     return torch.cat([probe(as_float_images(images[lo:lo + batch])).argmax(1)
                       for lo in range(0, len(images), batch)])
 

@@ -18,7 +18,8 @@ Adam 1e-3), how ``f`` is optimised (``f_*``; the paper: "standard SGD"), where t
 starts (``walk_start``: the quantised latent ``f`` was trained on, or the encoder's
 continuous output), whether steps accumulate on the continuous latent (Eq. 5) or are
 undone by each re-quantisation (Algorithm 1; ``walk_accumulate``), whether ``alpha``
-applies twice (``alpha_twice``) and whether ``f_strong`` also sees the original images (``with_originals``).
+applies twice (``alpha_twice``) and whether ``f_strong`` also sees the original images
+(``with_originals``).
 ``walk_objective="random_class"`` is our variant, not the paper's: each latent walks towards
 a random other class of ``f`` (drawn per image from the run's seed) and stops there.
 """

@@ -51,7 +51,7 @@ def standardise_per_sample(grad: torch.Tensor, scale: float = 1.0,
 
 
 def walk_step(f: Callable, h: torch.Tensor, alpha: float, alpha_twice: bool = False,
-                 target: torch.Tensor | None = None) -> torch.Tensor:
+              target: torch.Tensor | None = None) -> torch.Tensor:
     """The step ``delta`` at latent ``h`` (Eq. 6; times ``alpha`` again as in Algorithm 1 if
     ``alpha_twice``): up the predictive entropy, or up ``log p_f(target)`` if given."""
     h = h.detach().requires_grad_(True)
