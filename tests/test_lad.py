@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -10,6 +12,7 @@ from debiaskit.data.augment import RandomAffine
 from debiaskit.data.loader import InMemoryLoader
 from debiaskit.data.protocols import build_data
 from debiaskit.data.protocols.one_pixel import confounding_mask
+from debiaskit.errors import DebiaskitError
 from debiaskit.methods import DataSpec
 from debiaskit.methods.lad import LAD, bias_classifier
 from debiaskit.methods.lad_walk import latent_walk, predictive_entropy, walk_step
@@ -221,6 +224,30 @@ def test_stage_store_caches_and_recomputes_on_a_new_key(tmp_path):
     assert calls == [1, 2] and c["x"][0] == 2 and store.checksum("stage") != checksum
 
 
+def test_stage_store_reuses_another_runs_stage_only_when_its_key_matches(tmp_path):
+    calls = []
+
+    def compute(value):
+        calls.append(value)
+        return {"x": torch.full((3,), float(value))}, {"value": value}
+
+    first = StageStore(tmp_path / "a")
+    first.run("stage", {"v": 1}, lambda: compute(1))
+    second = StageStore(tmp_path / "b", reuse_from=tmp_path / "a")
+    copied = second.run("stage", {"v": 1}, lambda: compute(1))
+    assert calls == [1] and copied["x"].tolist() == [1.0, 1.0, 1.0]
+    assert second.records["stage"]["reused_from"] == str(tmp_path / "a")
+    assert (tmp_path / "b" / "stage.pt").exists()  # the new run holds its own copy
+    other = StageStore(tmp_path / "c", reuse_from=tmp_path / "a")
+    assert other.run("stage", {"v": 2}, lambda: compute(2))["x"][0] == 2
+    assert calls == [1, 2] and "reused_from" not in other.records["stage"]
+    torch.save({"x": torch.zeros(3)}, tmp_path / "a" / "stage.pt")  # edited behind its record
+    with pytest.raises(DebiaskitError, match="checksum"):
+        StageStore(tmp_path / "d", reuse_from=tmp_path / "a").run("stage", {"v": 1},
+                                                                   lambda: compute(1))
+    assert not (tmp_path / "d" / "stage.pt").exists()
+
+
 def test_lad_run_trains_on_decoded_walks(data_dir, tmp_path):
     cfg = RunConfig(dataset="bg_colored_mnist", method="lad", model="mlp", epochs=1,
                     train_subset=2000, eval_subset=500, data_dir=data_dir, augment="crop",
@@ -238,6 +265,12 @@ def test_lad_run_trains_on_decoded_walks(data_dir, tmp_path):
     assert probed["probe_split"] == "unbiased"
     assert probed["original"]["class_bias_nmi"] > 0.8
     assert (tmp_path / "run" / "lad_bias.png").stat().st_size > 5000
+    # another final classifier on the same walk: every stage copied, none recomputed
+    other = train(replace(cfg, model_options={"hidden": 50},
+                          reuse_stages=str(tmp_path / "run")), tmp_path / "narrower")
+    for name, record in stages.items():
+        assert other["stages"][name]["checksum"] == record["checksum"]
+        assert other["stages"][name]["reused_from"] == str(tmp_path / "run" / "stages")
 
 
 def test_bias_probe_tells_a_remapped_bias_from_a_removed_one(data_dir, mnist):

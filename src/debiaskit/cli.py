@@ -92,6 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", help="run directory (default runs/METHOD-DATASET-seedN)")
     t.add_argument("--device", default="cpu")
     t.add_argument("--threads", type=int)
+    t.add_argument("--reuse-stages", metavar="RUN_DIR",
+                   help="copy cached stages (LAD's VQ-VAE, f, walk) from another run when "
+                        "their settings match, e.g. to try another --model on the same walk")
 
     d = sub.add_parser("data", help="inspect datasets")
     dsub = d.add_subparsers(dest="data_command", required=True, parser_class=_Parser)
@@ -168,7 +171,7 @@ def cmd_train(args) -> None:
         drop_bias_labels=args.no_bias_labels,
         train_subset=args.train_subset, eval_subset=args.eval_subset,
         device=args.device, threads=args.threads, data_dir=args.data_dir,
-        download=args.download)
+        download=args.download, reuse_stages=args.reuse_stages)
     out = args.out or f"runs/{args.method}-{args.dataset}-seed{args.seed}"
     summary = train(cfg, out)
     print(summary["protocol"])

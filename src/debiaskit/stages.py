@@ -8,6 +8,12 @@ stage's settings and the checksums of its inputs (the training data, earlier sta
 artefacts). Artefacts are written atomically next to a JSON record of their key, content
 checksum and statistics, so a run interrupted in stage 3 restarts at stage 3, and a run
 with different settings never reuses a stale artefact.
+
+``reuse_from`` points at another run's stage folder: a stage missing here whose key matches
+an artefact there is copied in instead of computed (``debiaskit train --reuse-stages``), so
+a user can try another final classifier on the same walked images without retraining the
+VQ-VAE. The key decides, as for the run's own artefacts: a stage whose settings differ is
+computed afresh.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from typing import Callable
 import torch
 
 from . import runs
+from .errors import DebiaskitError
 
 
 def content_checksum(artefact: dict) -> str:
@@ -47,9 +54,20 @@ def key_digest(key: dict) -> str:
 class StageStore:
     """Stage artefacts of one run under ``root`` (``RUN_DIR/stages``)."""
 
-    def __init__(self, root) -> None:
+    def __init__(self, root, reuse_from=None) -> None:
         self.root = Path(root)
+        self.reuse_from = None if reuse_from is None else Path(reuse_from)
         self.records: dict[str, dict] = {}
+
+    def _cached(self, root: Path, name: str, digest: str) -> tuple[dict, dict] | None:
+        """``(artefact, record)`` of stage ``name`` under ``root`` if its key matches."""
+        path, meta_path = root / f"{name}.pt", root / f"{name}.json"
+        if not (path.exists() and meta_path.exists()):
+            return None
+        meta = runs.read_json(meta_path)
+        if meta.get("key_digest") != digest:
+            return None
+        return runs.load_torch(path), meta
 
     def run(self, name: str, key: dict, compute: Callable[[], tuple[dict, dict]]) -> dict:
         """The artefact of stage ``name`` for ``key``: loaded if cached, else computed.
@@ -62,17 +80,26 @@ class StageStore:
         """
         digest = key_digest(key)
         path, meta_path = self.root / f"{name}.pt", self.root / f"{name}.json"
-        if path.exists() and meta_path.exists():
-            meta = runs.read_json(meta_path)
-            if meta.get("key_digest") == digest:
-                self.records[name] = meta
-                return runs.load_torch(path)
-        started = time.perf_counter()
-        artefact, stats = compute()
-        seconds = time.perf_counter() - started
+        cached = self._cached(self.root, name, digest)
+        if cached is not None:
+            self.records[name] = cached[1]
+            return cached[0]
+        reused = None if self.reuse_from is None else self._cached(self.reuse_from, name, digest)
+        if reused is not None:
+            artefact, meta = reused
+            if content_checksum(artefact) != meta.get("checksum"):
+                raise DebiaskitError(f"{self.reuse_from / name}.pt does not match its recorded "
+                                     "checksum (corrupt or edited); drop --reuse-stages or "
+                                     "re-run that stage")
+            meta = {**meta, "reused_from": str(self.reuse_from)}
+        else:
+            started = time.perf_counter()
+            artefact, stats = compute()
+            seconds = time.perf_counter() - started
+            meta = {"stage": name, "key": key, "key_digest": digest,
+                    "checksum": content_checksum(artefact),
+                    "stats": {**stats, "seconds": seconds}}
         self.root.mkdir(parents=True, exist_ok=True)
-        meta = {"stage": name, "key": key, "key_digest": digest,
-                "checksum": content_checksum(artefact), "stats": {**stats, "seconds": seconds}}
         runs.save_torch(path, artefact)
         runs.write_json(meta_path, meta)  # written last: marks the artefact complete
         self.records[name] = meta

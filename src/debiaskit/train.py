@@ -50,7 +50,7 @@ SELECTION = {
 EVAL_BATCH = 1024
 
 #: Config fields that do not change the result (left out of the resume identity check).
-VOLATILE = ("device", "threads", "progress", "data_dir", "download")
+VOLATILE = ("device", "threads", "progress", "data_dir", "download", "reuse_stages")
 
 
 @dataclass
@@ -64,7 +64,9 @@ class RunConfig:
     subsets (quick experiments and tests; the papers use the full sets).
     ``drop_bias_labels`` hides the training set's bias labels, as a practitioner's data
     would be. ``augment`` names a batched training augmentation
-    (``debiaskit.data.augment.AUGMENTATIONS``).
+    (``debiaskit.data.augment.AUGMENTATIONS``). ``reuse_stages`` names another run's
+    directory whose cached stages (LAD's VQ-VAE, f, walk) are copied in when their keys
+    match (:class:`debiaskit.stages.StageStore`); it does not change the result.
     """
 
     dataset: str = "colored_mnist"
@@ -88,6 +90,7 @@ class RunConfig:
     progress: bool | None = None
     data_dir: str | None = None
     download: bool = False
+    reuse_stages: str | None = None
 
     def identity(self) -> dict:
         return {k: v for k, v in asdict(self).items() if k not in VOLATILE}
@@ -114,6 +117,9 @@ def check_config(cfg: RunConfig) -> RunConfig:
         raise ConfigError(f"held-out fraction must be in (0, 1), got {cfg.heldout_fraction}")
     if cfg.patience < 1:
         raise ConfigError(f"patience must be >= 1, got {cfg.patience}")
+    if cfg.reuse_stages is not None and not (Path(cfg.reuse_stages) / "stages").is_dir():
+        raise ConfigError(f"--reuse-stages {cfg.reuse_stages}: no stages folder there; name "
+                          "the directory of a run that has cached stages (e.g. a LAD run)")
     if cfg.selection == "early_stop" and not method_cls.has_objective():
         raise ConfigError(f"method {cfg.method} has no objective to early-stop on; use "
                           "--selection last or heldout")
@@ -299,7 +305,8 @@ class Trainer:
             runs.rewrite_metrics(self.out, runs.read_metrics(self.out, up_to_epoch=start))
         else:  # interrupted before the first checkpoint: start over, keep the config
             runs.rewrite_metrics(self.out, [])
-        stages = StageStore(self.out / "stages")
+        stages = StageStore(self.out / "stages", cfg.reuse_stages and
+                            Path(cfg.reuse_stages) / "stages")
         train = method.prepare_training_data(train, prep.evals, stages, cfg.seed, device)
         loader = InMemoryLoader(train, cfg.batch_size, shuffle=True, seed=cfg.seed,
                                 device=device, augment=AUGMENTATIONS[cfg.augment]())
@@ -367,7 +374,8 @@ class Trainer:
             "train_seconds": sum(r["train_seconds"] for r in records),
         }
         if self.stage_records:
-            summary["stages"] = {name: {"checksum": rec["checksum"], **rec["stats"]}
+            summary["stages"] = {name: {"checksum": rec["checksum"], **rec["stats"],
+                                        **{k: rec[k] for k in ("reused_from",) if k in rec}}
                                  for name, rec in self.stage_records.items()}
         runs.write_json(self.out / runs.SUMMARY, summary)
         (self.out / runs.CHECKPOINT).unlink(missing_ok=True)
