@@ -52,14 +52,18 @@ def test_gradient_ratio_by_hand():
 def test_vanilla_takes_the_one_pixel_shortcut(data_dir):
     from debiaskit.explain.gradient_ratio import track_gradient_ratio
 
-    trace = track_gradient_ratio("one_pixel_mnist", "mlp", iterations=400, data_dir=data_dir)
+    trace = track_gradient_ratio("one_pixel_mnist", "mlp", iterations=400, data_dir=data_dir,
+                                 eval_every=200)
     assert trace.ratio[0] > 3.0          # at initialisation the image gradient dominates
     crossing = trace.first_below_one()   # then the class pixel's (paper: after 230)
     assert crossing is not None and 100 < crossing <= 400
     assert np.mean(trace.accuracy[-20:]) > 99.0
-    print(trace.test_accuracy)
     # a pixel of a random class pulls predictions away from the digit
     assert trace.test_accuracy["independent"] < trace.test_accuracy["conditioned"] - 20
+    assert sorted(trace.test_curve) == [200, 400] and trace.test_curve[400] == trace.test_accuracy
+    # evaluating in between leaves training untouched (same losses as a run without it)
+    plain = track_gradient_ratio("one_pixel_mnist", "mlp", iterations=200, data_dir=data_dir)
+    assert plain.loss == trace.loss[:200]
 
 
 def test_requantisation_returns_codebook_vectors_only():

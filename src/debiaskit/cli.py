@@ -150,6 +150,8 @@ def build_parser() -> argparse.ArgumentParser:
     gr.add_argument("--lr", type=float, default=1e-3, help="learning rate")
     gr.add_argument("--value", type=int, default=255, help="value of the class pixel")
     gr.add_argument("--seed", type=int, default=0)
+    gr.add_argument("--eval-every", type=int, metavar="N",
+                    help="also evaluate on the test splits every N iterations (4th panel)")
     gr.add_argument("--out", default="gradient-ratio", help="output folder")
     gr.add_argument("--data-dir")
     gr.add_argument("--download", action="store_true")
@@ -235,7 +237,7 @@ def cmd_explain(args) -> None:
         trace = explain_gradient_ratio(
             args.out, dataset=args.dataset, model=args.model, iterations=args.iterations,
             batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer, seed=args.seed,
-            value=args.value,
+            value=args.value, eval_every=args.eval_every,
             data_dir=args.data_dir, download=args.download)
         tests = ", ".join(f"{k} {v:.2f} %" for k, v in trace.test_accuracy.items())
         print(f"final training accuracy {trace.accuracy[-1]:.2f} %; test accuracy: {tests}; "

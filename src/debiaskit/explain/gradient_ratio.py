@@ -9,7 +9,9 @@ gradient favours the causal signal, GR < 1 the confounder. LAD saw GR fall below
 ``track_gradient_ratio`` trains a plain classifier (Vanilla) on the one-pixel problem and
 records, for every minibatch iteration, the loss, the batch accuracy, both gradient norms
 (of the mean minibatch loss with respect to the input pixels) and their ratio; it then
-evaluates on the independent and conditioned test splits. The paper does not name the
+evaluates on the independent and conditioned test splits (and every ``eval_every``
+iterations if given: the paper reports the test accuracy of Figure 2 without saying after
+how many iterations). The paper does not name the
 network or optimiser of Figure 2: the defaults here are the MLP and Adam 1e-3, batch 256.
 """
 
@@ -46,6 +48,7 @@ class GradientRatioTrace:
     causal_norm: list[float] = field(default_factory=list)
     confounding_norm: list[float] = field(default_factory=list)
     test_accuracy: dict[str, float] = field(default_factory=dict)
+    test_curve: dict[int, dict[str, float]] = field(default_factory=dict)
     settings: dict = field(default_factory=dict)
 
     @property
@@ -58,6 +61,7 @@ class GradientRatioTrace:
 
     def to_json(self) -> dict:
         return {"settings": self.settings, "test_accuracy": self.test_accuracy,
+                "test_accuracy_by_iteration": self.test_curve,
                 "first_iteration_gr_below_1": self.first_below_one(),
                 "final_train_accuracy": self.accuracy[-1] if self.accuracy else None,
                 "records": [{"iteration": i, "loss": l, "accuracy": a, "causal_norm": c,
@@ -70,13 +74,17 @@ class GradientRatioTrace:
 def track_gradient_ratio(dataset: str = "one_pixel_mnist", model: str = "mlp",
                          iterations: int = 1000, batch_size: int = 256, lr: float = 1e-3,
                          optimizer: str = "adam", seed: int = 0, value: int = 255, data_dir=None,
-                         download: bool = False) -> GradientRatioTrace:
-    """Train ``model`` on the one-pixel problem for ``iterations`` minibatches, tracking GR."""
+                         download: bool = False,
+                         eval_every: int | None = None) -> GradientRatioTrace:
+    """Train ``model`` on the one-pixel problem for ``iterations`` minibatches, tracking GR
+    (and the test accuracies every ``eval_every`` iterations)."""
     if dataset not in DATASETS:
         raise ConfigError(f"the gradient ratio needs a one-pixel dataset ({', '.join(DATASETS)}), "
                           f"got {dataset}")
-    if iterations < 1 or batch_size < 1 or lr <= 0:
-        raise ConfigError("iterations and batch size must be >= 1 and the learning rate > 0")
+    if iterations < 1 or batch_size < 1 or lr <= 0 or (eval_every is not None
+                                                        and eval_every < 1):
+        raise ConfigError("iterations, batch size and eval-every must be >= 1 and the "
+                          "learning rate > 0")
     bundle = build_data(dataset, data_dir, download, value=value, seed=seed)
     train = bundle.train
     torch.manual_seed(seed)
@@ -89,7 +97,19 @@ def track_gradient_ratio(dataset: str = "one_pixel_mnist", model: str = "mlp",
     trace = GradientRatioTrace(settings={
         "dataset": dataset, "model": model, "iterations": iterations, "batch_size": batch_size,
         "optimizer": f"{optimizer} lr {lr}", "seed": seed, "pixel_value": value,
-        "data_checksum": train.checksum()})
+        "num_classes": train.num_classes, "data_checksum": train.checksum()})
+
+    def evaluate() -> dict[str, float]:
+        net.eval()
+        accuracy = {}
+        with torch.inference_mode():
+            for split, ds in bundle.evals.items():
+                correct = sum((net(b.x).argmax(1) == b.y).sum().item()
+                              for b in InMemoryLoader(ds, EVAL_BATCH, shuffle=False).epoch(0))
+                accuracy[split] = 100.0 * correct / len(ds)
+        net.train()
+        return accuracy
+
     step, epoch = 0, 0
     net.train()
     while step < iterations:
@@ -107,15 +127,14 @@ def track_gradient_ratio(dataset: str = "one_pixel_mnist", model: str = "mlp",
             trace.accuracy.append((logits.argmax(1) == batch.y).float().mean().item() * 100)
             trace.causal_norm.append(causal)
             trace.confounding_norm.append(confound)
+            if eval_every and step % eval_every == 0 and step != iterations:
+                trace.test_curve[step] = evaluate()
             if step == iterations:
                 break
         epoch += 1
-    net.eval()
-    with torch.inference_mode():
-        for split, ds in bundle.evals.items():
-            correct = sum((net(b.x).argmax(1) == b.y).sum().item()
-                          for b in InMemoryLoader(ds, EVAL_BATCH, shuffle=False).epoch(0))
-            trace.test_accuracy[split] = 100.0 * correct / len(ds)
+    trace.test_accuracy = evaluate()
+    if eval_every:
+        trace.test_curve[iterations] = trace.test_accuracy
     return trace
 
 
@@ -125,7 +144,8 @@ def plot_gradient_ratio(trace: GradientRatioTrace, path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
+    panels = 4 if trace.test_curve else 3
+    fig, axes = plt.subplots(1, panels, figsize=(4.7 * panels, 3.8))
     it = trace.iterations
     ax = axes[0]
     ax.plot(it, trace.loss, color="tab:red", label="training loss")
@@ -155,6 +175,18 @@ def plot_gradient_ratio(trace: GradientRatioTrace, path: Path) -> Path:
     ax.set_yscale("log")
     ax.set_xlabel("iteration")
     ax.set_title("gradient ratio GR (Eq. 1)")
+    if trace.test_curve:
+        ax = axes[3]
+        steps = sorted(trace.test_curve)
+        for split in trace.test_accuracy:
+            ax.plot(steps, [trace.test_curve[s][split] for s in steps], marker=".",
+                    label=split)
+        ax.axhline(100.0 / trace.settings["num_classes"], color="grey", ls="--", lw=1,
+                   label="chance")
+        ax.set_ylim(0, 100)
+        ax.set_xlabel("iteration")
+        ax.set_title("test accuracy (%)")
+        ax.legend(fontsize=8)
     tests = ", ".join(f"{k} {v:.1f} %" for k, v in trace.test_accuracy.items())
     fig.suptitle(f"One-pixel problem, {trace.settings['dataset']}, {trace.settings['model']}; "
                  f"test accuracy: {tests}", fontsize=10)
