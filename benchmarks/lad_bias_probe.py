@@ -28,10 +28,10 @@ def main() -> None:
     args = parser.parse_args()
     rows = []
     for run in sorted(Path(args.bench_dir).glob("*/*/seed*")):
-        if not (run / "summary.json").exists() or not (run / "stages" / "walk.json").exists():
+        if not (run / runs.SUMMARY).exists() or not (run / runs.STAGES / "walk.json").exists():
             continue
         _, probed = explain_lad_run(run, data_dir=args.data_dir)
-        metrics = runs.read_json(run / "summary.json")["metrics"]
+        metrics = runs.read_json(run / runs.SUMMARY)["metrics"]
         split = probed["probe_split"]
         rows.append({"method": run.parent.parent.name, "row": run.parent.name, "run": run.name,
                      "probe_split": split,

@@ -27,6 +27,8 @@ os.umask(_UMASK)
 
 CONFIG, METRICS, CHECKPOINT, SUMMARY, MODEL = (
     "config.json", "metrics.jsonl", "checkpoint.pt", "summary.json", "model.pt")
+#: Folder of a run's cached pipeline stages (:class:`debiaskit.stages.StageStore`).
+STAGES = "stages"
 
 
 def _disk_error(path: Path, err: OSError) -> DebiaskitError:

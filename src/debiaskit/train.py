@@ -117,7 +117,7 @@ def check_config(cfg: RunConfig) -> RunConfig:
         raise ConfigError(f"held-out fraction must be in (0, 1), got {cfg.heldout_fraction}")
     if cfg.patience < 1:
         raise ConfigError(f"patience must be >= 1, got {cfg.patience}")
-    if cfg.reuse_stages is not None and not (Path(cfg.reuse_stages) / "stages").is_dir():
+    if cfg.reuse_stages is not None and not (Path(cfg.reuse_stages) / runs.STAGES).is_dir():
         raise ConfigError(f"--reuse-stages {cfg.reuse_stages}: no stages folder there; name "
                           "the directory of a run that has cached stages (e.g. a LAD run)")
     if cfg.selection == "early_stop" and not method_cls.has_objective():
@@ -305,8 +305,8 @@ class Trainer:
             runs.rewrite_metrics(self.out, runs.read_metrics(self.out, up_to_epoch=start))
         else:  # interrupted before the first checkpoint: start over, keep the config
             runs.rewrite_metrics(self.out, [])
-        stages = StageStore(self.out / "stages", cfg.reuse_stages and
-                            Path(cfg.reuse_stages) / "stages")
+        reuse_from = None if cfg.reuse_stages is None else Path(cfg.reuse_stages) / runs.STAGES
+        stages = StageStore(self.out / runs.STAGES, reuse_from)
         train = method.prepare_training_data(train, prep.evals, stages, cfg.seed, device)
         loader = InMemoryLoader(train, cfg.batch_size, shuffle=True, seed=cfg.seed,
                                 device=device, augment=AUGMENTATIONS[cfg.augment]())
@@ -374,9 +374,11 @@ class Trainer:
             "train_seconds": sum(r["train_seconds"] for r in records),
         }
         if self.stage_records:
-            summary["stages"] = {name: {"checksum": rec["checksum"], **rec["stats"],
-                                        **{k: rec[k] for k in ("reused_from",) if k in rec}}
-                                 for name, rec in self.stage_records.items()}
+            summary["stages"] = {}
+            for name, rec in self.stage_records.items():
+                summary["stages"][name] = {"checksum": rec["checksum"], **rec["stats"]}
+                if "reused_from" in rec:
+                    summary["stages"][name]["reused_from"] = rec["reused_from"]
         runs.write_json(self.out / runs.SUMMARY, summary)
         (self.out / runs.CHECKPOINT).unlink(missing_ok=True)
         return summary
