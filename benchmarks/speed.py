@@ -7,9 +7,13 @@ Measures, in one run on this machine and with one thread (as each bench worker u
     ``Method.update``, and each one's time relative to Vanilla's;
   * each epoch's counted arithmetic of the linear layers (forward, weight gradients, input
     gradients except for layers reading the image) divided by its time, as a share of
-    the matmul rate.
+    the matmul rate;
+  * Vanilla's training step in float32 and under bf16 autocast (``--precision bf16``) for
+    each of ``--precision-models`` (ResNet-20 is LAD's f_strong), as seconds per 1,000
+    images over ``--precision-batches`` batches of 128 and the bf16 / float32 ratio.
 
     python benchmarks/speed.py [--data-dir DIR] [--epochs 3] [--methods erm,lff,sih,disent]
+                               [--precision-models mlp,resnet20] [--precision-batches 40]
                                [--out speed.json]
 
 Reports the best of ``--epochs`` epochs (after one warm-up epoch).
@@ -27,7 +31,7 @@ from torch import nn
 
 from debiaskit.data.loader import InMemoryLoader
 from debiaskit.speed import keep_freed_buffers
-from debiaskit.train import RunConfig, prepare
+from debiaskit.train import RunConfig, arithmetic, prepare
 
 
 def matmul_rate(m: int, k: int, n: int, seconds: float = 2.0) -> float:
@@ -73,11 +77,33 @@ def epoch_time(method_name: str, data_dir, epochs: int) -> tuple[float, float]:
     return min(times[1:]), flops * len(prep.train) / 1e9
 
 
+def step_seconds_per_1000(model: str, precision: str, data_dir, batches: int) -> float:
+    """Seconds per 1,000 images of Vanilla's training step (batch 128) on Colored MNIST,
+    the best of two passes over ``batches`` batches after a warm-up batch."""
+    cfg = RunConfig(method="erm", model=model, precision=precision, batch_size=128,
+                    data_params={"conflict_ratio": 0.01}, data_dir=data_dir, selection="last")
+    prep = prepare(cfg)
+    prep.method.train(True)
+    loader = InMemoryLoader(prep.train, cfg.batch_size, shuffle=True, seed=0)
+    chosen = [b for _, b in zip(range(batches + 1), loader.epoch(0))]
+    best = float("inf")
+    for _ in range(2):
+        for i, batch in enumerate(chosen):
+            if i == 1:
+                t0 = time.perf_counter()
+            with arithmetic(cfg):
+                prep.method.update(batch)
+        best = min(best, time.perf_counter() - t0)
+    return best / (batches * cfg.batch_size) * 1000
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data-dir")
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--methods", default="erm,lff,sih,disent")
+    ap.add_argument("--precision-models", default="mlp,resnet20")
+    ap.add_argument("--precision-batches", type=int, default=40)
     ap.add_argument("--out")
     args = ap.parse_args()
     torch.set_num_threads(1)
@@ -102,6 +128,13 @@ def main() -> None:
         print(f"{LABELS.get(name, name):8s} epoch (60k, batch 256): {r['epoch_seconds']:.2f} s"
               f"{ratio}; {r['epoch_gflop']:.1f} GFLOP -> {r['gflops']:.1f} GFLOP/s = "
               f"{100 * r['share_of_matmul_rate']:.0f} % of the matmul rate")
+    for model in filter(None, args.precision_models.split(",")):
+        fp32, bf16 = (step_seconds_per_1000(model, p, args.data_dir, args.precision_batches)
+                      for p in ("fp32", "bf16"))
+        res[f"precision_{model}"] = {"fp32_seconds_per_1000": fp32,
+                                     "bf16_seconds_per_1000": bf16, "bf16_over_fp32": bf16 / fp32}
+        print(f"{model:8s} Vanilla step, batch 128: float32 {fp32:.3f} s / 1,000 images, "
+              f"bf16 autocast {bf16:.3f} s ({bf16 / fp32:.2f}x float32's time)")
     if args.out:
         with open(args.out, "w") as f:
             json.dump(res, f, indent=2)

@@ -99,6 +99,7 @@ def test_bench_runs_reports_and_skips_finished(capsys, tmp_path, data_dir):
     assert code == 0
     assert "| 99.0 |" in out and "50.34 +- 0.16" in out and "74.01 +- 2.21" in out
     assert "Model selection and length: last epoch" in out and "seeds [0]" in out
+    assert "augmentation none, float32," in out
     report = tmp_path / "quick"
     assert (report / "report.md").exists() and (report / "curves.png").stat().st_size > 10000
     code, out, _ = run_cli(capsys, *args)
@@ -111,7 +112,19 @@ def test_bench_bad_input(capsys, tmp_path):
     code, _, err = run_cli(capsys, "bench", "lff-cmnist", "--methods", "SiH",
                            "--out", str(tmp_path / "b"))
     assert code == 2 and "no method SiH" in err
+    code, _, err = run_cli(capsys, "bench", "quick", "--precision", "fp8",
+                           "--out", str(tmp_path / "b"))
+    assert code == 2 and "unknown precision 'fp8'" in err
     assert not (tmp_path / "b").exists()
+
+
+def test_bench_in_bf16_says_so(capsys, tmp_path, data_dir):
+    code, out, _ = run_cli(capsys, "bench", "quick", "--epochs", "1", "--workers", "2",
+                           "--precision", "bf16", "--out", str(tmp_path), "--data-dir", data_dir)
+    assert code == 0 and "bf16 autocast (the papers train in float32)" in out
+    summary = json.loads((tmp_path / "quick" / "LfF" / "99.0" / "seed0" / "summary.json")
+                         .read_text())
+    assert "bf16 autocast" in summary["protocol"]
 
 
 def test_bench_on_a_local_ray_cluster(tmp_path, data_dir):

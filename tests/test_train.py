@@ -11,7 +11,7 @@ import pytest
 
 from debiaskit import runs
 from debiaskit.errors import ConfigError, DebiaskitError
-from debiaskit.train import RunConfig, train
+from debiaskit.train import RunConfig, check_config, train
 
 SMALL = dict(data_params={"conflict_ratio": 0.02}, train_subset=6000, eval_subset=2000,
              progress=False, threads=1)
@@ -124,3 +124,26 @@ def test_atomic_write_leaves_old_file_on_failure(tmp_path):
         runs.atomic_write(path, boom)
     assert runs.read_json(path) == {"a": 1}
     assert os.listdir(tmp_path) == ["f.json"]
+
+
+def test_bf16_autocast_trains_like_float32_and_says_so(data_dir, tmp_path):
+    fp32 = train(RunConfig(method="lff", epochs=2, data_dir=data_dir, **SMALL), tmp_path / "a")
+    bf16 = train(RunConfig(method="lff", epochs=2, precision="bf16", data_dir=data_dir, **SMALL),
+                 tmp_path / "b")
+    assert bf16["metrics"] != fp32["metrics"]  # the passes really ran in bfloat16
+    assert set(bf16["metrics"]) == set(fp32["metrics"])
+    for split in fp32["metrics"]:  # the final and the biased model, aligned and conflicting
+        for column in ("aligned", "conflicting"):
+            assert abs(bf16["metrics"][split][column] - fp32["metrics"][split][column]) < 3.0
+    assert "bf16 autocast" in bf16["protocol"] and "autocast" not in fp32["protocol"]
+    with pytest.raises(ConfigError, match="precision"):
+        train(RunConfig(method="erm", precision="fp8", data_dir=data_dir, **SMALL), tmp_path / "c")
+    assert not (tmp_path / "c").exists()
+
+
+def test_run_written_before_a_config_field_existed_resumes(data_dir, tmp_path):
+    cfg = check_config(RunConfig(method="erm", epochs=1, data_dir=data_dir, **SMALL))
+    old = {k: v for k, v in runs.json_safe(cfg.identity()).items() if k != "precision"}
+    tmp_path.mkdir(exist_ok=True)
+    (tmp_path / runs.CONFIG).write_text(json.dumps({"run": old}))
+    assert train(cfg, tmp_path)["epochs_trained"] == 1

@@ -46,6 +46,12 @@ SELECTION = {
               "papers that did this; not a valid model-selection protocol)",
 }
 
+#: Arithmetic precisions of the training and evaluation passes: name -> autocast dtype (None:
+#: plain float32). bf16 runs the forward passes under ``torch.autocast`` (weights, optimiser
+#: state and losses stay float32), about twice as fast for convolutional networks on CPUs with
+#: AVX512-BF16 or AMX; it changes the numbers slightly, so it is part of a run's identity.
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
+
 #: Evaluation batch size (large enough to amortise per-batch overhead, small enough for cache).
 EVAL_BATCH = 1024
 
@@ -67,6 +73,9 @@ class RunConfig:
     (``debiaskit.data.augment.AUGMENTATIONS``). ``reuse_stages`` names another run's
     directory whose cached stages (LAD's VQ-VAE, f, walk) are copied in when their keys
     match (:class:`debiaskit.stages.StageStore`); it does not change the result.
+    ``precision`` (``PRECISIONS``) is the arithmetic of the final classifier's training and
+    evaluation passes; the papers train in float32 (the default). Method stages computed
+    before training (LAD's VQ-VAE, f, walk) always run in float32.
     """
 
     dataset: str = "colored_mnist"
@@ -78,6 +87,7 @@ class RunConfig:
     epochs: int = 100
     batch_size: int = 256
     augment: str = "none"
+    precision: str = "fp32"
     seed: int = 0
     selection: str | None = None
     heldout_fraction: float = 0.1
@@ -106,6 +116,8 @@ def check_config(cfg: RunConfig) -> RunConfig:
         raise unknown_name("model-selection policy", cfg.selection, SELECTION)
     if cfg.augment not in AUGMENTATIONS:
         raise unknown_name("augmentation", cfg.augment, AUGMENTATIONS)
+    if cfg.precision not in PRECISIONS:
+        raise unknown_name("precision", cfg.precision, PRECISIONS)
     if cfg.epochs < 1:
         raise ConfigError(f"epochs must be >= 1, got {cfg.epochs}")
     if cfg.batch_size < 1:
@@ -190,6 +202,20 @@ def prepare(cfg: RunConfig) -> Prepared:
     return Prepared(cfg, bundle, train, evals, method)
 
 
+def arithmetic(cfg: RunConfig) -> torch.autocast:
+    """The autocast context of ``cfg.precision`` for the training and evaluation passes
+    (disabled for float32).
+
+    Its cache of low-precision weight copies is off: the cache lives until the context
+    exits, so a context around several optimiser steps (or a method that steps one network
+    and then runs it again within one update) would keep computing with the weights of
+    before the step. Each weight is cast once per forward pass anyway.
+    """
+    dtype = PRECISIONS[cfg.precision]
+    return torch.autocast(torch.device(cfg.device).type, dtype=dtype or torch.bfloat16,
+                          enabled=dtype is not None, cache_enabled=False)
+
+
 @torch.inference_mode()
 def evaluate(predictors: dict, loader: InMemoryLoader) -> dict:
     """Metrics of every predictor (name -> logits function) on ``loader``'s whole dataset,
@@ -239,7 +265,8 @@ def protocol_text(cfg: RunConfig, evals: dict) -> str:
     epochs = (f"up to {cfg.epochs} epochs (patience {cfg.patience})"
               if cfg.selection == "early_stop" else f"{cfg.epochs} epochs")
     return (f"{cfg.method} on {cfg.dataset} {cfg.data_params}, model {cfg.model}, "
-            f"{epochs}, batch {cfg.batch_size}, augmentation {cfg.augment}, seed {cfg.seed}; "
+            f"{epochs}, batch {cfg.batch_size}, augmentation {cfg.augment}, "
+            f"{'' if cfg.precision == 'fp32' else cfg.precision + ' autocast, '}seed {cfg.seed}; "
             f"model selection: "
             f"{SELECTION[cfg.selection]}; evaluated on: {', '.join(evals)}")
 
@@ -264,7 +291,9 @@ class Trainer:
                                      "choose another output directory")
             return None
         stored = runs.read_json(cfg_path)
-        if stored.get("run") != runs.json_safe(self.cfg.identity()):
+        # a field added since the run was written takes its default
+        defaults = runs.json_safe(RunConfig().identity())
+        if {**defaults, **stored.get("run", {})} != runs.json_safe(self.cfg.identity()):
             raise DebiaskitError(f"{self.out} holds an unfinished run with a different "
                                  "configuration; use another output directory or the same options")
         return stored
@@ -322,17 +351,21 @@ class Trainer:
             pool = method.begin_epoch(epoch, loader)
             method.train(True)
             sums, steps = {}, 0
-            for batch in loader.epoch(epoch, pool):
-                for k, v in method.update(batch).items():
+            for batch in loader.epoch(epoch, pool):  # (augmented in float32)
+                with arithmetic(cfg):
+                    step_stats = method.update(batch)
+                for k, v in step_stats.items():
                     sums[k] = sums.get(k, 0.0) + v
                 steps += 1
             train_time = time.perf_counter() - t0
             method.train(False)
-            evals = {f"{prefix}{split}": metrics for split, ld in eval_loaders.items()
-                     for prefix, metrics in evaluate(predictors, ld).items()}
+            with arithmetic(cfg):
+                evals = {f"{prefix}{split}": metrics for split, ld in eval_loaders.items()
+                         for prefix, metrics in evaluate(predictors, ld).items()}
+                objective = (heldout_objective(method, eval_loaders["val"]) if early_stop
+                             else None)
             stats = {k: v / max(steps, 1) for k, v in sums.items()}
             stats.update(method.epoch_stats(train))
-            objective = heldout_objective(method, eval_loaders["val"]) if early_stop else None
             for sched in schedulers.values():
                 sched.step(objective)
             record = {"epoch": epoch + 1, "train": stats, "eval": evals,

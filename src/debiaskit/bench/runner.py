@@ -36,9 +36,10 @@ class PlannedRun:
 
 
 def plan(preset: TablePreset, out: Path, seeds: int, methods=None, epochs: int | None = None,
-         data_dir=None, threads: int = 1, rows=None) -> list[PlannedRun]:
+         data_dir=None, threads: int = 1, rows=None,
+         precision: str | None = None) -> list[PlannedRun]:
     """The runs of ``preset`` for seeds 0..seeds-1 (optionally fewer methods, rows or
-    epochs)."""
+    epochs, or another ``precision`` than the papers' float32)."""
     methods = list(methods or preset.default_methods or preset.methods)
     unknown = [m for m in methods if m not in preset.methods]
     if unknown:
@@ -71,6 +72,8 @@ def plan(preset: TablePreset, out: Path, seeds: int, methods=None, epochs: int |
                                 progress=False, **fields)
                 if epochs is not None:
                     cfg = replace(cfg, epochs=epochs)
+                if precision is not None:
+                    cfg = replace(cfg, precision=precision)
                 cfg = check_config(cfg)  # fills in the method's own selection policy
                 run_dir = out / display / row.label / f"seed{seed}"
                 out_planned.append(PlannedRun(display, row.label, seed, cfg, run_dir))
