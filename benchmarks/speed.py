@@ -106,6 +106,8 @@ def main() -> None:
     ap.add_argument("--precision-batches", type=int, default=40)
     ap.add_argument("--out")
     args = ap.parse_args()
+    if args.precision_batches < 1:
+        ap.error("--precision-batches must be >= 1")
     torch.set_num_threads(1)
     keep_freed_buffers()
     res = {"machine": platform.processor() or platform.machine(), "torch": torch.__version__,

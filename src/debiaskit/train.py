@@ -48,8 +48,9 @@ SELECTION = {
 
 #: Arithmetic precisions of the training and evaluation passes: name -> autocast dtype (None:
 #: plain float32). bf16 runs the forward passes under ``torch.autocast`` (weights, optimiser
-#: state and losses stay float32), about twice as fast for convolutional networks on CPUs with
-#: AVX512-BF16 or AMX; it changes the numbers slightly, so it is part of a run's identity.
+#: state and losses stay float32): a ResNet-20 step takes about half float32's time on a CPU
+#: with AVX512-BF16 (benchmarks/speed.py); it changes the numbers slightly, so it is part
+#: of a run's identity.
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
 
 #: Evaluation batch size (large enough to amortise per-batch overhead, small enough for cache).
