@@ -10,7 +10,6 @@ and the run's protocol, then the mean +- sample std (the bench report's statisti
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from debiaskit import runs

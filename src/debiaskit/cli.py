@@ -79,8 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--augment", default="none", help="batched training augmentation: none, "
                    "crop_flip (CIFAR), crop, crop_affine (LAD's MNIST: crop pad 4 + affine)")
     t.add_argument("--precision", default="fp32", help="arithmetic of the training and "
-                   "evaluation passes: fp32 (the papers') or bf16 (autocast; about 2x faster "
-                   "for ResNets on CPUs with AVX512-BF16/AMX, slightly different numbers)")
+                   "evaluation passes: fp32 (the papers') or bf16 (autocast; a ResNet-20 step "
+                   "took half float32's time on an AVX512-BF16 CPU; slightly different numbers)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--selection", help="model selection (default: the method's own; see "
                    "'debiaskit methods'): "
