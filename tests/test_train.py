@@ -135,7 +135,7 @@ def test_bf16_autocast_trains_like_float32_and_says_so(data_dir, tmp_path):
     for split in fp32["metrics"]:  # the final and the biased model, aligned and conflicting
         for column in ("aligned", "conflicting"):
             assert abs(bf16["metrics"][split][column] - fp32["metrics"][split][column]) < 3.0
-    assert "bf16 autocast" in bf16["protocol"] and "autocast" not in fp32["protocol"]
+    assert "bf16 autocast" in bf16["protocol"] and "float32, seed" in fp32["protocol"]
     with pytest.raises(ConfigError, match="precision"):
         train(RunConfig(method="erm", precision="fp8", data_dir=data_dir, **SMALL), tmp_path / "c")
     assert not (tmp_path / "c").exists()

@@ -53,6 +53,12 @@ SELECTION = {
 #: of a run's identity.
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
 
+
+def describe_precision(precision: str) -> str:
+    """How a report states ``precision`` (the papers all train in float32)."""
+    return ("float32" if precision == "fp32"
+            else f"{precision} autocast (the papers train in float32)")
+
 #: Evaluation batch size (large enough to amortise per-batch overhead, small enough for cache).
 EVAL_BATCH = 1024
 
@@ -267,7 +273,7 @@ def protocol_text(cfg: RunConfig, evals: dict) -> str:
               if cfg.selection == "early_stop" else f"{cfg.epochs} epochs")
     return (f"{cfg.method} on {cfg.dataset} {cfg.data_params}, model {cfg.model}, "
             f"{epochs}, batch {cfg.batch_size}, augmentation {cfg.augment}, "
-            f"{'' if cfg.precision == 'fp32' else cfg.precision + ' autocast, '}seed {cfg.seed}; "
+            f"{describe_precision(cfg.precision)}, seed {cfg.seed}; "
             f"model selection: "
             f"{SELECTION[cfg.selection]}; evaluated on: {', '.join(evals)}")
 

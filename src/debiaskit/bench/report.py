@@ -11,7 +11,7 @@ import numpy as np
 
 from .. import runs
 from ..explain.curves import draw_aligned_conflicting, save_png
-from ..train import SELECTION
+from ..train import SELECTION, describe_precision
 from .presets import TablePreset
 from .runner import PlannedRun
 
@@ -77,8 +77,6 @@ def protocol_lines(preset: TablePreset, planned: list[PlannedRun]) -> list[str]:
     hparams = "; ".join(dict.fromkeys(f"{p.method} ({p.row}) {p.config.hparams}"
                                       for p in planned if p.config.hparams))
     metric = METRIC_NAMES.get(preset.metric, preset.metric)
-    arithmetic = ("float32" if cfg.precision == "fp32"
-                  else f"{cfg.precision} autocast (the papers train in float32)")
     if preset.column_metrics:
         metric += " (" + "; ".join(f"column {c}: {METRIC_NAMES.get(m, m)}"
                                    for c, m in preset.column_metrics.items()) + ")"
@@ -89,7 +87,7 @@ def protocol_lines(preset: TablePreset, planned: list[PlannedRun]) -> list[str]:
         f"Model selection and length: {selection}.",
         f"Training: model {cfg.model}{' ' + str(cfg.model_options) if cfg.model_options else ''}"
         f", batch {cfg.batch_size}, augmentation {cfg.augment}, "
-        f"{arithmetic}, "
+        f"{describe_precision(cfg.precision)}, "
         f"method hyper-parameters {hparams or 'the paper defaults'}. {preset.notes}",
     ]
 
