@@ -9,14 +9,17 @@ library's own stage code (``debiaskit.methods.lad.LAD``), on
     we have until Corrupted CIFAR-10 is built) with the paper's CIFAR settings (Section 5:
     2048 codes of length 64, van den Oord's 8 x 8 grid, walk 4 steps of alpha 0.07,
     crop + flip), which measures the 32 x 32 VQ-VAE's reconstruction quality and the
-    walk's cost on CIFAR-sized latents;
+    walk's cost on CIFAR-sized latents,
+
+and reports the time of
 
   * ``vqvae``: training the VQ-VAE (``--vq-epochs``, default the lad default 3), with its
     reconstruction PSNR on the training set and the first evaluation split;
   * ``bias_classifier``: training f on the cached codes;
   * ``walk``: the latent walk and decoding of every training image, also reported as
     seconds per 1,000 images;
-  * one training epoch of f_strong with the paper's augmentation (crop + RandomAffine):
+  * one training epoch of f_strong with the paper's augmentation (MNIST: crop +
+    RandomAffine; CIFAR: crop + flip):
     the MLP on the decoded images (the LAD run's own epoch); ResNet-20 as a Vanilla run on
     ``--strong-subset`` original images (the same cost per image), scaled to the whole
     training set.
@@ -55,7 +58,7 @@ def main() -> None:
     parser.add_argument("--dataset", default="bg_colored_mnist",
                         choices=("bg_colored_mnist", "colored_mnist", "one_pixel_cifar10"))
     parser.add_argument("--train-subset", type=int, default=None,
-                        help="train on this many images (default: all 60,000)")
+                        help="train on this many images (default: the whole training set)")
     parser.add_argument("--vq-epochs", type=int, default=3)
     parser.add_argument("--strong-subset", type=int, default=2560)
     parser.add_argument("--data-dir", default=None)

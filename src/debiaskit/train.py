@@ -59,6 +59,7 @@ def describe_precision(precision: str) -> str:
     return ("float32" if precision == "fp32"
             else f"{precision} autocast (the papers train in float32)")
 
+
 #: Evaluation batch size (large enough to amortise per-batch overhead, small enough for cache).
 EVAL_BATCH = 1024
 
