@@ -283,12 +283,20 @@ def test_bias_probe_tells_a_remapped_bias_from_a_removed_one(data_dir, mnist):
     colour nowhere; recolouring with random colours brings it near 0."""
     from debiaskit.data.protocols.bg_colored_mnist import colorize_background
     from debiaskit.explain.bias_probe import (bias_dependence, class_bias_nmi,
-                                              most_independent_split, predict, train_probe)
+                                              most_independent_split, predict,
+                                              probe_reads_bias, train_probe)
     bundle = build_data("bg_colored_mnist", data_dir)
     split = most_independent_split(bundle.evals)
     assert split == "unbiased"
     probe, accuracy = train_probe(bundle.evals[split], "b", epochs=2)
-    assert accuracy > 95
+    assert accuracy > 95 and probe_reads_bias(accuracy, 10)
+    # bias labels shuffled against the images: nothing to read, and the probe says so
+    unreadable = bundle.evals[split]
+    unreadable = replace(unreadable, b=unreadable.b[torch.randperm(
+        len(unreadable), generator=torch.Generator().manual_seed(0))])
+    _, chance_accuracy = train_probe(unreadable, "b", epochs=2)
+    assert chance_accuracy < 20 and not probe_reads_bias(chance_accuracy, 10)
+    assert probe_reads_bias(55.0, 10) and not probe_reads_bias(54.9, 10)  # halfway: 55 %
     gray, y = mnist.x_train[:2000], torch.tensor(mnist.y_train[:2000], dtype=torch.long)
     remapped = torch.from_numpy(colorize_background(gray, ((y + 3) % 10).numpy()))
     dep = bias_dependence(y, predict(probe, remapped), 10, 10, b=y)

@@ -234,6 +234,10 @@ def cmd_explain(args) -> None:
                       f"{k} images NMI(class, bias) {probed[k]['class_bias_nmi']:.3f}, "
                       f"bias kept {probed[k]['bias_kept']:.1f} %, signal probe "
                       f"{probed[k]['signal_accuracy']:.1f} %" for k in ("original", "walked")))
+            if not probed["probe_reads_bias"]:
+                print("warning: the bias probe cannot read the bias (held-out accuracy not "
+                      "halfway from chance to 100 %), so its figures do not show whether the "
+                      "walk removed the bias")
             print(f"wrote {png.with_name('lad_bias.json')} and lad_bias.png")
         return
     if args.explain_command == "gradient-ratio":

@@ -11,7 +11,9 @@ The probe reads the bias attribute from the images themselves:
 1. a classifier learns the bias label ``b`` on an evaluation split in which ``b`` tells the
    least about the class (lowest normalised mutual information of class and bias, e.g.
    coloured MNIST's "independent" split), so it learns the attribute and not the digit;
-   its accuracy on a held-out fifth of that split says how far to trust it;
+   its accuracy on a held-out fifth of that split says how far to trust it (a probe that
+   does not get halfway from chance to 100 % cannot read the attribute, e.g. one pixel
+   blurred away by a VQ-VAE, and its readings of the generated images mean nothing);
 2. on the generated images its predictions ``b_hat`` give ``bias_kept`` (% of images
    whose ``b_hat`` is still their original bias label), ``class_bias_nmi`` (normalised
    mutual information of class and ``b_hat``, scikit-learn's arithmetic normalisation: 1
@@ -43,6 +45,13 @@ def class_bias_nmi(y, b) -> float:
     """Normalised mutual information of class labels ``y`` and bias labels ``b``."""
     return float(normalized_mutual_info_score(torch.as_tensor(y).cpu().numpy(),
                                               torch.as_tensor(b).cpu().numpy()))
+
+
+def probe_reads_bias(heldout_accuracy: float, num_bias: int) -> bool:
+    """Whether a bias probe's held-out accuracy (%) is at least halfway from chance
+    (``100 / num_bias``) to 100 %, i.e. whether its readings can be trusted."""
+    chance = 100.0 / num_bias
+    return heldout_accuracy >= chance + (100.0 - chance) / 2
 
 
 def most_independent_split(evals: dict[str, BiasedDataset]) -> str:

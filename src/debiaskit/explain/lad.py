@@ -20,7 +20,8 @@ import torch
 from .. import runs
 from ..data.loader import as_float_images
 from ..errors import DebiaskitError
-from .bias_probe import bias_dependence, most_independent_split, predict, train_probe
+from .bias_probe import (bias_dependence, most_independent_split, predict, probe_reads_bias,
+                         train_probe)
 from .curves import save_png
 from .images import save_image_grid
 
@@ -75,6 +76,7 @@ def probe_walk(train, walked: torch.Tensor, evals: dict, seed: int, stem: Path) 
     bias_net, bias_accuracy = train_probe(evals[split], "b", seed=seed)
     signal_net, signal_accuracy = train_probe(evals[split], "y", seed=seed)
     result = {"probe_split": split, "probe_heldout_accuracy": bias_accuracy,
+              "probe_reads_bias": probe_reads_bias(bias_accuracy, evals[split].num_bias),
               "signal_probe_heldout_accuracy": signal_accuracy,
               "protocol": f"two MLPs (bias label, class), Adam 1e-3, 5 epochs, on 80 % of "
                           f"the {split!r} split (seed {seed}); accuracy on the other 20 %"}
@@ -109,10 +111,12 @@ def plot_bias_tables(result: dict, path: Path) -> Path:
         ax.set_title(f"{name}: NMI(class, bias) {result[name]['class_bias_nmi']:.2f}, "
                      f"bias kept {result[name]['bias_kept']:.0f} %, signal probe "
                      f"{result[name]['signal_accuracy']:.0f} %", fontsize=9)
+    caveat = ("" if result["probe_reads_bias"] else "\nTHE BIAS PROBE IS NEAR CHANCE: these "
+              "tables do not show whether the walk removed the bias")
     fig.suptitle(f"Probes trained on the {result['probe_split']} split (held-out accuracy: "
                  f"bias {result['probe_heldout_accuracy']:.1f} %, class "
                  f"{result['signal_probe_heldout_accuracy']:.1f} %); cells: % of each class's "
-                 "images per probed bias value", fontsize=9)
+                 f"images per probed bias value{caveat}", fontsize=9)
     fig.tight_layout()
     save_png(fig, path)
     return path
