@@ -228,6 +228,31 @@ def test_stage_store_caches_and_recomputes_on_a_new_key(tmp_path):
     assert calls == [1, 2] and c["x"][0] == 2 and store.checksum("stage") != checksum
 
 
+def test_stage_cached_before_an_option_existed_is_reused_only_at_its_default(tmp_path):
+    """A record whose key lacks a newer option matches a key with that option at its
+    default (here and through reuse_from), and not at another value."""
+    calls = []
+
+    def compute(value):
+        calls.append(value)
+        return {"x": torch.full((3,), float(value))}, {}
+
+    StageStore(tmp_path / "old").run("stage", {"v": 1}, lambda: compute(1))  # before "mode"
+    defaults = {"mode": "plain", "other_stage_option": 3}  # only the key's fields count
+    same = StageStore(tmp_path / "old").run("stage", {"v": 1, "mode": "plain"},
+                                            lambda: compute(1), defaults)
+    assert calls == [1] and same["x"][0] == 1
+    reuser = StageStore(tmp_path / "new", reuse_from=tmp_path / "old")
+    reuser.run("stage", {"v": 1, "mode": "plain"}, lambda: compute(1), defaults)
+    assert calls == [1] and reuser.records["stage"]["key"] == {"v": 1, "mode": "plain"}
+    StageStore(tmp_path / "other", reuse_from=tmp_path / "old").run(
+        "stage", {"v": 1, "mode": "fancy"}, lambda: compute(2), defaults)
+    assert calls == [1, 2]
+    StageStore(tmp_path / "nodefaults", reuse_from=tmp_path / "old").run(
+        "stage", {"v": 1, "mode": "plain"}, lambda: compute(3))
+    assert calls == [1, 2, 3]  # without defaults a missing field is a different key
+
+
 def test_stage_store_reuses_another_runs_stage_only_when_its_key_matches(tmp_path):
     calls = []
 

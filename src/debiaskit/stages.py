@@ -14,6 +14,11 @@ an artefact there is copied in instead of computed (``debiaskit train --reuse-st
 a user can try another final classifier on the same walked images without retraining the
 VQ-VAE. The key decides, as for the run's own artefacts: a stage whose settings differ is
 computed afresh.
+
+A record written before a setting existed lacks that field in its key; ``defaults`` (the
+settings' default values) fill such gaps before the keys are compared, as run configs
+written before a field existed resume with its default. So a library update that adds an
+option does not recompute cached stages, unless the option is set to something else.
 """
 
 from __future__ import annotations
@@ -59,39 +64,49 @@ class StageStore:
         self.reuse_from = None if reuse_from is None else Path(reuse_from)
         self.records: dict[str, dict] = {}
 
-    def _cached(self, root: Path, name: str, digest: str) -> tuple[dict, dict] | None:
-        """``(artefact, record)`` of stage ``name`` under ``root`` if its key matches."""
+    def _cached(self, root: Path, name: str, key: dict,
+                defaults: dict) -> tuple[dict, dict] | None:
+        """``(artefact, record)`` of stage ``name`` under ``root`` if its key matches
+        ``key`` (fields the record lacks taken from ``defaults``)."""
         path, meta_path = root / f"{name}.pt", root / f"{name}.json"
         if not (path.exists() and meta_path.exists()):
             return None
         meta = runs.read_json(meta_path)
-        if meta.get("key_digest") != digest:
+        stored = meta.get("key", {})
+        completed = {**{k: defaults[k] for k in key if k in defaults and k not in stored},
+                     **stored}
+        if key_digest(completed) != key_digest(key):
             return None
         return runs.load_torch(path), meta
 
-    def run(self, name: str, key: dict, compute: Callable[[], tuple[dict, dict]]) -> dict:
+    def run(self, name: str, key: dict, compute: Callable[[], tuple[dict, dict]],
+            defaults: dict | None = None) -> dict:
         """The artefact of stage ``name`` for ``key``: loaded if cached, else computed.
 
         ``compute()`` returns ``(artefact, stats)``; ``stats`` (numbers, plus the compute
         time as ``seconds``) are recorded in
         ``RUN_DIR/stages/NAME.json`` and in :attr:`records` (the run summary shows them).
         The artefact's content checksum is in the record as ``checksum``; pass it in the
-        key of any stage that consumes the artefact.
+        key of any stage that consumes the artefact. ``defaults`` are the default values
+        of the settings in ``key``, for records written before a setting existed.
         """
         digest = key_digest(key)
+        defaults = defaults or {}
         path, meta_path = self.root / f"{name}.pt", self.root / f"{name}.json"
-        cached = self._cached(self.root, name, digest)
+        cached = self._cached(self.root, name, key, defaults)
         if cached is not None:
             self.records[name] = cached[1]
             return cached[0]
-        reused = None if self.reuse_from is None else self._cached(self.reuse_from, name, digest)
+        reused = (None if self.reuse_from is None
+                  else self._cached(self.reuse_from, name, key, defaults))
         if reused is not None:
             artefact, meta = reused
             if content_checksum(artefact) != meta.get("checksum"):
                 raise DebiaskitError(f"{self.reuse_from / name}.pt does not match its recorded "
                                      "checksum (corrupt or edited); drop --reuse-stages or "
                                      "re-run that stage")
-            meta = {**meta, "reused_from": str(self.reuse_from)}
+            meta = {**meta, "key": key, "key_digest": digest,
+                    "reused_from": str(self.reuse_from)}
         else:
             started = time.perf_counter()
             artefact, stats = compute()

@@ -227,11 +227,13 @@ class LAD(ERM):
         """Run (or load) the three stages; return the decoded walked training set."""
         hp = self.hp
         base = {"train_checksum": train.checksum(), "seed": seed}
+        # a stage cached before an option existed was made as with its default
+        defaults = {name: param.default for name, param in self.hparams.items()}
         vq_settings = ("codebook_size", "code_dim", "vq_downsample", "vq_hidden", "vq_epochs",
                        "vq_lr", "vq_batch", "commitment", "vq_decay", "vq_restart")
         vq_key = {**base, "layout": VQVAE.LAYOUT, **{k: hp[k] for k in vq_settings}}
         vq_art = store.run("vqvae", vq_key, seeded(seed, lambda: self.train_vqvae(
-            train, evals, seed, device)))
+            train, evals, seed, device)), defaults)
         vqvae = self.new_vqvae().to(device)
         vqvae.load_state_dict(vq_art["vqvae"])
         vqvae.eval()
@@ -239,7 +241,7 @@ class LAD(ERM):
         f_key = {**base, "vqvae": store.checksum("vqvae"),
                  **{k: hp[k] for k in ("f_hidden", "f_epochs", "f_lr")}}
         f_art = store.run("bias_classifier", f_key, seeded(seed, lambda: self.train_bias_classifier(
-            vqvae, codes, train, seed, device)))
+            vqvae, codes, train, seed, device)), defaults)
         f = bias_classifier(vqvae.latent_shape, train.num_classes, hp["f_hidden"]).to(device)
         f.load_state_dict(f_art["f"])
         walk_key = {**base, "vqvae": store.checksum("vqvae"),
@@ -247,7 +249,7 @@ class LAD(ERM):
                     **{k: hp[k] for k in ("walk_steps", "alpha", "alpha_twice", "walk_start",
                                           "walk_accumulate", "walk_objective")}}
         walked = store.run("walk", walk_key, lambda: self.walk(vqvae, f, codes, train, seed,
-                                                               device))
+                                                               device), defaults)
         decoded = BiasedDataset(name=f"{train.name}+lad", x=walked["images"], y=train.y,
                                 num_classes=train.num_classes, b=train.b,
                                 num_bias=train.num_bias, aligned_bias=train.aligned_bias,
