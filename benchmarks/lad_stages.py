@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+from pathlib import Path
 
 import torch
 
@@ -83,8 +84,7 @@ def main() -> None:
                     train_subset=args.train_subset, **common)
     resnet = timed_run(f"{args.work_dir}/resnet20", method="erm", model="resnet20",
                        train_subset=args.strong_subset, **common)["train_seconds"]
-    with open(f"{args.work_dir}/lad/{runs.CONFIG}") as f:
-        n = json.load(f)["data"]["train_size"]
+    n = runs.read_json(Path(args.work_dir) / "lad" / runs.CONFIG)["data"]["train_size"]
     walk = lad["stages"]["walk"]["seconds"]
     result = {
         "machine": platform.processor() or platform.machine(), "threads": 1,
@@ -99,8 +99,7 @@ def main() -> None:
     }
     print(json.dumps({k: v for k, v in result.items() if k != "stage_stats"}, indent=2))
     if args.out:
-        with open(args.out, "w") as f:
-            json.dump(result, f, indent=2)
+        runs.write_json(args.out, result)
 
 
 if __name__ == "__main__":

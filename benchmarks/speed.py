@@ -22,13 +22,13 @@ Reports the best of ``--epochs`` epochs (after one warm-up epoch).
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import time
 
 import torch
 from torch import nn
 
+from debiaskit import runs
 from debiaskit.data.loader import InMemoryLoader
 from debiaskit.speed import keep_freed_buffers
 from debiaskit.train import RunConfig, arithmetic, prepare
@@ -138,8 +138,7 @@ def main() -> None:
         print(f"{model:8s} Vanilla step, batch 128: float32 {fp32:.3f} s / 1,000 images, "
               f"bf16 autocast {bf16:.3f} s ({bf16 / fp32:.2f}x float32's time)")
     if args.out:
-        with open(args.out, "w") as f:
-            json.dump(res, f, indent=2)
+        runs.write_json(args.out, res)
 
 
 if __name__ == "__main__":

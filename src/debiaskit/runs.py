@@ -77,6 +77,13 @@ def write_json(path: Path, obj) -> None:
     atomic_write(path, lambda f: f.write(data))
 
 
+def with_defaults(stored: dict, current: dict, defaults: dict) -> dict:
+    """``stored`` settings with the fields of ``current`` it lacks taken from ``defaults``:
+    a record (run config, stage key) written before a setting existed was made with the
+    setting's default, so it still matches settings that leave it there."""
+    return {**{k: defaults[k] for k in current if k in defaults and k not in stored}, **stored}
+
+
 def read_json(path: Path):
     try:
         return json.loads(Path(path).read_text())

@@ -72,10 +72,7 @@ class StageStore:
         if not (path.exists() and meta_path.exists()):
             return None
         meta = runs.read_json(meta_path)
-        stored = meta.get("key", {})
-        completed = {**{k: defaults[k] for k in key if k in defaults and k not in stored},
-                     **stored}
-        if key_digest(completed) != key_digest(key):
+        if key_digest(runs.with_defaults(meta.get("key", {}), key, defaults)) != key_digest(key):
             return None
         return runs.load_torch(path), meta
 

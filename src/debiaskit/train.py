@@ -299,9 +299,9 @@ class Trainer:
                                      "choose another output directory")
             return None
         stored = runs.read_json(cfg_path)
-        # a field added since the run was written takes its default
-        defaults = runs.json_safe(RunConfig().identity())
-        if {**defaults, **stored.get("run", {})} != runs.json_safe(self.cfg.identity()):
+        current = runs.json_safe(self.cfg.identity())
+        if runs.with_defaults(stored.get("run", {}), current,
+                              runs.json_safe(RunConfig().identity())) != current:
             raise DebiaskitError(f"{self.out} holds an unfinished run with a different "
                                  "configuration; use another output directory or the same options")
         return stored
