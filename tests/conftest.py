@@ -11,6 +11,13 @@ DATA_DIR = Path(os.environ.get("DEBIASKIT_DATA") or
                 Path(__file__).resolve().parents[2] / "shared" / "data").resolve()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _derived_cache(tmp_path_factory):
+    """Derived datasets (corrupted CIFAR-10 ...) go to a temporary cache, never into the
+    shared data directory, unless DEBIASKIT_CACHE names one."""
+    os.environ.setdefault("DEBIASKIT_CACHE", str(tmp_path_factory.mktemp("derived-cache")))
+
+
 @pytest.fixture(scope="session")
 def data_dir() -> str:
     if not (DATA_DIR / "mnist.npz").is_file():

@@ -2,6 +2,7 @@
 
 import math
 
+import pytest
 import torch
 
 from debiaskit.metrics import classification_metrics
@@ -44,6 +45,23 @@ def test_empty_cells_are_left_out():
     assert m["aligned"] == 50.0 and m["conflicting"] == 100.0
 
 
-def test_without_bias_labels_only_accuracy():
+def test_without_bias_labels_only_accuracy_and_class_mean():
+    # class 0: 3 samples, 2 right (66.67 %); class 1: 1 sample, right (100 %)
     m = classification_metrics(torch.tensor([1, 1, 0, 0]), torch.tensor([1, 0, 0, 0]))
-    assert m == {"accuracy": 75.0}
+    assert m == {"accuracy": 75.0, "class_mean": pytest.approx(250 / 3)}
+
+
+def test_class_mean_and_mean_hand_computed():
+    # _example: class 0 has 6 samples, 4 right (66.67 %); class 1 has 4 samples, 2 right
+    # (50 %): class mean (66.67 + 50) / 2 = 58.33, while the sample accuracy is 6/10 = 60.
+    pred, y, b = _example()
+    with_bias = classification_metrics(pred, y, b, num_classes=2, num_bias=2)
+    without = classification_metrics(pred, y, num_classes=2)
+    for m in (with_bias, without):
+        assert math.isclose(m["class_mean"], (400 / 6 + 50) / 2)
+        assert m["accuracy"] == 60.0
+    # mean = (aligned + conflicting) / 2 = (87.5 + 25) / 2; unbiased (4 cells) is 56.25 too
+    assert with_bias["mean"] == 56.25
+    # a class absent from y is left out of the class mean: (100 + 0) / 2 over classes 0, 2
+    m = classification_metrics(torch.tensor([0, 1]), torch.tensor([0, 2]), num_classes=3)
+    assert m["class_mean"] == 50.0

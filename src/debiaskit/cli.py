@@ -60,40 +60,56 @@ def _add_data_options(p) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .train import SELECTION
+    from .data.augment import AUGMENTATIONS
+    from .data.protocols import PROTOCOLS
+    from .models import MODELS
+    from .optim import OPTIMIZERS, SCHEDULES
+    from .train import SELECTION, RunConfig
 
     parser = _Parser(prog="debiaskit", description="Train classifiers that do not take the "
                      "shortcut, and benchmark debiasing methods.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     t = sub.add_parser("train", help="train one method on one dataset into a run directory")
-    t.add_argument("--dataset", default="colored_mnist")
-    t.add_argument("--method", default="erm")
+    cfg = RunConfig()  # every default below is the config's, not repeated here
+    t.add_argument("--dataset", default=cfg.dataset,
+                   help="dataset protocol (see 'debiaskit data info'): " + ", ".join(PROTOCOLS))
+    t.add_argument("--method", default=cfg.method)
     _add_data_options(t)
     t.add_argument("--hp", action="append", metavar="KEY=VALUE", help="method hyper-parameter")
-    t.add_argument("--model", default="mlp")
-    t.add_argument("--model-opt", action="append", metavar="KEY=VALUE")
-    t.add_argument("--epochs", type=int, default=100, help="epochs (the most epochs under "
-                   "early stopping; SiH's paper allows 500)")
-    t.add_argument("--batch-size", type=int, default=256)
-    t.add_argument("--augment", default="none", help="batched training augmentation: none, "
-                   "crop_flip (CIFAR), crop, crop_affine (LAD's MNIST: crop pad 4 + affine)")
-    t.add_argument("--precision", default="fp32", help="arithmetic of the training and "
-                   "evaluation passes: fp32 (the papers') or bf16 (autocast; a ResNet-20 step "
-                   "took half float32's time on an AVX512-BF16 CPU; slightly different numbers)")
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--model", default=cfg.model, help="network: " + ", ".join(MODELS))
+    t.add_argument("--model-opt", action="append", metavar="KEY=VALUE",
+                   help="network option, e.g. weights=PATH (resnet18_imagenet), mean=[...]")
+    t.add_argument("--epochs", type=int, default=cfg.epochs, help="epochs (the most epochs "
+                   "under early stopping; SiH's paper allows 500)")
+    t.add_argument("--batch-size", type=int, default=cfg.batch_size)
+    t.add_argument("--augment", default=cfg.augment, help="batched training augmentation: "
+                   + ", ".join(AUGMENTATIONS))
+    t.add_argument("--precision", default=cfg.precision, help="arithmetic of the training and "
+                   "evaluation passes: fp32 (the papers') or bf16 (autocast; faster only on CPUs "
+                   "with bf16 instructions; slightly different numbers)")
+    t.add_argument("--optimizer", default=cfg.optimizer, help="; ".join(
+        f"{k}: {v}" for k, v in OPTIMIZERS.items()))
+    t.add_argument("--momentum", type=float, default=cfg.momentum, help="SGD momentum")
+    t.add_argument("--schedule", default=cfg.schedule, help="; ".join(
+        f"{k}: {v}" for k, v in SCHEDULES.items()))
+    t.add_argument("--lr-step", type=int, default=cfg.lr_step, help="epochs between steps "
+                   "of the step schedule")
+    t.add_argument("--lr-gamma", type=float, default=cfg.lr_gamma,
+                   help="factor of the step schedule")
+    t.add_argument("--seed", type=int, default=cfg.seed)
     t.add_argument("--selection", help="model selection (default: the method's own; see "
                    "'debiaskit methods'): "
                    + "; ".join(f"{k}: {v}" for k, v in SELECTION.items()))
-    t.add_argument("--heldout-fraction", type=float, default=0.1)
-    t.add_argument("--patience", type=int, default=2, help="early-stopping patience in epochs "
-                   "(selection early_stop; SiH: 2 for mlp, 20 for resnet18)")
+    t.add_argument("--heldout-fraction", type=float, default=cfg.heldout_fraction)
+    t.add_argument("--patience", type=int, default=cfg.patience, help="early-stopping "
+                   "patience in epochs (selection early_stop; SiH: 2 for mlp, 20 for resnet18)")
     t.add_argument("--train-subset", type=int, help="train on a seeded random subset of N images")
     t.add_argument("--eval-subset", type=int, help="evaluate on seeded random subsets of N images")
     t.add_argument("--no-bias-labels", action="store_true",
                    help="drop the training set's bias labels (as a practitioner would have)")
     t.add_argument("--out", help="run directory (default runs/METHOD-DATASET-seedN)")
-    t.add_argument("--device", default="cpu")
+    t.add_argument("--device", default=cfg.device)
     t.add_argument("--threads", type=int)
     t.add_argument("--reuse-stages", metavar="RUN_DIR",
                    help="copy cached stages (LAD's VQ-VAE, f, walk) from another run when "
@@ -172,7 +188,8 @@ def cmd_train(args) -> None:
         hparams=_pairs(args.hp, "--hp"), model=args.model,
         model_options=_pairs(args.model_opt, "--model-opt"), epochs=args.epochs,
         batch_size=args.batch_size, augment=args.augment, precision=args.precision,
-        seed=args.seed,
+        optimizer=args.optimizer, momentum=args.momentum, schedule=args.schedule,
+        lr_step=args.lr_step, lr_gamma=args.lr_gamma, seed=args.seed,
         selection=args.selection,
         heldout_fraction=args.heldout_fraction, patience=args.patience,
         drop_bias_labels=args.no_bias_labels,

@@ -3,8 +3,11 @@
 Definitions (LfF Sec. 4 and PROTOCOLS.md): the cell accuracy ``A[c, b]`` is the accuracy
 on test samples of class c with bias value b. *Unbiased* accuracy is the mean over
 non-empty cells; *aligned* the mean over the aligned cells (b = g(c), the diagonal here);
-*conflicting* the mean over the other cells; the *bias gap* is aligned - conflicting; the
-*worst group* is the smallest cell accuracy. *Accuracy* is the plain sample mean.
+*conflicting* the mean over the other cells; the *bias gap* is aligned - conflicting and
+*mean* is (aligned + conflicting) / 2 (GBA's CIFAR-10S "mean"; equal to *unbiased* only when
+there are as many aligned as conflicting cells); the *worst group* is the smallest cell
+accuracy. *Accuracy* is the plain sample mean; *class mean* the unweighted mean of the
+per-class accuracies (LfF's BAR metric, Table 6), over the classes that have samples.
 """
 
 from __future__ import annotations
@@ -46,7 +49,17 @@ def summarize_cells(total: np.ndarray, correct: np.ndarray,
         "worst_group": float(np.min(acc[filled])) if filled.any() else float("nan"),
     }
     out["bias_gap"] = out["aligned"] - out["conflicting"]
+    out["mean"] = (out["aligned"] + out["conflicting"]) / 2
+    out["class_mean"] = class_mean(total.sum(1), correct.sum(1))
     return out
+
+
+def class_mean(total: np.ndarray, correct: np.ndarray) -> float:
+    """Unweighted mean (%) of the per-class accuracies, over the classes with samples."""
+    filled = total > 0
+    if not filled.any():
+        return float("nan")
+    return float(np.mean(100.0 * correct[filled] / total[filled]))
 
 
 def classification_metrics(pred: torch.Tensor, y: torch.Tensor, b: torch.Tensor | None = None,
@@ -54,12 +67,17 @@ def classification_metrics(pred: torch.Tensor, y: torch.Tensor, b: torch.Tensor 
                            aligned_bias: torch.Tensor | None = None) -> dict:
     """Metrics of predictions ``pred`` against targets ``y`` (and bias labels ``b``).
 
-    Without bias labels only ``accuracy`` is defined. ``aligned_bias[c]`` is the bias value
-    aligned with class c (default: c itself). The returned dict also holds the cell matrix
-    as ``cells`` (list of lists, NaN for empty cells) when bias labels are given.
+    Without bias labels only ``accuracy`` and ``class_mean`` are defined. ``aligned_bias[c]``
+    is the bias value aligned with class c (default: c itself). The returned dict also holds
+    the cell matrix as ``cells`` (list of lists, NaN for empty cells) when bias labels are
+    given.
     """
     if b is None:
-        return {"accuracy": 100.0 * (pred.cpu() == y.cpu()).double().mean().item()}
+        right = (pred.cpu() == y.cpu()).double()
+        size = max(num_classes, int(y.max()) + 1 if len(y) else 0)
+        total = torch.bincount(y.cpu(), minlength=size).numpy()
+        correct = torch.bincount(y.cpu(), weights=right, minlength=size).numpy()
+        return {"accuracy": 100.0 * right.mean().item(), "class_mean": class_mean(total, correct)}
     total, correct = cell_counts(pred, y, b, num_classes, num_bias)
     g = (torch.arange(num_classes) if aligned_bias is None else aligned_bias.cpu()).numpy()
     aligned_cells = np.zeros((num_classes, num_bias), dtype=bool)

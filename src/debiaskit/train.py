@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from . import __version__, runs
+from . import __version__, optim, runs
 from .speed import keep_freed_buffers
 from .data.augment import AUGMENTATIONS
 from .data.dataset import BiasedDataset, DataBundle
@@ -84,6 +84,10 @@ class RunConfig:
     ``precision`` (``PRECISIONS``) is the arithmetic of the final classifier's training and
     evaluation passes; the papers train in float32 (the default). Method stages computed
     before training (LAD's VQ-VAE, f, walk) always run in float32.
+    ``optimizer`` / ``schedule`` (:mod:`debiaskit.optim`) replace the methods' Adam with
+    another optimiser over the same parameter groups (``momentum`` for SGD) and add a
+    per-epoch learning-rate schedule (``lr_step``, ``lr_gamma`` for ``step``); the default,
+    Adam without a schedule, is the papers'.
     """
 
     dataset: str = "colored_mnist"
@@ -96,6 +100,11 @@ class RunConfig:
     batch_size: int = 256
     augment: str = "none"
     precision: str = "fp32"
+    optimizer: str = "adam"
+    momentum: float = 0.9
+    schedule: str = "none"
+    lr_step: int = 50
+    lr_gamma: float = 0.1
     seed: int = 0
     selection: str | None = None
     heldout_fraction: float = 0.1
@@ -126,6 +135,10 @@ def check_config(cfg: RunConfig) -> RunConfig:
         raise unknown_name("augmentation", cfg.augment, AUGMENTATIONS)
     if cfg.precision not in PRECISIONS:
         raise unknown_name("precision", cfg.precision, PRECISIONS)
+    optim.check(cfg.optimizer, cfg.schedule)
+    if cfg.schedule != "none" and cfg.selection == "early_stop":
+        raise ConfigError("early_stop selection lowers the learning rate on plateaus itself; "
+                          "use --schedule none with it")
     if cfg.epochs < 1:
         raise ConfigError(f"epochs must be >= 1, got {cfg.epochs}")
     if cfg.batch_size < 1:
@@ -207,6 +220,9 @@ def prepare(cfg: RunConfig) -> Prepared:
     make_network = NetworkFactory(cfg.model, train.image_shape, train.num_classes,
                                   dict(cfg.model_options))
     method = method_cls(spec, make_network, cfg.hparams).to(device)
+    if cfg.optimizer != "adam":
+        method.optimizers = {k: optim.rebuild(o, cfg.optimizer, cfg.momentum)
+                             for k, o in method.optimizers.items()}
     return Prepared(cfg, bundle, train, evals, method)
 
 
@@ -272,11 +288,20 @@ def protocol_text(cfg: RunConfig, evals: dict) -> str:
     """The one-paragraph protocol statement every report carries."""
     epochs = (f"up to {cfg.epochs} epochs (patience {cfg.patience})"
               if cfg.selection == "early_stop" else f"{cfg.epochs} epochs")
+    optimiser = "Adam" if cfg.optimizer == "adam" else (
+        f"SGD (momentum {cfg.momentum})" if cfg.optimizer == "sgd" else cfg.optimizer)
+    if cfg.schedule == "step":
+        optimiser += f", lr x{cfg.lr_gamma} every {cfg.lr_step} epochs"
+    elif cfg.schedule != "none":
+        optimiser += f", {cfg.schedule} schedule"
+    images = "; ".join(f"{k}: {v.meta['test_images']}" for k, v in evals.items()
+                       if v.meta.get("test_images"))
     return (f"{cfg.method} on {cfg.dataset} {cfg.data_params}, model {cfg.model}, "
-            f"{epochs}, batch {cfg.batch_size}, augmentation {cfg.augment}, "
+            f"{epochs}, batch {cfg.batch_size}, augmentation {cfg.augment}, {optimiser}, "
             f"{describe_precision(cfg.precision)}, seed {cfg.seed}; "
             f"model selection: "
-            f"{SELECTION[cfg.selection]}; evaluated on: {', '.join(evals)}")
+            f"{SELECTION[cfg.selection]}; evaluated on: {', '.join(evals)}"
+            + (f" ({images})" if images else ""))
 
 
 class Trainer:
@@ -321,7 +346,10 @@ class Trainer:
         # SiH's code: LR x0.1 after int(P/2) - 1 epochs without improvement (PROTOCOLS.md)
         schedulers = {k: torch.optim.lr_scheduler.ReduceLROnPlateau(
             opt, mode="min", factor=0.1, patience=max(cfg.patience // 2 - 1, 0), threshold=0.0)
-            for k, opt in method.optimizers.items()} if early_stop else {}
+            for k, opt in method.optimizers.items()} if early_stop else {
+            k: sched for k, opt in method.optimizers.items()
+            if (sched := optim.schedule(opt, cfg.schedule, cfg.epochs, cfg.lr_step,
+                                        cfg.lr_gamma)) is not None}
         start, best = 0, {"epoch": None, "score": None, "state": None}
         if resumable is None:
             self.out.mkdir(parents=True, exist_ok=True)
@@ -375,11 +403,15 @@ class Trainer:
             stats = {k: v / max(steps, 1) for k, v in sums.items()}
             stats.update(method.epoch_stats(train))
             for sched in schedulers.values():
-                sched.step(objective)
+                if early_stop:
+                    sched.step(objective)
+                else:
+                    sched.step()
             record = {"epoch": epoch + 1, "train": stats, "eval": evals,
                       "train_seconds": train_time, "seconds": time.perf_counter() - t0}
             if early_stop:
                 record["val_objective"] = objective
+            if schedulers:
                 record["lr"] = {k: o.param_groups[0]["lr"] for k, o in method.optimizers.items()}
             score = selection_score(cfg, evals, objective)
             if score is not None and (best["score"] is None or score > best["score"]):

@@ -104,11 +104,16 @@ class DerivedCache:
                 return found
             arrays = build()
             _write_atomic(data, lambda tmp: _savez(tmp, arrays))
-            record = {"kind": kind, "params": json.loads(json.dumps(params, default=str)),
-                      "sha256": sha256_file(data),
-                      "arrays": {k: [str(v.dtype), list(v.shape)] for k, v in arrays.items()}}
-            _write_atomic(meta, lambda tmp: tmp.write_text(json.dumps(record, indent=1,
-                                                                      sort_keys=True)))
+            try:
+                record = {"kind": kind, "params": json.loads(json.dumps(params, default=str)),
+                          "sha256": sha256_file(data),
+                          "arrays": {k: [str(v.dtype), list(v.shape)] for k, v in arrays.items()}}
+                _write_atomic(meta, lambda tmp: tmp.write_text(json.dumps(record, indent=1,
+                                                                          sort_keys=True)))
+            except BaseException:  # no record, no entry: do not leave the archive behind
+                with contextlib.suppress(FileNotFoundError):
+                    data.unlink()
+                raise
         return arrays
 
 

@@ -95,9 +95,10 @@ def corrupt_groups(images: np.ndarray, b: np.ndarray, names: tuple, severity: in
 
 def build(source: ImageSource, conflict_ratio: float = 0.01, type: str = "type0",
           severity: int = 4, seed: int = 0, test_set: str = "all", conditioned: bool = False,
-          progress: bool | None = None, data_dir=None) -> DataBundle:
+          data_dir=None) -> DataBundle:
     """Corrupted CIFAR-10 ``type`` with a share ``conflict_ratio`` of bias-conflicting
-    training images at LfF ``severity`` (see the module docstring)."""
+    training images at LfF ``severity`` (see the module docstring). A first build shows a
+    progress bar on a terminal while it corrupts."""
     if source.name != "cifar10":
         raise ConfigError(f"corrupted_cifar10 needs the cifar10 source, got {source.name}")
     if type not in TYPES:
@@ -126,7 +127,7 @@ def build(source: ImageSource, conflict_ratio: float = 0.01, type: str = "type0"
                "source": source.checksum, "corruption_code": code}
         arrays = cache.get("corrupted_cifar10", key, lambda: {
             "x": corrupt_groups(images, b, names, h_severity, seed, split_id,
-                                f"corrupted_cifar10 {type} {split}", progress)})
+                                f"corrupted_cifar10 {type} {split}")})
         datasets[split] = BiasedDataset(
             name=f"corrupted_cifar10/{split}", x=torch.from_numpy(np.ascontiguousarray(
                 as_nchw(arrays["x"]))), y=torch.from_numpy(y.astype(np.int64)),

@@ -44,7 +44,9 @@ def _size(image_size) -> tuple[int, int] | None:
 def read_csv(path: pathlib.Path) -> list[dict]:
     """The CSV's rows as dicts (with their line number as ``_line``); checks the header."""
     try:
-        with open(path, newline="", encoding="utf-8") as fh:
+        # utf-8-sig: spreadsheets save CSVs with a byte-order mark, which would else be
+        # read into the first column's name
+        with open(path, newline="", encoding="utf-8-sig") as fh:
             reader = csv.DictReader(fh)
             header = reader.fieldnames or []
             missing = [c for c in ("path", "y") if c not in header]
@@ -69,7 +71,7 @@ def _class_list(rows, classes, csv_path: pathlib.Path) -> tuple[str, ...]:
         return tuple(str(c) for c in classes)
     listed = csv_path.parent / "classes.txt"
     if listed.is_file():
-        names = [line.strip() for line in listed.read_text(encoding="utf-8").splitlines()]
+        names = [line.strip() for line in listed.read_text(encoding="utf-8-sig").splitlines()]
         return tuple(n for n in names if n)
     labels = [r["y"].strip() for r in rows]
     if all(label.lstrip("-").isdigit() for label in labels):
