@@ -187,6 +187,29 @@ def random_subset(ds: BiasedDataset, size: int | None, seed: int) -> BiasedDatas
     return ds.subset(index.sort().values)
 
 
+def channel_stats(x: torch.Tensor, chunk: int = 4096) -> tuple[list[float], list[float]]:
+    """Per-channel mean and (population) std of uint8 images N x C x H x W, in [0, 1]."""
+    total = torch.zeros(x.shape[1], dtype=torch.float64)
+    squares = torch.zeros_like(total)
+    for lo in range(0, len(x), chunk):
+        part = x[lo:lo + chunk].to(torch.float64).div_(255.0)
+        total += part.sum((0, 2, 3))
+        squares += part.pow(2).sum((0, 2, 3))
+    n = len(x) * x.shape[2] * x.shape[3]
+    mean = total / n
+    return mean.tolist(), (squares / n - mean.pow(2)).clamp(min=0).sqrt().tolist()
+
+
+def normalisation_from_data(options: dict, train: BiasedDataset) -> dict:
+    """Model options with ``mean`` / ``std`` given as ``"train"`` replaced by the training
+    set's own per-channel statistics (Wang et al. normalise CIFAR-10S that way)."""
+    if "train" not in (options.get("mean"), options.get("std")):
+        return options
+    mean, std = channel_stats(train.x)
+    return {**options, **{k: v for k, v in (("mean", mean), ("std", std))
+                          if options.get(k) == "train"}}
+
+
 def prepare(cfg: RunConfig) -> Prepared:
     """Build data and method and check their fit; raises DebiaskitError on bad input."""
     cfg = check_config(cfg)
@@ -218,7 +241,7 @@ def prepare(cfg: RunConfig) -> Prepared:
         train_bias=None if train.b is None else train.b.to(device))
     torch.manual_seed(cfg.seed)
     make_network = NetworkFactory(cfg.model, train.image_shape, train.num_classes,
-                                  dict(cfg.model_options))
+                                  normalisation_from_data(dict(cfg.model_options), train))
     method = method_cls(spec, make_network, cfg.hparams).to(device)
     if cfg.optimizer != "adam":
         method.optimizers = {k: optim.rebuild(o, cfg.optimizer, cfg.momentum)
