@@ -21,8 +21,8 @@ Card:
   ``conditioned=True`` adds ``conditioned``: the same test images uncorrupted, no bias
   labels (LAD's "conditioned" condition: the confounding signal held constant).
 - generation: once per (type, severity, ratio, seed, split, source checksum, corruption
-  code), into the derived-dataset cache (:mod:`debiaskit.data.cache`); a second build is
-  a load.
+  code, JPEG codec) into the derived-dataset cache (:mod:`debiaskit.data.cache`); a second
+  build is a load.
 - source: CIFAR-10 (Krizhevsky 2009); corruptions after Hendrycks & Dietterich (2019).
 """
 
@@ -112,6 +112,7 @@ def build(source: ImageSource, conflict_ratio: float = 0.01, type: str = "type0"
               "hendrycks_severity": h_severity, "seed": seed, "test_set": test_set}
     cache = DerivedCache(data_dir=data_dir)
     code = corruption_code_digest()
+    from ..corruptions.digital import jpeg_backend
 
     test = source.split("test")
     test_pick = (np.flatnonzero(test.extras["lossless"]) if test_set == "lossless"
@@ -124,7 +125,8 @@ def build(source: ImageSource, conflict_ratio: float = 0.01, type: str = "type0"
         key = {"split": split, "conflict_ratio": conflict_ratio if split == "train" else None,
                "type": type, "hendrycks_severity": h_severity, "seed": seed,
                "test_set": test_set if split == "test" else None,
-               "source": source.checksum, "corruption_code": code}
+               "source": source.checksum, "corruption_code": code,
+               "jpeg": jpeg_backend() if "jpeg_compression" in names else None}
         arrays = cache.get("corrupted_cifar10", key, lambda: {
             "x": corrupt_groups(images, b, names, h_severity, seed, split_id,
                                 f"corrupted_cifar10 {type} {split}")})
