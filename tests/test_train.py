@@ -147,3 +147,16 @@ def test_run_written_before_a_config_field_existed_resumes(data_dir, tmp_path):
     tmp_path.mkdir(exist_ok=True)
     (tmp_path / runs.CONFIG).write_text(json.dumps({"run": old}))
     assert train(cfg, tmp_path)["epochs_trained"] == 1
+
+
+def test_unfinished_run_on_changed_data_is_refused(data_dir, tmp_path):
+    # a run interrupted before its data (or the code generating it) changed must not resume
+    # on the new data: the stored training-set checksum is compared
+    cfg = RunConfig(method="erm", epochs=1, data_dir=data_dir, **SMALL)
+    train(cfg, tmp_path)
+    (tmp_path / runs.SUMMARY).unlink()  # as if interrupted
+    stored = runs.read_json(tmp_path / runs.CONFIG)
+    stored["data"]["train_checksum"] = "0" * 64
+    runs.write_json(tmp_path / runs.CONFIG, stored)
+    with pytest.raises(DebiaskitError, match="other training data"):
+        train(cfg, tmp_path)

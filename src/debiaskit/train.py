@@ -374,6 +374,12 @@ class Trainer:
             if (sched := optim.schedule(opt, cfg.schedule, cfg.epochs, cfg.lr_step,
                                         cfg.lr_gamma)) is not None}
         start, best = 0, {"epoch": None, "score": None, "state": None}
+        stored_data = (resumable or {}).get("data", {})
+        if stored_data.get("train_checksum") not in (None, train.checksum()):
+            raise DebiaskitError(
+                f"{self.out} holds an unfinished run on other training data (checksum "
+                f"{stored_data['train_checksum'][:12]}..., now {train.checksum()[:12]}...: the "
+                "data or the code that generates it changed); use another output directory")
         if resumable is None:
             self.out.mkdir(parents=True, exist_ok=True)
             runs.write_json(self.out / runs.CONFIG, {
