@@ -278,7 +278,8 @@ def elastic_transform(images: np.ndarray, c, rng: np.random.RandomState) -> np.n
     the installed libraries, which changed them: the warp is OpenCV 4.x's
     (:func:`warp_affine_cv4`; OpenCV 5 computes it differently) and the resampling is
     SciPy < 1.6's (:func:`map_bilinear_scipy15`; SciPy 1.6 changed the 'reflect'
-    boundary), the SciPy the original and LfF's pinned environment (1.3) used. Only
+    boundary), as in LfF's pinned environment (SciPy 1.3, OpenCV 4.2), which produced
+    LfF's datasets (which versions Hendrycks ran is not known). Only
     ``cv2.getAffineTransform`` runs per image; everything else is batched.
     """
     alpha, sigma, jitter = c

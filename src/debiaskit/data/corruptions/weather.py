@@ -72,8 +72,9 @@ def snow(images: np.ndarray, c, rng: np.random.RandomState) -> np.ndarray:
     flakes = im_motion_blur(flakes, radius, sigma, angles) / 255.
 
     x = to_unit32(images)
-    # cv2.cvtColor(x, COLOR_RGB2GRAY) on float32 as OpenCV 4.x computes it (OpenCV 5
-    # fuses the multiply-adds and differs in the last bit): (0.299R + 0.587G) + 0.114B
+    # cv2.cvtColor(x, COLOR_RGB2GRAY) on float32 as OpenCV 4.2 (LfF's pinned version)
+    # computes it: (0.299R + 0.587G) + 0.114B; later versions (4.8, 5.0) differ in the
+    # last bit of a few values
     gray = ((x[..., 0] * np.float32(0.299) + x[..., 1] * np.float32(0.587))
             + x[..., 2] * np.float32(0.114))[..., None]
     x = weight * x + (1 - weight) * np.maximum(x, gray * 1.5 + 0.5)
