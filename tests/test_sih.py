@@ -175,3 +175,52 @@ def test_early_stop_needs_an_objective(data_dir, tmp_path):
     with pytest.raises(ConfigError, match="no objective"):
         train(cfg(data_dir, "lff", 0.02, selection="early_stop"), tmp_path / "run")
     assert not (tmp_path / "run").exists()
+
+
+def test_resnet_vae_learns_to_reconstruct_real_cifar_images(data_dir):
+    """SiH's ResNet-18 VAE trained for real: 24 Adam steps (batch 32, SiH's loss with the
+    MSE reconstruction it uses on CIFAR) on 512 real CIFAR-10 training images. The
+    reconstruction error of 256 of them (latent means) falls below 70 % of its initial
+    value and below that of the best constant image. Measured with this procedure at
+    seeds 0-2: 0.071-0.079 -> 0.042-0.043, i.e. 0.53-0.61 of the initial value; best
+    constant image 0.060."""
+    from pathlib import Path
+    from debiaskit.data.loader import Batch
+    from debiaskit.data.sources import load_source
+    from debiaskit.methods.base import DataSpec
+    from debiaskit.methods.sih import SiH
+    from debiaskit.models import NetworkFactory
+
+    if not (Path(data_dir) / "cifar10.npz").is_file():
+        pytest.skip(f"real cifar10.npz not found in {data_dir}; set DEBIASKIT_DATA")
+    src = load_source("cifar10", data_dir)
+    x = torch.from_numpy(src.x_train[:512].copy()).permute(0, 3, 1, 2).float().div(255)
+    y = torch.from_numpy(src.y_train[:512].copy()).long()
+    torch.manual_seed(0)
+    method = SiH(DataSpec((3, 32, 32), 10, 512, y),
+                 NetworkFactory("resnet18", (3, 32, 32), 10), {"reconstruction": "mse"})
+    method.train(True)
+
+    def reconstruction_mse():
+        with torch.no_grad():
+            errors = []
+            for lo in (0, 128):
+                mean_s, _, mean_b, _ = method.vae.encode(x[lo:lo + 128])
+                errors.append((method.vae.decode(mean_s, mean_b) - x[lo:lo + 128]).square().mean())
+            return float(torch.stack(errors).mean())
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # small CPU convolutions: faster without spinning threads
+    try:
+        first = reconstruction_mse()
+        order = torch.cat([torch.randperm(512, generator=torch.Generator().manual_seed(s))
+                           for s in range(2)])
+        for step in range(24):
+            idx = order[32 * step:32 * (step + 1)]
+            stats = method.update(Batch(x[idx], y[idx], idx))
+            assert math.isfinite(stats["loss"])
+        last = reconstruction_mse()
+    finally:
+        torch.set_num_threads(threads)
+    best_constant = float(x[:256].var(dim=(0, 2, 3), unbiased=False).mean())
+    assert last < 0.7 * first and last < best_constant, (first, last, best_constant)

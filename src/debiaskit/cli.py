@@ -111,6 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", help="run directory (default runs/METHOD-DATASET-seedN)")
     t.add_argument("--device", default=cfg.device)
     t.add_argument("--threads", type=int)
+    t.add_argument("--memory-format", default=cfg.memory_format, help="layout of convolution "
+                   "weights: channels_last (faster CPU convolutions) or contiguous")
     t.add_argument("--reuse-stages", metavar="RUN_DIR",
                    help="copy cached stages (LAD's VQ-VAE, f, walk) from another run when "
                         "their settings match, e.g. to try another --model on the same walk")
@@ -194,7 +196,8 @@ def cmd_train(args) -> None:
         heldout_fraction=args.heldout_fraction, patience=args.patience,
         drop_bias_labels=args.no_bias_labels,
         train_subset=args.train_subset, eval_subset=args.eval_subset,
-        device=args.device, threads=args.threads, data_dir=args.data_dir,
+        device=args.device, threads=args.threads, memory_format=args.memory_format,
+        data_dir=args.data_dir,
         download=args.download, reuse_stages=args.reuse_stages)
     out = args.out or f"runs/{args.method}-{args.dataset}-seed{args.seed}"
     summary = train(cfg, out)

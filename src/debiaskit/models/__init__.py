@@ -7,15 +7,22 @@ from dataclasses import dataclass, field
 from torch import nn
 
 from ..errors import ConfigError, unknown_name
+from .interface import FeatureClassifier
 from .mlp import MLP
-from .resnet18 import resnet18_small_images
+from .resnet18 import TorchvisionResNet18, resnet18_imagenet, resnet18_small_images
+from .resnet18_cifar import ResNet18Cifar
 from .resnet_cifar import ResNetCifar
 
+#: name -> ``constructor(input_shape, num_classes, **options)``. Every network has the
+#: feature interface of :mod:`.interface` (``forward_features``, ``forward_head``,
+#: ``num_features``; aliases ``features`` and ``feature_dim``).
 MODELS = {
     "mlp": MLP,
     "resnet20": lambda input_shape, num_classes, **kw: ResNetCifar(input_shape, num_classes,
                                                                    blocks=3, **kw),
     "resnet18": resnet18_small_images,
+    "resnet18_cifar": ResNet18Cifar,
+    "resnet18_imagenet": resnet18_imagenet,
 }
 
 
@@ -47,23 +54,32 @@ class NetworkFactory:
 
 
 class _Features(nn.Module):
-    """A classifier without its final linear layer (its ``features`` method as a module)."""
+    """A classifier without its final linear layer (its ``forward_features`` as a module)."""
 
     def __init__(self, net: nn.Module) -> None:
         super().__init__()
         self.net = net
 
     def forward(self, x):
-        return self.net.features(x)
+        return self.net.forward_features(x)
 
 
 def feature_extractor(net: nn.Module) -> tuple[nn.Module, int]:
-    """``(encoder, feature_dim)``: ``net`` up to its last hidden layer, for methods that put
-    their own heads on the features (DisEnt). Works for the models of this registry."""
-    if hasattr(net, "features") and hasattr(net, "feature_dim"):
-        net.head = nn.Identity()  # unused: the method brings its own heads
-        return _Features(net), net.feature_dim
-    if isinstance(getattr(net, "fc", None), nn.Linear):  # torchvision ResNets
+    """``(encoder, num_features)``: ``net`` up to its pooled features, for methods that
+    put their own heads on the features (DisEnt). Works for every model of this registry
+    (and any module with ``forward_features`` and ``num_features``, as timm's have).
+
+    The net's classifier is replaced by ``nn.Identity`` (unused). The torchvision-based
+    ResNets are returned themselves (their ``forward`` then gives the features), the other
+    networks wrapped, which keeps the state-dict keys of earlier DisEnt checkpoints."""
+    if hasattr(net, "forward_features") and hasattr(net, "num_features"):
+        dim = int(net.num_features)
+        if isinstance(net, FeatureClassifier):
+            net.reset_classifier(0)
+            if isinstance(net, TorchvisionResNet18):
+                return net, dim
+        return _Features(net), dim
+    if isinstance(getattr(net, "fc", None), nn.Linear):  # a plain torchvision ResNet
         dim = net.fc.in_features
         net.fc = nn.Identity()
         return net, dim

@@ -7,6 +7,8 @@ import math
 import torch
 from torch import nn
 
+from .interface import FeatureClassifier
+
 
 class InputScaledLinear(nn.Linear):
     """``Linear(x * scale)``, computed as ``scale * (x @ W^T) + b`` in one GEMM (addmm's
@@ -20,13 +22,14 @@ class InputScaledLinear(nn.Linear):
         return torch.addmm(self.bias, x, self.weight.t(), alpha=self.scale)
 
 
-class MLP(nn.Module):
+class MLP(FeatureClassifier):
     """Flatten, 3 x (Linear(., hidden) + ReLU), then Linear(hidden, num_classes).
 
     On Colored MNIST: 2352-100-100-100-10. ``input_scale_quirk`` reproduces LfF's code,
     which divides the already [0, 1] inputs by 255 a second time (off by default, as SiH);
     the first layer folds that factor into its matrix product.
-    ``features(x)`` returns the last hidden layer, ``head`` is the final linear layer.
+    ``forward_features(x)`` returns the last hidden layer (``num_features`` = ``hidden``),
+    ``head`` is the final linear layer (:mod:`~debiaskit.models.interface`).
     """
 
     def __init__(self, input_shape, num_classes: int, hidden: int = 100, depth: int = 3,
@@ -40,10 +43,7 @@ class MLP(nn.Module):
             width = hidden
         self.body = nn.Sequential(nn.Flatten(), *layers)
         self.head = nn.Linear(width, num_classes)
-        self.feature_dim = width
+        self.num_features = width
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.body(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x))

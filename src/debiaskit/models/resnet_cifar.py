@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .interface import FeatureClassifier
+
 
 class _ShortcutA(nn.Module):
     """Option A: subsample by ``stride`` and zero-pad the new channels."""
@@ -40,11 +42,12 @@ class _BasicBlock(nn.Module):
         return F.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
 
 
-class ResNetCifar(nn.Module):
+class ResNetCifar(FeatureClassifier):
     """ResNet-(6n+2) for CIFAR; ``blocks=3`` is ResNet-20.
 
     ``mean``/``std`` (per channel) normalise the [0, 1] input inside the model, so every
-    caller feeds the same [0, 1] images.
+    caller feeds the same [0, 1] images. ``forward_features`` gives the 64-d pooled
+    features, ``head`` is the final linear layer (:mod:`~debiaskit.models.interface`).
     """
 
     def __init__(self, input_shape, num_classes: int, blocks: int = 3, mean=None,
@@ -62,15 +65,12 @@ class ResNetCifar(nn.Module):
                 width = cout
         self.stages = nn.Sequential(*stages)
         self.head = nn.Linear(64, num_classes)
-        self.feature_dim = 64
+        self.num_features = 64
         for m in self.modules():
             if isinstance(m, (nn.Conv2d, nn.Linear)):
                 nn.init.kaiming_normal_(m.weight)
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = (x - self.mean) / self.std
         x = F.relu(self.bn(self.conv(x)))
         return F.adaptive_avg_pool2d(self.stages(x), 1).flatten(1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x))

@@ -1,0 +1,76 @@
+"""The CIFAR ResNet-18 of Wang et al.'s CIFAR-10S baseline (PROTOCOLS.md, CIFAR-10S).
+
+The widely used "kuangliu" layout for 32 x 32 images: 3 x 3 stride-1 stem convolution to
+64 channels + BN + ReLU and no max-pool; four stages of two basic blocks (64, 128, 256,
+512 channels, stride 2 in the first block of stages 2-4) with projection shortcuts
+(1 x 1 convolution + BN) where the shape changes; average pool over the final map (4 x 4
+for 32 x 32 inputs; adaptive, so larger inputs work too); 512-d features;
+``Linear(512, num_classes)``. 11,173,962 parameters for 10 classes. PyTorch's default
+initialisation, as that code uses.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import ConfigError
+from .interface import FeatureClassifier
+
+
+class _BasicBlock(nn.Module):
+    """Two 3 x 3 convolutions with BN; identity shortcut, or 1 x 1 convolution + BN when
+    the stride or the width changes."""
+
+    def __init__(self, cin: int, cout: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.shortcut = (nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False),
+                                       nn.BatchNorm2d(cout))
+                         if stride != 1 or cin != cout else nn.Identity())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn1(self.conv1(x)))
+        return F.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
+
+
+def _per_channel(values, default: float, channels: int, name: str) -> torch.Tensor:
+    values = [default] * channels if values is None else list(values)
+    if len(values) != channels:
+        raise ConfigError(f"resnet18_cifar: {name} needs one value per channel ({channels}), "
+                          f"got {len(values)}; e.g. --model-opt '{name}=[...]'")
+    return torch.tensor(values, dtype=torch.float32).view(1, -1, 1, 1)
+
+
+class ResNet18Cifar(FeatureClassifier):
+    """CIFAR ResNet-18; ``mean``/``std`` (per channel, default identity) normalise the
+    [0, 1] input inside the model, so every caller feeds the same [0, 1] images (the
+    CIFAR-10S baseline normalises with the training array's own mean and std).
+    ``forward_features`` gives the 512-d pooled features, ``head`` is the final layer."""
+
+    def __init__(self, input_shape, num_classes: int, mean=None, std=None) -> None:
+        super().__init__()
+        cin = input_shape[0]
+        self.register_buffer("mean", _per_channel(mean, 0.0, cin, "mean"))
+        self.register_buffer("std", _per_channel(std, 1.0, cin, "std"))
+        self.conv1 = nn.Conv2d(cin, 64, 3, 1, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        width, stages = 64, []
+        for i, cout in enumerate((64, 128, 256, 512)):
+            stage = []
+            for j in range(2):
+                stage.append(_BasicBlock(width, cout, 2 if (i > 0 and j == 0) else 1))
+                width = cout
+            stages.append(nn.Sequential(*stage))
+        self.layer1, self.layer2, self.layer3, self.layer4 = stages
+        self.num_features = 512
+        self.head = nn.Linear(512, num_classes)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.bn1(self.conv1((x - self.mean) / self.std)))
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return F.adaptive_avg_pool2d(x, 1).flatten(1)
