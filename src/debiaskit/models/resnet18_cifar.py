@@ -17,25 +17,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from .interface import FeatureClassifier
-
-
-class _BasicBlock(nn.Module):
-    """Two 3 x 3 convolutions with BN; identity shortcut, or 1 x 1 convolution + BN when
-    the stride or the width changes."""
-
-    def __init__(self, cin: int, cout: int, stride: int) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(cout)
-        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(cout)
-        self.shortcut = (nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False),
-                                       nn.BatchNorm2d(cout))
-                         if stride != 1 or cin != cout else nn.Identity())
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = F.relu(self.bn1(self.conv1(x)))
-        return F.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
+from .resnet_cifar import BasicBlock
 
 
 def _per_channel(values, default: float, channels: int, name: str) -> torch.Tensor:
@@ -63,7 +45,8 @@ class ResNet18Cifar(FeatureClassifier):
         for i, cout in enumerate((64, 128, 256, 512)):
             stage = []
             for j in range(2):
-                stage.append(_BasicBlock(width, cout, 2 if (i > 0 and j == 0) else 1))
+                stage.append(BasicBlock(width, cout, 2 if (i > 0 and j == 0) else 1,
+                                        projection=True))
                 width = cout
             stages.append(nn.Sequential(*stage))
         self.layer1, self.layer2, self.layer3, self.layer4 = stages

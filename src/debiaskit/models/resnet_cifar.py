@@ -27,15 +27,24 @@ class _ShortcutA(nn.Module):
         return F.pad(x, (0, 0, 0, 0, self.pad // 2, self.pad - self.pad // 2))
 
 
-class _BasicBlock(nn.Module):
-    def __init__(self, cin: int, cout: int, stride: int) -> None:
+class BasicBlock(nn.Module):
+    """Two 3 x 3 convolutions with BN and a shortcut: identity when shape is kept, else
+    option A (``projection=False``: subsample and zero-pad, ResNet-20) or a 1 x 1
+    convolution + BN (``projection=True``: the CIFAR ResNet-18)."""
+
+    def __init__(self, cin: int, cout: int, stride: int, projection: bool = False) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(cout)
         self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
         self.bn2 = nn.BatchNorm2d(cout)
-        self.shortcut = (_ShortcutA(stride, cout - cin) if stride != 1 or cin != cout
-                         else nn.Identity())
+        if stride == 1 and cin == cout:
+            self.shortcut = nn.Identity()
+        elif projection:
+            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False),
+                                          nn.BatchNorm2d(cout))
+        else:
+            self.shortcut = _ShortcutA(stride, cout - cin)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = F.relu(self.bn1(self.conv1(x)))
@@ -61,7 +70,7 @@ class ResNetCifar(FeatureClassifier):
         stages, width = [], 16
         for i, cout in enumerate((16, 32, 64)):
             for j in range(blocks):
-                stages.append(_BasicBlock(width, cout, 2 if (i > 0 and j == 0) else 1))
+                stages.append(BasicBlock(width, cout, 2 if (i > 0 and j == 0) else 1))
                 width = cout
         self.stages = nn.Sequential(*stages)
         self.head = nn.Linear(64, num_classes)
