@@ -29,8 +29,8 @@ Conventions shared by all corruptions:
   1.6's reflect-mode interpolation) and the corruption's docstring says so. What is not
   reproduced: impulse noise run under a newer scikit-image (0.20 and 0.26 were
   checked), which draws from its own unseedable generator (ours replays the older
-  global draws), and JPEG when the optional
-  ``jpeglib`` package (libjpeg 9, as Pillow < 9 bundled) is not installed.
+  global draws), and JPEG when the ``jpeglib`` package (a dependency: libjpeg 9, as
+  Pillow < 9 bundled) is missing.
 """
 
 from __future__ import annotations

@@ -62,7 +62,7 @@ def contrast(images: np.ndarray, c: float, rng=None) -> np.ndarray:
     return np.clip((x - means) * c + means, 0, 1) * 255
 
 
-#: libjpeg release used through the optional ``jpeglib`` package (IJG libjpeg 9a-9d all
+#: libjpeg release used through the ``jpeglib`` package, a dependency (IJG libjpeg 9a-9d all
 #: encode and decode these images the same way; 9e changed the encoder).
 LIBJPEG_VERSION = "9d"
 
@@ -77,7 +77,7 @@ def _jpeglib():
 
 def jpeg_backend() -> str:
     """Which JPEG codec :func:`jpeg_compression` uses here: ``"libjpeg 9d (jpeglib
-    <version>)"`` when the optional ``jpeglib`` package is installed, else ``"Pillow
+    <version>)"`` when the ``jpeglib`` package (a dependency) is installed, else ``"Pillow
     <version> (<its libjpeg>)"``. Record it next to any cached JPEG-corrupted data."""
     lib = _jpeglib()
     if lib is not None:
@@ -110,7 +110,7 @@ def jpeg_compression(images: np.ndarray, c: int, rng=None) -> np.ndarray:
     Codec: the original ran with Pillow's wheels of its time (before Pillow 9), which
     bundled IJG libjpeg 9; IJG libjpeg 9 down- and up-samples chroma by scaling the DCT,
     which libjpeg-turbo (bundled by Pillow 9 and later) does not, so the two codecs give
-    images about a grey level apart. When the optional ``jpeglib`` package is installed,
+    images about a grey level apart. When the ``jpeglib`` package (a dependency) is there,
     its bundled libjpeg 9d is used, which reproduces those Pillow releases' JPEG output;
     otherwise the installed Pillow's codec is. :func:`jpeg_backend` says which. Either way
     this is a loop over images (the codecs work per image).
