@@ -245,3 +245,21 @@ def test_bench_workers_exit_when_the_runner_is_killed():
     while not _exited(worker) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert _exited(worker)
+
+
+def test_every_preset_plans_and_reports_before_any_run(tmp_path, data_dir):
+    # each registered preset's runs are valid configurations, and its report (published
+    # numbers, references, protocol) renders while nothing has run yet
+    from debiaskit.bench.presets import PRESETS
+    from debiaskit.bench.report import write_report
+    from debiaskit.bench.runner import plan
+
+    for name, preset in PRESETS.items():
+        planned = plan(preset, tmp_path / name, seeds=1, methods=list(preset.methods),
+                       data_dir=data_dir)
+        assert {p.method for p in planned} == set(preset.methods), name
+        (tmp_path / name).mkdir()
+        text = write_report(preset, planned, tmp_path / name)
+        assert text.startswith(f"# {preset.title}") and "not run" in text, name
+        for ref in preset.references:
+            assert f"Published, not run here: {ref}:" in text, name

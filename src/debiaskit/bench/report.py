@@ -174,10 +174,12 @@ def stage_lines(stages: dict) -> list[str]:
 
 
 def reference_lines(preset: TablePreset, planned: list[PlannedRun]) -> list[str]:
-    """Published numbers of methods not run here, for the rows this bench ran."""
+    """Published numbers of methods not run here, for the rows this bench ran (a number, or
+    a text such as "92.12 / 0.52" where the reference has several columns)."""
     rows = set(p.row for p in planned)
+    shown = (lambda v: f"{v:.2f}" if isinstance(v, (int, float)) else str(v))
     lines = [f"Published, not run here: {name}: " + ", ".join(
-                 f"{row} {value:.2f}" for row, value in values.items() if row in rows) + "."
+                 f"{row} {shown(value)}" for row, value in values.items() if row in rows) + "."
              for name, values in preset.references.items()
              if any(row in rows for row in values)]
     return lines + [""] if lines else []
