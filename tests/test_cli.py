@@ -99,7 +99,7 @@ def test_bench_runs_reports_and_skips_finished(capsys, tmp_path, data_dir):
     assert code == 0
     assert "| 99.0 |" in out and "50.34 +- 0.16" in out and "74.01 +- 2.21" in out
     assert "Model selection and length: last epoch" in out and "seeds [0]" in out
-    assert "augmentation none, float32," in out
+    assert "augmentation none, Adam, float32," in out
     report = tmp_path / "quick"
     assert (report / "report.md").exists() and (report / "curves.png").stat().st_size > 10000
     code, out, _ = run_cli(capsys, *args)

@@ -330,16 +330,22 @@ def peak_rss_mib() -> float | None:
     return round(peak / (1 << 20 if platform.system() == "Darwin" else 1 << 10), 1)
 
 
+def describe_optimiser(cfg: RunConfig) -> str:
+    """How a report states the optimiser and its schedule (the papers': Adam, none)."""
+    text = "Adam" if cfg.optimizer == "adam" else (
+        f"SGD (momentum {cfg.momentum})" if cfg.optimizer == "sgd" else cfg.optimizer)
+    if cfg.schedule == "step":
+        text += f", lr x{cfg.lr_gamma} every {cfg.lr_step} epochs"
+    elif cfg.schedule != "none":
+        text += f", {cfg.schedule} schedule"
+    return text
+
+
 def protocol_text(cfg: RunConfig, evals: dict) -> str:
     """The one-paragraph protocol statement every report carries."""
     epochs = (f"up to {cfg.epochs} epochs (patience {cfg.patience})"
               if cfg.selection == "early_stop" else f"{cfg.epochs} epochs")
-    optimiser = "Adam" if cfg.optimizer == "adam" else (
-        f"SGD (momentum {cfg.momentum})" if cfg.optimizer == "sgd" else cfg.optimizer)
-    if cfg.schedule == "step":
-        optimiser += f", lr x{cfg.lr_gamma} every {cfg.lr_step} epochs"
-    elif cfg.schedule != "none":
-        optimiser += f", {cfg.schedule} schedule"
+    optimiser = describe_optimiser(cfg)
     images = "; ".join(f"{k}: {v.meta['test_images']}" for k, v in evals.items()
                        if v.meta.get("test_images"))
     return (f"{cfg.method} on {cfg.dataset} {cfg.data_params}, model {cfg.model}, "

@@ -11,7 +11,7 @@ import numpy as np
 
 from .. import runs
 from ..explain.curves import draw_aligned_conflicting, save_png
-from ..train import SELECTION, describe_precision
+from ..train import SELECTION, describe_optimiser, describe_precision
 from .presets import TablePreset
 from .runner import PlannedRun
 
@@ -86,7 +86,7 @@ def protocol_lines(preset: TablePreset, planned: list[PlannedRun]) -> list[str]:
         f"mean +- sample std over seeds {seeds}; ours vs published.",
         f"Model selection and length: {selection}.",
         f"Training: model {cfg.model}{' ' + str(cfg.model_options) if cfg.model_options else ''}"
-        f", batch {cfg.batch_size}, augmentation {cfg.augment}, "
+        f", batch {cfg.batch_size}, augmentation {cfg.augment}, {describe_optimiser(cfg)}, "
         f"{describe_precision(cfg.precision)}, "
         f"method hyper-parameters {hparams or 'the paper defaults'}. {preset.notes}",
     ]
