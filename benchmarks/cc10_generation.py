@@ -13,20 +13,9 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import shutil
 import tempfile
 import time
-
-
-def cpu_model() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def main() -> None:
@@ -47,6 +36,7 @@ def main() -> None:
         from debiaskit import runs
         from debiaskit.data.protocols import build_data
         from debiaskit.data.sources import load_source
+        from corruption_speed import cpu_model  # the sibling benchmark's reader
 
         if args.threads:
             torch.set_num_threads(args.threads)

@@ -119,7 +119,7 @@ def test_test_splits_and_conditioned(small, tmp_path, monkeypatch):
     cond = data.evals["conditioned"]
     assert cond.b is None
     assert np.array_equal(cond.x.numpy().transpose(0, 2, 3, 1), small.x_test[lossless])
-    assert "1,000 exact" in data.evals["test"].meta["test_images"]
+    assert f"the {int(lossless.sum()):,} exact" in data.evals["test"].meta["test_images"]
 
 
 @pytest.mark.parametrize("params, words", [

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from .lff import CIFAR_NORM
 from .table import Row, TablePreset
 
 
@@ -129,8 +130,7 @@ LAD_CC10 = TablePreset(
     metric="accuracy",
     column_metrics={"conflicting": "conflicting"},
     row_header="dataset, bias ratio (%)",
-    run={"model": "resnet20", "model_options": {"mean": [0.4914, 0.4822, 0.4465],
-                                                "std": [0.2023, 0.1994, 0.2010]},
+    run={"model": "resnet20", "model_options": CIFAR_NORM,
          "augment": "crop_flip", "epochs": 30, "batch_size": 128, "selection": "last"},
     data_seed=None,
     notes=_CC10_NOTES,

@@ -41,6 +41,7 @@ import torch
 from ...errors import ConfigError
 from ..dataset import BiasedDataset, DataBundle
 from ..source import ImageSource
+from .cifar_test import pick_test_images
 
 #: the authors' selection seed (``random.seed(42)`` in preprocess_data.py)
 SELECTION_SEED = 42
@@ -48,7 +49,6 @@ SELECTION_SEED = 42
 COLOR_DOMINANT = (1, 3, 5, 7, 9)
 COLOR, GREY = 0, 1
 DOMAINS = ("colour", "grey")
-TEST_SETS = ("all", "lossless")
 #: PIL's integer luma weights (sum 65536) and rounding constant
 LUMA_WEIGHTS = (19595, 38470, 7471)
 _CHUNK = 4096
@@ -131,13 +131,8 @@ def build(source: ImageSource, skew: float = 0.95, test_set: str = "all",
     if source.name != "cifar10":
         raise ConfigError(f"cifar10s needs the cifar10 source, got {source.name}")
     skew = check_skew(skew)
-    if test_set not in TEST_SETS:
-        raise ConfigError(f"test_set {test_set!r} is unknown; give one of: {', '.join(TEST_SETS)}")
+    pick, described = pick_test_images(source, test_set)
     train_split, test_split = source.split("train"), source.split("test")
-    if test_set == "lossless" and "lossless" not in test_split.extras:
-        raise ConfigError(f"test_set 'lossless' needs the lossless marks of cifar10.npz; "
-                          f"{source.origin} has none (its test set is used whole: give "
-                          "test_set=all)")
     aligned_bias = torch.from_numpy(dominant_domain(10))
     counts = np.bincount(train_split.y, minlength=10)
     params = {"skew": skew, "test_set": test_set}
@@ -156,19 +151,10 @@ def build(source: ImageSource, skew: float = 0.95, test_set: str = "all",
         b=torch.from_numpy(b_train), num_bias=2, aligned_bias=aligned_bias,
         meta={"split": "train", **common})
 
-    pick = (np.flatnonzero(test_split.extras["lossless"]) if test_set == "lossless"
-            else np.arange(len(test_split)))
     colour = test_split.x[pick]
     n = len(pick)
     y_test = np.tile(test_split.y[pick].astype(np.int64), 2)
-    lossless = test_split.extras.get("lossless")
-    if test_set == "lossless":
-        described = f"the {n:,} exact (lossless) test images, each in colour and in grey"
-    elif lossless is not None and not lossless.all():
-        described = (f"the whole local test set ({n:,} images, {int((~lossless).sum()):,} of them "
-                     "decoded from JPEG, grouped by class), each in colour and in grey")
-    else:
-        described = f"the whole test set ({n:,} images), each in colour and in grey"
+    described += ", each in colour and in grey"
     test = BiasedDataset(
         name="cifar10s/test", x=_nchw(np.concatenate([colour, grey_rgb(colour)])),
         y=torch.from_numpy(y_test), num_classes=10,

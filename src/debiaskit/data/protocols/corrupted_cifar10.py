@@ -39,6 +39,7 @@ from ..cache import DerivedCache
 from ..dataset import BiasedDataset, DataBundle
 from ..source import ImageSource, as_nchw
 from .assignment import block_assignment, check_conflict_ratio
+from .cifar_test import pick_test_images
 
 #: class k -> its aligned corruption (LfF's protocol lists, in class order)
 TYPES = {
@@ -50,7 +51,6 @@ TYPES = {
 #: LfF's severity k is Hendrycks' k + 1.
 LFF_SEVERITY_OFFSET = 1
 TEST_ALIGNED_RATIO = 0.1
-TEST_SETS = ("all", "lossless")
 
 
 def corruption_code_digest() -> str:
@@ -103,8 +103,7 @@ def build(source: ImageSource, conflict_ratio: float = 0.01, type: str = "type0"
         raise ConfigError(f"corrupted_cifar10 needs the cifar10 source, got {source.name}")
     if type not in TYPES:
         raise ConfigError(f"corruption type {type!r} is unknown; give type0 or type1")
-    if test_set not in TEST_SETS:
-        raise ConfigError(f"test_set {test_set!r} is unknown; give one of: {', '.join(TEST_SETS)}")
+    test_pick, test_images = pick_test_images(source, test_set)
     conflict_ratio = check_conflict_ratio(conflict_ratio, 10)
     h_severity = hendrycks_severity(severity)
     names = TYPES[type]
@@ -115,8 +114,6 @@ def build(source: ImageSource, conflict_ratio: float = 0.01, type: str = "type0"
     from ..corruptions.digital import jpeg_backend
 
     test = source.split("test")
-    test_pick = (np.flatnonzero(test.extras["lossless"]) if test_set == "lossless"
-                 else np.arange(len(test)))
     splits = {"train": (source.split("train").x, source.split("train").y, 1.0 - conflict_ratio),
               "test": (test.x[test_pick], test.y[test_pick], TEST_ALIGNED_RATIO)}
     datasets = {}
@@ -135,9 +132,7 @@ def build(source: ImageSource, conflict_ratio: float = 0.01, type: str = "type0"
                 as_nchw(arrays["x"]))), y=torch.from_numpy(y.astype(np.int64)),
             num_classes=10, b=torch.from_numpy(b), num_bias=10,
             meta={"split": split, **params, "corruptions": list(names),
-                  "test_images": ("the 1,000 exact test images" if test_set == "lossless" else
-                                  "the whole local test set (9,000 of 10,000 JPEG-decoded)")
-                  if split == "test" else None})
+                  "test_images": test_images if split == "test" else None})
     evals = {"test": datasets["test"]}
     if conditioned:
         evals["conditioned"] = BiasedDataset(
