@@ -20,6 +20,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..errors import ConfigError
+
 
 class FeatureClassifier(nn.Module):
     """Mixin base: subclasses set ``num_features`` and the attribute named
@@ -46,6 +48,21 @@ class FeatureClassifier(nn.Module):
         """A fresh ``Linear(num_features, num_classes)`` head, or ``nn.Identity`` for 0."""
         setattr(self, self.classifier_name,
                 nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity())
+
+    def register_normalisation(self, mean, std, channels: int) -> None:
+        """``mean`` / ``std`` buffers (one value per channel; default: identity) that
+        :meth:`normalise` applies to the [0, 1] input, so every caller feeds the same
+        [0, 1] images; a wrong length is a one-line ConfigError."""
+        for name, values, default in (("mean", mean, 0.0), ("std", std, 1.0)):
+            values = [default] * channels if values is None else list(values)
+            if len(values) != channels:
+                raise ConfigError(f"{type(self).__name__}: {name} needs one value per channel "
+                                  f"({channels}), got {len(values)}; e.g. --model-opt "
+                                  f"'{name}=[...]'")
+            self.register_buffer(name, torch.tensor(values, dtype=torch.float32).view(1, -1, 1, 1))
+
+    def normalise(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
 
     # Aliases of the names earlier code uses.
     def features(self, x: torch.Tensor) -> torch.Tensor:

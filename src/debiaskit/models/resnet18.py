@@ -41,11 +41,11 @@ class TorchvisionResNet18(FeatureClassifier, ResNet):
         super().__init__(BasicBlock, [2, 2, 2, 2], num_classes=num_classes)
         self.num_features = 512 * BasicBlock.expansion
 
-    def normalize_input(self, x: torch.Tensor) -> torch.Tensor:
-        return x
+    def normalise(self, x: torch.Tensor) -> torch.Tensor:
+        return x  # no mean/std buffers: SiH's network and its checkpoints have none
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.relu(self.bn1(self.conv1(self.normalize_input(x))))
+        x = self.relu(self.bn1(self.conv1(self.normalise(x))))
         x = self.layer4(self.layer3(self.layer2(self.layer1(self.maxpool(x)))))
         return torch.flatten(self.avgpool(x), 1)
 
@@ -64,12 +64,10 @@ class ImageNetResNet18(TorchvisionResNet18):
 
     def __init__(self, num_classes: int, normalize: bool = False) -> None:
         super().__init__(num_classes)
-        mean, std = (IMAGENET_MEAN, IMAGENET_STD) if normalize else ((0.0,) * 3, (1.0,) * 3)
-        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1))
-        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1))
+        self.register_normalisation(IMAGENET_MEAN if normalize else None,
+                                    IMAGENET_STD if normalize else None, 3)
 
-    def normalize_input(self, x: torch.Tensor) -> torch.Tensor:
-        return (x - self.mean) / self.std
+    normalise = FeatureClassifier.normalise
 
 
 def _read_resnet18_state(path) -> dict:

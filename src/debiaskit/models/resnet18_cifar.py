@@ -15,17 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import ConfigError
 from .interface import FeatureClassifier
 from .resnet_cifar import BasicBlock
-
-
-def _per_channel(values, default: float, channels: int, name: str) -> torch.Tensor:
-    values = [default] * channels if values is None else list(values)
-    if len(values) != channels:
-        raise ConfigError(f"resnet18_cifar: {name} needs one value per channel ({channels}), "
-                          f"got {len(values)}; e.g. --model-opt '{name}=[...]'")
-    return torch.tensor(values, dtype=torch.float32).view(1, -1, 1, 1)
 
 
 class ResNet18Cifar(FeatureClassifier):
@@ -37,8 +28,7 @@ class ResNet18Cifar(FeatureClassifier):
     def __init__(self, input_shape, num_classes: int, mean=None, std=None) -> None:
         super().__init__()
         cin = input_shape[0]
-        self.register_buffer("mean", _per_channel(mean, 0.0, cin, "mean"))
-        self.register_buffer("std", _per_channel(std, 1.0, cin, "std"))
+        self.register_normalisation(mean, std, cin)
         self.conv1 = nn.Conv2d(cin, 64, 3, 1, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(64)
         width, stages = 64, []
@@ -54,6 +44,6 @@ class ResNet18Cifar(FeatureClassifier):
         self.head = nn.Linear(512, num_classes)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.relu(self.bn1(self.conv1((x - self.mean) / self.std)))
+        x = F.relu(self.bn1(self.conv1(self.normalise(x))))
         x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
         return F.adaptive_avg_pool2d(x, 1).flatten(1)

@@ -63,8 +63,7 @@ class ResNetCifar(FeatureClassifier):
                  std=None) -> None:
         super().__init__()
         cin = input_shape[0]
-        self.register_buffer("mean", torch.tensor(mean or [0.0] * cin).view(1, -1, 1, 1))
-        self.register_buffer("std", torch.tensor(std or [1.0] * cin).view(1, -1, 1, 1))
+        self.register_normalisation(mean, std, cin)
         self.conv = nn.Conv2d(cin, 16, 3, 1, 1, bias=False)
         self.bn = nn.BatchNorm2d(16)
         stages, width = [], 16
@@ -80,6 +79,6 @@ class ResNetCifar(FeatureClassifier):
                 nn.init.kaiming_normal_(m.weight)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        x = (x - self.mean) / self.std
+        x = self.normalise(x)
         x = F.relu(self.bn(self.conv(x)))
         return F.adaptive_avg_pool2d(self.stages(x), 1).flatten(1)
