@@ -145,8 +145,8 @@ LFF_CC10_TYPE1 = replace(
 #: What the CPU presets shorten: epochs only (same data, network, batch and optimiser).
 CPU_EPOCHS = 5
 _CPU_NOTE = (f"SHORTENED for a 2-core CPU: {CPU_EPOCHS} of the paper's 200 epochs (2.5 % of "
-             "its optimisation steps), chosen so that one row with 3 seeds of Vanilla and LfF "
-             "fits in about 2 hours on 2 cores; data, network, batch, optimiser and "
+             "its optimisation steps), aiming at one row with 3 seeds of Vanilla and LfF in "
+             "about 2 hours on 2 cores (not yet measured end to end); data, network, batch, optimiser and "
              "augmentation as the paper's. Expect far lower numbers than the paper's. "
              "Otherwise: ")
 
