@@ -122,12 +122,37 @@ def test_test_splits_and_conditioned(small, tmp_path, monkeypatch):
     assert f"the {int(lossless.sum()):,} exact" in data.evals["test"].meta["test_images"]
 
 
+def test_image_size_resizes_after_corrupting_and_caches(small, tmp_path, monkeypatch):
+    monkeypatch.setenv("DEBIASKIT_CACHE", str(tmp_path))
+    full = corrupted_cifar10.build(small, conflict_ratio=0.1, conditioned=True)
+    half = corrupted_cifar10.build(small, conflict_ratio=0.1, conditioned=True, image_size=16)
+    assert tuple(half.train.x.shape[1:]) == (3, 16, 16) and half.params["image_size"] == 16
+    assert torch.equal(half.train.b, full.train.b) and torch.equal(half.train.y, full.train.y)
+    # corrupted at 32 px, then resized: each 16-px image is the PIL-bicubic resize of the 32-px one
+    from PIL import Image
+    for i in (0, 123, 599):
+        big = full.train.x[i].permute(1, 2, 0).numpy()
+        want = np.asarray(Image.fromarray(big).resize((16, 16), Image.Resampling.BICUBIC))
+        assert np.array_equal(half.train.x[i].permute(1, 2, 0).numpy(), want)
+    # a downscale averages: per-image means stay within a grey level or two
+    diff = (full.train.x.float().mean((1, 2, 3)) - half.train.x.float().mean((1, 2, 3))).abs()
+    assert diff.max() < 3.0
+    assert tuple(half.evals["conditioned"].x.shape[1:]) == (3, 16, 16)
+    # a second build is a load: neither corruption nor resizing runs again
+    calls = []
+    monkeypatch.setattr(corrupted_cifar10, "resize_images", lambda *a: calls.append(1))
+    monkeypatch.setattr(corrupted_cifar10, "corrupt_groups", lambda *a, **k: calls.append(1))
+    again = corrupted_cifar10.build(small, conflict_ratio=0.1, conditioned=True, image_size=16)
+    assert calls == [] and torch.equal(again.train.x, half.train.x)
+
+
 @pytest.mark.parametrize("params, words", [
     ({"severity": 5}, "severity 5 is out of range"),
     ({"severity": 0}, "severity 0 is out of range"),
     ({"type": "type2"}, "type2"),
     ({"conflict_ratio": 0.95}, "conflict ratio 0.95 is out of range"),
     ({"test_set": "clean"}, "test_set"),
+    ({"image_size": 4}, "image_size 4 is out of range"),
 ])
 def test_bad_parameters_are_one_line_errors(small, params, words):
     with pytest.raises(ConfigError) as err:

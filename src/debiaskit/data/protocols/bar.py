@@ -27,28 +27,7 @@ from ...errors import ConfigError
 from ..cache import DerivedCache
 from ..dataset import BiasedDataset, DataBundle
 from ..source import ImageSource
-
-RESIZE = "bicubic"
-#: bump when the resizing below changes, so that the cache never serves old images
-RESIZE_VERSION = 1
-
-
-def check_image_size(image_size) -> int:
-    if isinstance(image_size, bool) or not isinstance(image_size, (int, np.integer)) \
-            or not 8 <= int(image_size) <= 1024:
-        raise ConfigError(f"image_size {image_size!r} is out of range; give the side in pixels, "
-                          "an integer in [8, 1024] (e.g. 64 or 224)")
-    return int(image_size)
-
-
-def resize_images(images: np.ndarray, size: int) -> np.ndarray:
-    """uint8 (N, H, W, 3) images resized to (N, size, size, 3) with PIL bicubic."""
-    from PIL import Image
-    out = np.empty((len(images), size, size, images.shape[-1]), dtype=np.uint8)
-    for i, image in enumerate(images):
-        out[i] = np.asarray(Image.fromarray(image).resize((size, size), Image.Resampling.BICUBIC))
-    return out
-
+from .resize import RESIZE, RESIZE_VERSION, check_image_size, resize_images
 
 def build(source: ImageSource, image_size: int = 64, seed: int = 0, data_dir=None) -> DataBundle:
     """BAR at ``image_size`` x ``image_size``: ``train`` biased, ``test`` for evaluation.
