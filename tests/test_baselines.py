@@ -56,6 +56,6 @@ def test_disent_weights_conflicting_samples_more_and_swaps(data_dir):
     loader = InMemoryLoader(prep.train, 256, seed=0)
     for batch in loader.epoch(0):
         stats = prep.method.update(batch)
-    assert "loss_swap" in stats and prep.method.tables["steps"].value == len(loader)
+    assert "loss_swap" in stats and int(prep.method.steps) == len(loader)
     weights = prep.method.epoch_stats(prep.train)
     assert weights["weight_conflicting"] > 3 * weights["weight_aligned"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 
 def generalized_cross_entropy(logits: torch.Tensor, y: torch.Tensor, q: float = 0.7,
@@ -22,19 +23,23 @@ def generalized_cross_entropy(logits: torch.Tensor, y: torch.Tensor, q: float = 
     return loss * q if code_scale else loss
 
 
-class PerSampleEMA:
+class PerSampleEMA(nn.Module):
     """Exponential moving average of a per-sample loss, indexed by dataset index.
 
     LfF's implementation (PROTOCOLS.md): the table starts at zero, a sample's first visit
-    stores its raw loss, later visits ``alpha * old + (1 - alpha) * new``.
+    stores its raw loss, later visits ``alpha * old + (1 - alpha) * new``. The table
+    (``values``, ``seen``) is buffers, so a method's ``state_dict`` carries it; the targets
+    are a non-persistent buffer (they come from the data).
     """
 
     def __init__(self, targets: torch.Tensor, num_classes: int, alpha: float = 0.7) -> None:
-        self.targets = targets
+        super().__init__()
         self.num_classes = num_classes
         self.alpha = alpha
-        self.values = torch.zeros(len(targets), device=targets.device)
-        self.seen = torch.zeros(len(targets), dtype=torch.bool, device=targets.device)
+        self.register_buffer("targets", targets, persistent=False)
+        self.register_buffer("values", torch.zeros(len(targets), device=targets.device))
+        self.register_buffer("seen", torch.zeros(len(targets), dtype=torch.bool,
+                                                 device=targets.device))
 
     def update(self, index: torch.Tensor, loss: torch.Tensor) -> None:
         loss = loss.detach().to(self.values.device, self.values.dtype)
@@ -52,13 +57,6 @@ class PerSampleEMA:
         """EMA loss at ``index`` divided by its class maximum."""
         peak = self.class_max()[self.targets[index]]
         return self.values[index] / peak.clamp_min(1e-8)
-
-    def state_dict(self) -> dict:
-        return {"values": self.values.clone(), "seen": self.seen.clone()}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.values.copy_(state["values"])
-        self.seen.copy_(state["seen"])
 
 
 def relative_difficulty(ema_biased: torch.Tensor, ema_debiased: torch.Tensor) -> torch.Tensor:

@@ -150,6 +150,10 @@ def check_config(cfg: RunConfig) -> RunConfig:
     if cfg.schedule != "none" and cfg.selection == "early_stop":
         raise ConfigError("early_stop selection lowers the learning rate on plateaus itself; "
                           "use --schedule none with it")
+    if cfg.schedule == "plateau" and cfg.selection != "early_stop":
+        raise ConfigError("the plateau schedule steps on the held-out objective, which only "
+                          "--selection early_stop computes (and then applies itself); use "
+                          "--schedule none, step or cosine")
     if cfg.epochs < 1:
         raise ConfigError(f"epochs must be >= 1, got {cfg.epochs}")
     if cfg.batch_size < 1:
@@ -255,9 +259,16 @@ def prepare(cfg: RunConfig) -> Prepared:
                                   normalisation_from_data(dict(cfg.model_options), train))
     method = method_cls(spec, make_network, cfg.hparams).to(device)
     method.networks.to(memory_format=MEMORY_FORMATS[cfg.memory_format])  # 4-d weights only
+    override = {}
     if cfg.optimizer != "adam":
-        method.optimizers = {k: optim.rebuild(o, cfg.optimizer, cfg.momentum)
-                             for k, o in method.optimizers.items()}
+        override.update(name=cfg.optimizer, momentum=cfg.momentum)
+    if cfg.schedule != "none":
+        override.update(schedule=cfg.schedule, lr_step=cfg.lr_step, lr_gamma=cfg.lr_gamma)
+    if cfg.selection == "early_stop":
+        # SiH's code: LR x0.1 after int(P/2) - 1 epochs without improvement (PROTOCOLS.md)
+        override.update(schedule="plateau", lr_step=max(cfg.patience // 2 - 1, 0), lr_gamma=0.1)
+    if override:
+        method.override_optimizers(**override)
     return Prepared(cfg, bundle, train, evals, method)
 
 
@@ -275,14 +286,15 @@ def arithmetic(cfg: RunConfig) -> torch.autocast:
                           enabled=dtype is not None, cache_enabled=False)
 
 
-@torch.inference_mode()
+@torch.no_grad()
 def evaluate(predictors: dict, loader: InMemoryLoader) -> dict:
-    """Metrics of every predictor (name -> logits function) on ``loader``'s whole dataset,
-    in one pass over the data."""
+    """Metrics of every predictor (name -> logits function of a batch) on ``loader``'s
+    whole dataset, in one pass over the data. (``no_grad``, not ``inference_mode``: GBA's
+    test-time mask takes a gradient inside ``enable_grad``.)"""
     preds = {name: [] for name in predictors}
     for batch in loader.epoch(0):
         for name, predict in predictors.items():
-            preds[name].append(predict(batch.x).argmax(1))
+            preds[name].append(predict(batch).argmax(1))
     ds = loader.dataset
     return {name: classification_metrics(torch.cat(p), ds.y, ds.b, ds.num_classes,
                                          ds.num_bias, ds.aligned_bias)
@@ -391,17 +403,16 @@ class Trainer:
         device = torch.device(cfg.device)
         eval_loaders = {k: InMemoryLoader(v, EVAL_BATCH, shuffle=False, device=device)
                         for k, v in prep.evals.items()}
-        predictors = {"": method.predict, **{f"{k}/": p for k, p in
-                                             method.auxiliary_predictors().items()}}
+        predictors = {"": method.predict_batch, **{
+            f"{k}/": (lambda batch, p=p: p(batch.x))
+            for k, p in method.auxiliary_predictors().items()}}
+        method.total_epochs = cfg.epochs
 
         early_stop = cfg.selection == "early_stop"
-        # SiH's code: LR x0.1 after int(P/2) - 1 epochs without improvement (PROTOCOLS.md)
-        schedulers = {k: torch.optim.lr_scheduler.ReduceLROnPlateau(
-            opt, mode="min", factor=0.1, patience=max(cfg.patience // 2 - 1, 0), threshold=0.0)
-            for k, opt in method.optimizers.items()} if early_stop else {
-            k: sched for k, opt in method.optimizers.items()
-            if (sched := optim.schedule(opt, cfg.schedule, cfg.epochs, cfg.lr_step,
-                                        cfg.lr_gamma)) is not None}
+        # each network's declared schedule (prepare() applied the run's overrides)
+        schedulers = {k: sched for k, opt in method.optimizers.items()
+                      if (sched := optim.build_schedule(opt, method.optimizer_specs[k],
+                                                        cfg.epochs)) is not None}
         start, best = 0, {"epoch": None, "score": None, "state": None}
         stored_data = (resumable or {}).get("data", {})
         if stored_data.get("train_checksum") not in (None, train.checksum()):
@@ -420,7 +431,7 @@ class Trainer:
             })
         elif (self.out / runs.CHECKPOINT).exists():
             ckpt = runs.load_torch(self.out / runs.CHECKPOINT)
-            method.load_state_dict(ckpt["method"])
+            method.load_training_state(ckpt["method"])
             for k, sched in schedulers.items():
                 sched.load_state_dict(ckpt["schedulers"][k])
             torch.set_rng_state(ckpt["rng"])
@@ -461,7 +472,7 @@ class Trainer:
             stats = {k: v / max(steps, 1) for k, v in sums.items()}
             stats.update(method.epoch_stats(train))
             for sched in schedulers.values():
-                if early_stop:
+                if isinstance(sched, torch.optim.lr_scheduler.ReduceLROnPlateau):
                     sched.step(objective)
                 else:
                     sched.step()
@@ -474,10 +485,11 @@ class Trainer:
             score = selection_score(cfg, evals, objective)
             if score is not None and (best["score"] is None or score > best["score"]):
                 best = {"epoch": epoch + 1, "score": score,
-                        "state": copy.deepcopy(method.state_dict()["networks"])}
+                        "state": copy.deepcopy(method.networks.state_dict())}
             runs.append_metrics(self.out, record)
             runs.save_torch(self.out / runs.CHECKPOINT, {
-                "epoch": epoch + 1, "method": method.state_dict(), "rng": torch.get_rng_state(),
+                "epoch": epoch + 1, "method": method.training_state(),
+                "rng": torch.get_rng_state(),
                 "best": best, "schedulers": {k: v.state_dict() for k, v in schedulers.items()}})
             main = next(iter(prep.evals))
             bar.set_postfix({k: f"{evals[main][k]:.1f}" for k in
@@ -490,7 +502,7 @@ class Trainer:
         records = runs.read_metrics(self.out)
         if cfg.selection == "last":
             selected = records[-1]
-            networks = method.state_dict()["networks"]
+            networks = method.networks.state_dict()
         else:
             selected = next(r for r in records if r["epoch"] == best["epoch"])
             networks = best["state"]

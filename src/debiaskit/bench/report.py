@@ -116,7 +116,8 @@ def table(preset: TablePreset, planned: list[PlannedRun], results: dict) -> tupl
                 else:
                     cells.append("not run")
                 pub = preset.published_value(m, row, column)
-                cells.append(f"{pub[0]:.2f} +- {pub[1]:.2f}" if pub else "-")
+                cells.append("-" if pub is None else f"{pub:.2f}" if isinstance(pub, (int, float))
+                             else f"{pub[0]:.2f} +- {pub[1]:.2f}")  # (mean, std) or no std
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines), numbers
 

@@ -1,7 +1,13 @@
 """The method contract and the registry (the shape of DomainBed's ``algorithms.py``).
 
-A method owns its networks and optimisers. It is built from a :class:`DataSpec`, a
-:class:`~debiaskit.models.NetworkFactory` and hyper-parameters; the trainer calls
+A method is a ``torch.nn.Module`` that owns its networks (``self.networks``) and one
+optimiser per network, each declared by name with its own learning rate and schedule
+(:class:`~debiaskit.optim.OptimizerSpec`). Its other state (per-sample loss tables, group
+weights, counters) is buffers, of the method or of the modules in ``self.tables``, so
+``state_dict`` / ``load_state_dict`` carry all of it and a resumed run continues exactly;
+:meth:`Method.training_state` adds the optimisers for checkpoints. It is built from a
+:class:`DataSpec`, a :class:`~debiaskit.models.NetworkFactory` and hyper-parameters; the
+trainer calls
 ``prepare_training_data`` once (pipeline stages, e.g. LAD's), ``begin_epoch`` before each
 epoch, ``update(batch)`` once per batch and ``predict(x)`` to evaluate. A method whose
 objective can be computed without side effects implements ``loss(batch, training)``; the
@@ -13,13 +19,14 @@ data without it, and its ``default_selection`` is the model-selection policy of 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, ClassVar
 
 import torch
 from torch import nn
 
 from ..errors import ConfigError, unknown_name
+from ..optim import OptimizerSpec, build_optimizer
 
 METHODS: dict[str, type["Method"]] = {}
 
@@ -72,10 +79,10 @@ def _coerce(value, default):
         return None
 
 
-class Method:
+class Method(nn.Module):
     """Base class. Subclasses set ``name``, ``requires``, ``hparams`` and implement
-    ``update`` and ``predict``; networks go in ``self.networks``, optimisers in
-    ``self.optimizers``, other state (e.g. EMA tables) in ``self.tables``."""
+    ``update`` (or ``loss``) and ``predict``; networks are added with :meth:`add_network`,
+    other state is buffers (``register_buffer``) or modules with buffers in ``self.tables``."""
 
     name: ClassVar[str] = ""
     requires: ClassVar[frozenset[str]] = frozenset()
@@ -84,14 +91,19 @@ class Method:
     relative_cost: ClassVar[float] = 1.0
     #: Model-selection policy (see ``debiaskit.train.SELECTION``) when a run names none.
     default_selection: ClassVar[str] = "last"
+    #: The run's length in epochs, set by the trainer before training (for methods whose
+    #: schedule follows the run's progress, e.g. GBA's dann lambda); None outside a run.
+    total_epochs: int | None = None
 
     def __init__(self, spec: DataSpec, make_network: Callable[[], nn.Module],
                  hparams: dict | None = None) -> None:
+        super().__init__()
         self.spec = spec
         self.hp = self.resolve_hparams(hparams or {})
         self.networks = nn.ModuleDict()
+        self.tables = nn.ModuleDict()
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
-        self.tables: dict = {}
+        self.optimizer_specs: dict[str, OptimizerSpec] = {}
 
     @classmethod
     def resolve_hparams(cls, given: dict) -> dict:
@@ -113,12 +125,26 @@ class Method:
             out[key] = value
         return out
 
-    def add_network(self, role: str, module: nn.Module) -> nn.Module:
-        """Register ``module`` as network ``role`` with its own Adam optimiser, from the
-        method's ``lr`` and (if it has one) ``weight_decay`` hyper-parameters."""
+    def add_network(self, role: str, module: nn.Module, **optimizer) -> nn.Module:
+        """Register ``module`` as network ``role`` with its own optimiser, declared by the
+        :class:`~debiaskit.optim.OptimizerSpec` fields in ``optimizer`` (default: Adam, no
+        schedule, learning rate and weight decay from the method's ``lr`` and, if it has
+        one, ``weight_decay`` hyper-parameters)."""
+        spec = OptimizerSpec(**{"lr": self.hp["lr"],
+                                "weight_decay": self.hp.get("weight_decay", 0.0), **optimizer})
         self.networks[role] = module
-        self.optimizers[role] = adam(module, self.hp["lr"], self.hp.get("weight_decay", 0.0))
+        self.optimizer_specs[role] = spec
+        self.optimizers[role] = build_optimizer(module.parameters(), spec)
         return module
+
+    def override_optimizers(self, **fields) -> None:
+        """Rebuild every network's optimiser with ``fields`` of its spec replaced (a run's
+        ``--optimizer`` / ``--schedule``), keeping each network's learning rate and weight
+        decay."""
+        for role, spec in self.optimizer_specs.items():
+            spec = replace(spec, **fields)
+            self.optimizer_specs[role] = spec
+            self.optimizers[role] = build_optimizer(self.networks[role].parameters(), spec)
 
     # --- the contract -------------------------------------------------------------
     def loss(self, batch, training: bool = True) -> tuple[torch.Tensor, dict[str, float]]:
@@ -165,6 +191,11 @@ class Method:
         """Logits of the method's final classifier."""
         raise NotImplementedError
 
+    def predict_batch(self, batch) -> torch.Tensor:
+        """Logits on an evaluation batch; methods whose inference may read the batch's bias
+        labels (GBA's oracle mask, Domain-Independent's conditional head) override it."""
+        return self.predict(batch.x)
+
     def auxiliary_predictors(self) -> dict[str, Callable[[torch.Tensor], torch.Tensor]]:
         """Other classifiers worth evaluating (e.g. LfF's biased model), by name."""
         return {}
@@ -173,28 +204,35 @@ class Method:
         """Statistics computed once per epoch on the training set (optional)."""
         return {}
 
-    # --- mode and state -------------------------------------------------------------
-    def train(self, mode: bool = True) -> "Method":
-        self.networks.train(mode)
-        return self
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.predict(x)
 
-    def to(self, device) -> "Method":
-        self.networks.to(device)
-        return self
+    # --- state ------------------------------------------------------------------------
+    def training_state(self) -> dict:
+        """Everything a checkpoint needs: the module state (networks, buffers, tables)
+        and every optimiser's state."""
+        return {"module": self.state_dict(),
+                "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()}}
 
-    def state_dict(self) -> dict:
-        return {
-            "networks": self.networks.state_dict(),
-            "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
-            "tables": {k: t.state_dict() for k, t in self.tables.items()},
-        }
-
-    def load_state_dict(self, state: dict) -> None:
-        self.networks.load_state_dict(state["networks"])
+    def load_training_state(self, state: dict) -> None:
+        """Restore :meth:`training_state`; also reads the checkpoints written before methods
+        were modules (``networks`` / ``optimizers`` / ``tables`` of plain tensors)."""
+        if "module" in state:
+            self.load_state_dict(state["module"])
+        else:
+            self.networks.load_state_dict(state["networks"])
+            with torch.no_grad():
+                for key, table in state.get("tables", {}).items():
+                    for name, value in table.items():
+                        # a table module's buffer, a method buffer of the field's name
+                        # (GroupDRO's q), or one named after the table (DisEnt's steps)
+                        target = (getattr(self.tables[key], name) if key in self.tables
+                                  else getattr(self, name, None))
+                        if not isinstance(target, torch.Tensor):
+                            target = getattr(self, key)
+                        target.copy_(torch.as_tensor(value))
         for k, o in self.optimizers.items():
             o.load_state_dict(state["optimizers"][k])
-        for k, t in self.tables.items():
-            t.load_state_dict(state["tables"][k])
 
 
 def aligned_conflicting_means(values: torch.Tensor, dataset) -> dict[str, float]:
@@ -206,14 +244,7 @@ def aligned_conflicting_means(values: torch.Tensor, dataset) -> dict[str, float]
             else float("nan")}
 
 
-def adam(module: nn.Module, lr: float, weight_decay: float = 0.0) -> torch.optim.Adam:
-    """The papers' optimiser (Adam, no schedule unless a method says otherwise).
-
-    The fused implementation (one kernel for all parameters; same update rule) is used
-    where this torch build has it, since per-parameter Adam dominates small networks' steps.
-    """
-    params = list(module.parameters())
-    try:
-        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=True)
-    except (RuntimeError, TypeError):
-        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+def adam(module: nn.Module, lr: float, weight_decay: float = 0.0) -> torch.optim.Optimizer:
+    """The papers' optimiser (Adam, fused where available) over ``module``'s parameters,
+    for networks a method trains outside the trainer's loop (LAD's stages, probes)."""
+    return build_optimizer(module.parameters(), OptimizerSpec(lr=lr, weight_decay=weight_decay))

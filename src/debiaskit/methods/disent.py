@@ -26,19 +26,6 @@ from ..models import feature_extractor
 from .base import HParam, Method, aligned_conflicting_means, register
 
 
-class StepCounter:
-    """Optimisation steps taken so far (state-dict-able, so resumed runs keep counting)."""
-
-    def __init__(self) -> None:
-        self.value = 0
-
-    def state_dict(self) -> dict:
-        return {"value": self.value}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.value = int(state["value"])
-
-
 @register
 class DisEnt(Method):
     name = "disent"
@@ -65,7 +52,8 @@ class DisEnt(Method):
             self.add_network(role, nn.ModuleDict({
                 "encoder": encoder, "classifier": nn.Linear(2 * dim, spec.num_classes)}))
             self.tables[role] = PerSampleEMA(spec.train_targets, spec.num_classes, self.hp["ema"])
-        self.tables["steps"] = StepCounter()
+        # optimisation steps taken so far (a buffer, so resumed runs keep counting)
+        self.register_buffer("steps", torch.zeros((), dtype=torch.long))
 
     def _classify(self, role: str, z_i, z_b):
         """C_role on [z_i, z_b], the gradient reaching only the role's own features."""
@@ -77,7 +65,7 @@ class DisEnt(Method):
                                    self.tables["intrinsic"].normalized(index))
 
     def _set_lr(self) -> None:
-        step, every = self.tables["steps"].value, self.hp["lr_decay_step"]
+        step, every = int(self.steps), self.hp["lr_decay_step"]
         lr = self.hp["lr"] * (self.hp["lr_decay"] ** (step // every) if every else 1.0)
         for opt in self.optimizers.values():
             for group in opt.param_groups:
@@ -100,7 +88,7 @@ class DisEnt(Method):
                     * generalized_cross_entropy(logits_b, batch.y, q, ce=ce_b).mean())
         stats = {"loss_dis": loss_dis.item(), "weight_mean": weight.mean().item()}
         loss = loss_dis
-        if self.tables["steps"].value >= self.hp["swap_start"]:
+        if int(self.steps) >= self.hp["swap_start"]:
             perm = torch.randperm(len(batch.y), device=batch.y.device)
             z_b_swap, y_swap = z_b[perm], batch.y[perm]
             swap_i = self._classify("intrinsic", z_i, z_b_swap)
@@ -116,7 +104,7 @@ class DisEnt(Method):
     def update(self, batch):
         self._set_lr()
         stats = super().update(batch)
-        self.tables["steps"].value += 1
+        self.steps += 1
         return stats
 
     def predict(self, x):

@@ -14,19 +14,6 @@ import torch.nn.functional as F
 from .base import HParam, Method, register
 
 
-class GroupWeights:
-    """The adversary's distribution over groups, kept as a state-dict-able table."""
-
-    def __init__(self, num_groups: int, device=None) -> None:
-        self.q = torch.full((num_groups,), 1.0 / num_groups, device=device)
-
-    def state_dict(self) -> dict:
-        return {"q": self.q.clone()}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.q.copy_(state["q"])
-
-
 @register
 class GroupDRO(Method):
     name = "groupdro"
@@ -43,9 +30,12 @@ class GroupDRO(Method):
         self.num_groups = spec.num_classes * spec.num_bias
         self.add_network("model", make_network())
         device = spec.train_targets.device
-        self.tables["groups"] = GroupWeights(self.num_groups, device)
+        # the adversary's distribution over groups (state: saved and resumed with the method)
+        self.register_buffer("q", torch.full((self.num_groups,), 1.0 / self.num_groups,
+                                             device=device))
         groups = spec.train_targets * spec.num_bias + spec.train_bias
-        self.group_counts = torch.bincount(groups, minlength=self.num_groups).float()
+        self.register_buffer("group_counts", torch.bincount(
+            groups, minlength=self.num_groups).float(), persistent=False)
 
     def update(self, batch):
         logits = self.networks["model"](batch.x)
@@ -57,7 +47,7 @@ class GroupDRO(Method):
         group_loss = sums / counts.clamp_min(1)
         if self.hp["adjustment"]:
             group_loss = group_loss + self.hp["adjustment"] / self.group_counts.sqrt().clamp_min(1)
-        q = self.tables["groups"].q
+        q = self.q
         with torch.no_grad():
             q[present] *= torch.exp(self.hp["eta"] * group_loss[present].detach())
             q /= q.sum()

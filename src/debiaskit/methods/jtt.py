@@ -17,23 +17,19 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from .base import HParam, Method, register
 
 
-class ErrorSet:
-    """JTT's error set as a bool table over the training set (state-dict-able)."""
+class ErrorSet(nn.Module):
+    """JTT's error set as a bool table over the training set, and whether it is built
+    (buffers)."""
 
     def __init__(self, num_train: int, device=None) -> None:
-        self.errors = torch.zeros(num_train, dtype=torch.bool, device=device)
-        self.ready = torch.zeros((), dtype=torch.bool)
-
-    def state_dict(self) -> dict:
-        return {"errors": self.errors.clone(), "ready": self.ready.clone()}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.errors.copy_(state["errors"])
-        self.ready.copy_(state["ready"])
+        super().__init__()
+        self.register_buffer("errors", torch.zeros(num_train, dtype=torch.bool, device=device))
+        self.register_buffer("ready", torch.zeros((), dtype=torch.bool, device=device))
 
 
 @register

@@ -1,0 +1,150 @@
+"""GBA (paper 003), its Adversarial baseline and the Domain-Independent classifier: the
+gradient reversal, the mask of Eq. 4-7 on hand-made examples, D on masked vs raw features
+after real training, and bad input."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from torch import nn
+
+from debiaskit.errors import ConfigError
+from debiaskit.methods import METHODS, DataSpec
+from debiaskit.methods.gba import gba_mask, reverse_gradient
+from debiaskit.models import NetworkFactory
+from debiaskit.train import RunConfig, prepare
+from debiaskit.data.loader import InMemoryLoader
+
+
+def test_gradient_reversal_negates_gradients_exactly():
+    x = torch.randn(4, 5, requires_grad=True)
+    y = reverse_gradient(x, 0.37)
+    assert torch.equal(y, x)
+    upstream = torch.randn(4, 5)
+    y.backward(upstream)
+    assert torch.equal(x.grad, -0.37 * upstream)
+
+
+def test_mask_rules_on_a_hand_made_example():
+    grad = torch.tensor([[1.0, -1.0, 0.0], [2.0, -3.0, 0.0]])
+    correct = torch.tensor([True, False])
+    # Eq. 7: D right -> drop positive gradients; D wrong -> drop negative ones; g = 0 kept
+    assert gba_mask(grad, correct, "gba").tolist() == [[0, 1, 1], [1, 0, 1]]
+    assert gba_mask(grad, correct, "gba_n").tolist() == [[0, 1, 1], [0, 1, 1]]
+    assert gba_mask(grad, correct, "gba_c").tolist() == [[0, 1, 1], [1, 1, 1]]
+    assert gba_mask(grad, correct, "none").tolist() == [[1, 1, 1], [1, 1, 1]]
+
+
+def _gba(num_bias=2, **hp):
+    spec = DataSpec(input_shape=(1, 2, 2), num_classes=2, num_train=4,
+                    train_targets=torch.tensor([0, 1, 0, 1]), num_bias=num_bias,
+                    train_bias=torch.tensor([0, 1, 1, 0]))
+    return METHODS["gba"](spec, NetworkFactory("mlp", (1, 2, 2), 2, {"hidden": 3}), hp)
+
+
+def test_the_method_masks_by_the_gradient_of_ds_maximal_logit():
+    method = _gba(disc_layers=0)  # D is one linear layer: the gradient of logit k is W[k]
+    disc = method.networks["discriminator"][0]
+    with torch.no_grad():
+        disc.weight.copy_(torch.tensor([[1.0, -2.0, 0.0], [-1.0, 3.0, 0.5]]))
+        disc.bias.zero_()
+    f = torch.tensor([[2.0, 0.0, 0.0],    # logits (2, -2): D says 0
+                      [0.0, 1.0, 0.0]])   # logits (-2, 3): D says 1
+    b = torch.tensor([0, 0])              # D right on the first, wrong on the second
+    a = method.mask(f, b, "gba")
+    # first: g = W[0] = (1, -2, 0), right -> drop g > 0; second: g = W[1] = (-1, 3, .5),
+    # wrong -> drop g < 0
+    # wrong -> drop g * ind > 0, i.e. g < 0: the first feature
+    assert a.tolist() == [[0, 1, 1], [0, 1, 1]]
+    # at test time (no labels) D is taken as right: drop the positive-gradient features
+    assert method.mask(f, None, "gba").tolist() == [[0, 1, 1], [1, 0, 0]]
+
+
+def test_d_is_less_accurate_on_masked_features_after_training(data_dir):
+    prep = prepare(RunConfig(method="gba", data_params={"conflict_ratio": 0.05},
+                             train_subset=6000, eval_subset=1000, threads=1, data_dir=data_dir,
+                             hparams={"lambda_adv": 0.3}))
+    method = prep.method
+    method.total_epochs = 4
+    loader = InMemoryLoader(prep.train, 256, seed=0)
+    for epoch in range(2):
+        method.begin_epoch(epoch, loader)
+        method.train(True)
+        for batch in loader.epoch(epoch):
+            method.update(batch)
+    stats = method.epoch_stats(prep.train)
+    assert stats["disc_accuracy_raw"] > 0.5  # D learnt the colour
+    assert stats["disc_accuracy_masked"] < stats["disc_accuracy_raw"] - 0.2
+    assert 0.0 < stats["masked_aligned"] < 1.0 and 0.0 < stats["masked_conflicting"] < 1.0
+
+
+def test_adversarial_has_no_mask_and_domain_independent_sums_raw_logits():
+    spec = DataSpec(input_shape=(1, 2, 2), num_classes=3, num_train=2,
+                    train_targets=torch.tensor([0, 1]), num_bias=2,
+                    train_bias=torch.tensor([0, 1]))
+    adv = METHODS["adversarial"](spec, NetworkFactory("mlp", (1, 2, 2), 3), {})
+    assert adv.hp["mask_rule"] == "none" and adv.hp["test_mask"] == "none"
+    f = torch.rand(2, adv.networks["classifier"][0].in_features)
+    assert torch.equal(adv.mask(f, None, "none"), torch.ones_like(f))
+
+    di = METHODS["domain_independent"](spec, NetworkFactory("mlp", (1, 2, 2), 3), {})
+    net = di.networks["model"]
+    assert net.get_classifier().out_features == 6
+    logits = torch.tensor([[1.0, 5.0, 0.0, 4.0, -3.0, 2.0]])  # colour (1, 5, 0), grey (4, -3, 2)
+    di.networks["model"] = _Fixed(logits)
+    x = torch.zeros(1, 1, 2, 2)
+    assert di.predict(x).tolist() == [[5.0, 2.0, 2.0]]         # sum of raw logits: class 0
+    cond = METHODS["domain_independent"](spec, NetworkFactory("mlp", (1, 2, 2), 3),
+                                         {"inference": "conditional"})
+    cond.networks["model"] = _Fixed(logits)
+    assert cond.predict(x, torch.tensor([1])).tolist() == [[4.0, -3.0, 2.0]]
+    # training reads only the sample's own domain's softmax
+    from debiaskit.data.loader import Batch
+    batch = Batch(x=x, y=torch.tensor([2]), index=torch.tensor([0]), b=torch.tensor([1]))
+    loss, _ = di.loss(batch)
+    assert loss.item() == pytest.approx(
+        torch.nn.functional.cross_entropy(torch.tensor([[4.0, -3.0, 2.0]]),
+                                          torch.tensor([2])).item())
+    with pytest.raises(ConfigError, match="conditional needs bias labels"):
+        cond.predict(x)
+
+
+class _Fixed(nn.Module):
+    def __init__(self, logits):
+        super().__init__()
+        self.logits = logits
+
+    def forward(self, x):
+        return self.logits.expand(len(x), -1)
+
+
+@pytest.mark.parametrize("name", ["gba", "adversarial", "domain_independent"])
+def test_one_valued_bias_attribute_is_refused(name):
+    spec = DataSpec(input_shape=(1, 2, 2), num_classes=2, num_train=2,
+                    train_targets=torch.tensor([0, 1]), num_bias=1,
+                    train_bias=torch.tensor([0, 0]))
+    with pytest.raises(ConfigError, match="at least two values") as err:
+        METHODS[name](spec, NetworkFactory("mlp", (1, 2, 2), 2), {})
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--method", "gba", "--no-bias-labels"], "needs bias labels"),
+    (["--method", "adversarial", "--no-bias-labels"], "needs bias labels"),
+    (["--method", "domain_independent", "--no-bias-labels"], "needs bias labels"),
+    (["--method", "gba", "--hp", "lambda_adv=-1"], "lambda_adv=-1.0 is out of range"),
+    (["--method", "gba", "--hp", "mask_rule=random"], "mask_rule='random'"),
+])
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(data_dir, tmp_path, args, words):
+    out = tmp_path / "run"
+    proc = subprocess.run([sys.executable, "-m", "debiaskit", "train", *args, "--epochs", "1",
+                           "--train-subset", "500", "--data-dir", data_dir, "--out", str(out)],
+                          capture_output=True, text=True,
+                          env={**os.environ, "DEBIASKIT_CACHE": str(tmp_path / "cache")})
+    assert proc.returncode == 2, proc.stderr
+    assert words in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert not out.exists()
