@@ -198,15 +198,6 @@ class GBA(Method):
                  "masked": 1.0 - a.mean().item()}
         return loss_c + loss_d, stats
 
-    def update(self, batch):
-        loss, stats = self.loss(batch)
-        for opt in self.optimizers.values():
-            opt.zero_grad(set_to_none=True)
-        loss.backward()
-        for opt in self.optimizers.values():
-            opt.step()
-        return stats
-
     def predict(self, x, b=None):
         f = self.networks["features"].forward_features(x)
         rule = {"none": "none", "predicted": self.hp["mask_rule"],

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from .lff import lff_rows
 from .table import Row, TablePreset
 
 _COLUMNS = ("aligned", "conflicting", "mean", "gap")
@@ -92,11 +93,6 @@ GBA_CIFAR10S_CPU = replace(
 )
 
 
-def _cmnist_rows() -> tuple[Row, ...]:
-    return tuple(Row(a, {"conflict_ratio": round(1 - float(a) / 100, 6), "severity": 4})
-                 for a in ("95.0", "98.0"))
-
-
 _CMNIST_NOTES = (
     "LfF's Colored MNIST (sigma 0.005, severity 4) at 95 and 98 % aligned, one fixed dataset "
     "(data seed 0); LfF's MLP (three hidden layers of 100) as the feature extractor, inputs "
@@ -113,7 +109,7 @@ GBA_CMNIST = TablePreset(
     title="GBA Table 4, Colored MNIST: unbiased accuracy vs ratio of bias-aligned samples",
     source="GBA (paper 003), Table 4; Colored MNIST from Nam et al. 2020",
     dataset="colored_mnist",
-    rows=_cmnist_rows(),
+    rows=lff_rows(("95.0", "98.0")),
     methods={"Vanilla": "erm", "Domain-Ind": "domain_independent", "GroupDRO": "groupdro",
              "LfF": "lff", "Adversarial": "adversarial", "GBA": "gba", "GBA-n": "gba",
              "GBA-c": "gba"},

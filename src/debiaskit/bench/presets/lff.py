@@ -7,7 +7,7 @@ from dataclasses import replace
 from .table import Row, TablePreset
 
 
-def _lff_rows(aligned=("95.0", "98.0", "99.0", "99.5")) -> tuple[Row, ...]:
+def lff_rows(aligned=("95.0", "98.0", "99.0", "99.5")) -> tuple[Row, ...]:
     return tuple(Row(a, {"conflict_ratio": round(1 - float(a) / 100, 6), "severity": 4})
                  for a in aligned)
 
@@ -17,7 +17,7 @@ LFF_CMNIST = TablePreset(
     title="LfF Table 2, Colored MNIST: unbiased accuracy vs ratio of bias-aligned samples",
     source="Nam et al., Learning from Failure (NeurIPS 2020), Table 2 (Colored MNIST rows)",
     dataset="colored_mnist",
-    rows=_lff_rows(),
+    rows=lff_rows(),
     methods={"Vanilla": "erm", "LfF": "lff", "GroupDRO": "groupdro"},
     published={
         "Vanilla": {"95.0": (77.63, 0.44), "98.0": (62.29, 1.47), "99.0": (50.34, 0.16),
@@ -52,7 +52,7 @@ QUICK = TablePreset(
     title="Quick look: Vanilla vs LfF on Colored MNIST, 99 % aligned, 10 epochs, 1 seed",
     source="shortened from Nam et al. 2020, Table 2 (the paper trains 100 epochs, 3 seeds)",
     dataset="colored_mnist",
-    rows=_lff_rows(("99.0",)),
+    rows=lff_rows(("99.0",)),
     methods={"Vanilla": "erm", "LfF": "lff"},
     published={"Vanilla": {"99.0": (50.34, 0.16)}, "LfF": {"99.0": (74.01, 2.21)}},
     run={"model": "mlp", "epochs": 10, "batch_size": 256, "selection": "last"},
