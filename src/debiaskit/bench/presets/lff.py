@@ -145,9 +145,10 @@ LFF_CC10_TYPE1 = replace(
 #: What the CPU presets shorten: epochs only (same data, network, batch and optimiser).
 CPU_EPOCHS = 5
 _CPU_NOTE = (f"SHORTENED for a 2-core CPU: {CPU_EPOCHS} of the paper's 200 epochs (2.5 % of "
-             "its optimisation steps), aiming at one row with 3 seeds of Vanilla and LfF in "
-             "about 2 hours on 2 cores (not yet measured end to end); data, network, batch, optimiser and "
-             "augmentation as the paper's. Expect far lower numbers than the paper's. "
+             "its optimisation steps), so that one row with 3 seeds of Vanilla and LfF fits in "
+             "about 2 hours on 2 unshared cores; data, network, batch, optimiser and "
+             "augmentation as the paper's. Expect far lower numbers than the paper's, and "
+             "little of LfF's effect, which grows over the paper's 200 epochs. "
              "Otherwise: ")
 
 LFF_CC10_TYPE0_CPU = replace(
