@@ -343,14 +343,10 @@ def peak_rss_mib() -> float | None:
 
 
 def describe_optimiser(cfg: RunConfig) -> str:
-    """How a report states the optimiser and its schedule (the papers': Adam, none)."""
-    text = "Adam" if cfg.optimizer == "adam" else (
-        f"SGD (momentum {cfg.momentum})" if cfg.optimizer == "sgd" else cfg.optimizer)
-    if cfg.schedule == "step":
-        text += f", lr x{cfg.lr_gamma} every {cfg.lr_step} epochs"
-    elif cfg.schedule != "none":
-        text += f", {cfg.schedule} schedule"
-    return text
+    """How a report states the run's optimiser and its schedule (the papers': Adam, none)."""
+    return optim.OptimizerSpec(name=cfg.optimizer, momentum=cfg.momentum,
+                               schedule=cfg.schedule, lr_step=cfg.lr_step,
+                               lr_gamma=cfg.lr_gamma).describe()
 
 
 def protocol_text(cfg: RunConfig, evals: dict) -> str:

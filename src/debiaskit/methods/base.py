@@ -137,6 +137,13 @@ class Method(nn.Module):
         self.optimizers[role] = build_optimizer(module.parameters(), spec)
         return module
 
+    def check_bias_values(self) -> None:
+        """Refuse a bias attribute with fewer than two values (nothing to tell apart), for
+        methods that model the bias label itself (GBA's discriminator, per-domain heads)."""
+        if self.spec.num_bias < 2:
+            raise ConfigError(f"{self.name} needs a bias attribute with at least two values, "
+                              f"got {self.spec.num_bias}; use data with bias labels")
+
     def override_optimizers(self, **fields) -> None:
         """Rebuild every network's optimiser with ``fields`` of its spec replaced (a run's
         ``--optimizer`` / ``--schedule``), keeping each network's learning rate and weight

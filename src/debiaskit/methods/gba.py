@@ -129,9 +129,7 @@ class GBA(Method):
             if self.hp[key] not in allowed:
                 raise ConfigError(f"{self.name}.{key}={self.hp[key]!r}: use one of "
                                   f"{', '.join(allowed)}")
-        if spec.num_bias < 2:
-            raise ConfigError(f"{self.name} needs a bias attribute with at least two values, "
-                              f"got {spec.num_bias}; use data with bias labels")
+        self.check_bias_values()
         backbone = make_network()
         if not hasattr(backbone, "forward_features"):
             raise ConfigError(f"{self.name} needs a network with forward_features")
@@ -199,14 +197,16 @@ class GBA(Method):
         return loss_c + loss_d, stats
 
     def predict(self, x, b=None):
-        f = self.networks["features"].forward_features(x)
-        rule = {"none": "none", "predicted": self.hp["mask_rule"],
-                "label": self.hp["mask_rule"]}[self.hp["test_mask"]]
-        if self.hp["test_mask"] == "label" and b is None:
+        """Logits of C on the test-time mask: ``test_mask`` none (raw features), predicted
+        (D taken as right), label (D's correctness from the bias labels ``b``)."""
+        test_mask = self.hp["test_mask"]
+        if test_mask == "label" and b is None:
             raise ConfigError(f"{self.name}.test_mask=label needs bias labels on the "
                               "evaluation data; use test_mask=predicted")
-        return self.networks["classifier"](f * self.mask(
-            f, b if self.hp["test_mask"] == "label" else None, rule))
+        f = self.networks["features"].forward_features(x)
+        rule = "none" if test_mask == "none" else self.hp["mask_rule"]
+        return self.networks["classifier"](
+            f * self.mask(f, b if test_mask == "label" else None, rule))
 
     def predict_batch(self, batch):
         return self.predict(batch.x, batch.b)
@@ -268,9 +268,7 @@ class DomainIndependent(Method):
         if self.hp["inference"] not in ("sum", "conditional"):
             raise ConfigError(f"domain_independent.inference={self.hp['inference']!r}: use "
                               "sum or conditional")
-        if spec.num_bias < 2:
-            raise ConfigError(f"{self.name} needs a bias attribute with at least two values, "
-                              f"got {spec.num_bias}; use data with bias labels")
+        self.check_bias_values()
         net = make_network()
         net.reset_classifier(spec.num_classes * spec.num_bias)
         self.add_network("model", net)
