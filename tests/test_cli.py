@@ -104,6 +104,24 @@ def test_bench_runs_reports_and_skips_finished(capsys, tmp_path, data_dir):
     assert (report / "report.md").exists() and (report / "curves.png").stat().st_size > 10000
     code, out, _ = run_cli(capsys, *args)
     assert code == 0 and "2 of 2 runs already finished" in out
+    # the same folder with other options: an error, not the old runs reported as new ones
+    before = (report / "report.md").read_text()
+    code, _, err = run_cli(capsys, *args, "--hp", "lr=0.01")
+    assert code == 2 and "holds a finished run with another configuration" in err
+    assert (report / "report.md").read_text() == before
+
+
+def test_bench_hyper_parameters_over_the_preset(capsys, tmp_path, data_dir):
+    code, out, _ = run_cli(capsys, "bench", "quick", "--epochs", "1", "--workers", "1",
+                           "--methods", "Vanilla", "--hp", "lr=0.0005", "--out", str(tmp_path),
+                           "--data-dir", data_dir)
+    assert code == 0 and "'lr': 0.0005" in out
+    stored = json.loads((tmp_path / "quick" / "Vanilla" / "99.0" / "seed0" / "config.json")
+                        .read_text())
+    assert stored["run"]["hparams"]["lr"] == 0.0005
+    code, _, err = run_cli(capsys, "bench", "quick", "--hp", "lambda_adv=2",
+                           "--out", str(tmp_path / "b"), "--data-dir", data_dir)
+    assert code == 2 and "lambda_adv" in err and not (tmp_path / "b").exists()
 
 
 def test_bench_bad_input(capsys, tmp_path):

@@ -57,7 +57,8 @@ GREY_FIRST = {  # the first five grey training indices of every class, from the 
 
 def test_cifar10s_registered():
     assert PROTOCOLS["cifar10s"][0] == "cifar10"
-    assert protocol_params("cifar10s") == {"skew": 0.95, "test_set": "all", "seed": 0}
+    assert protocol_params("cifar10s") == {"skew": 0.95, "test_set": "all", "seed": 0,
+                                           "image_size": 32}
     assert protocol_params("bar") == {"image_size": 64, "seed": 0}  # data_dir is context
 
 
@@ -164,6 +165,27 @@ def test_cifar10s_bad_params(cifar):
             cifar10s.build(cifar, skew=skew)
     with pytest.raises(ConfigError, match="test_set"):
         cifar10s.build(cifar, test_set="exact")
+    with pytest.raises(ConfigError, match="image_size"):
+        cifar10s.build(cifar, image_size=4)
+
+
+def test_cifar10s_image_size_resizes_after_greying(cifar, c10s):
+    from PIL import Image
+    small = cifar10s.build(cifar, test_set="lossless", image_size=16)
+    big_test = cifar10s.build(cifar, test_set="lossless").evals["test"]
+    assert small.train.x.shape[1:] == (3, 16, 16)
+    assert torch.equal(small.train.y, c10s.train.y) and torch.equal(small.train.b, c10s.train.b)
+    test = small.evals["test"]
+    assert torch.equal(test.y, big_test.y) and torch.equal(test.b, big_test.b)
+    for i in (0, 1, 12345, 49999):  # each image is the bicubic resize of its 32-px image
+        src = c10s.train.x[i].permute(1, 2, 0).numpy()
+        want = np.asarray(Image.fromarray(src).resize((16, 16), Image.Resampling.BICUBIC))
+        assert np.array_equal(small.train.x[i].permute(1, 2, 0).numpy(), want)
+    grey = small.train.x[small.train.b == cifar10s.GREY]
+    assert torch.equal(grey[:, 0], grey[:, 1]) and torch.equal(grey[:, 1], grey[:, 2])
+    colour = small.train.x[small.train.b == cifar10s.COLOR]
+    assert not torch.equal(colour[:, 0], colour[:, 1])
+    assert small.params["image_size"] == 16 and small.train.meta["resample"] == "bicubic"
 
 
 def test_cifar10s_seed_changes_nothing(cifar, c10s):

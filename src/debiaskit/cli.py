@@ -131,6 +131,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--rows", help="comma-separated subset of the preset's rows, e.g. 1,0.5")
     b.add_argument("--epochs", type=int, help="override the preset's epochs (stated in report)")
     b.add_argument("--precision", help="fp32 (the papers') or bf16 autocast (stated in report)")
+    b.add_argument("--hp", action="append", metavar="KEY=VALUE",
+                   help="method hyper-parameter over the preset's, for every chosen method "
+                        "(stated in report; give a new --out)")
     b.add_argument("--out", default="bench-out")
     b.add_argument("--data-dir")
     b.add_argument("--ray", metavar="ADDRESS", help="run on a Ray cluster (ray.init address, "
@@ -231,7 +234,8 @@ def cmd_bench(args) -> None:
     methods = [m.strip() for m in args.methods.split(",")] if args.methods else None
     rows = [r.strip() for r in args.rows.split(",")] if args.rows else None
     print(run_bench(args.preset, args.out, args.seeds, args.workers, methods, args.epochs,
-                    args.data_dir, ray_address=args.ray, rows=rows, precision=args.precision))
+                    args.data_dir, ray_address=args.ray, rows=rows, precision=args.precision,
+                    hparams=_pairs(args.hp, "--hp")))
 
 
 def cmd_explain(args) -> None:

@@ -136,6 +136,7 @@ def check_config(cfg: RunConfig) -> RunConfig:
     """Range checks that need no data; returns ``cfg`` with the method's default selection
     filled in."""
     method_cls = get_method(cfg.method)
+    method_cls.resolve_hparams(cfg.hparams)  # unknown names, values out of range
     if cfg.selection is None:
         cfg = replace(cfg, selection=method_cls.default_selection)
     if cfg.selection not in SELECTION:
@@ -384,9 +385,7 @@ class Trainer:
                                      "choose another output directory")
             return None
         stored = runs.read_json(cfg_path)
-        current = runs.json_safe(self.cfg.identity())
-        if runs.with_defaults(stored.get("run", {}), current,
-                              runs.json_safe(RunConfig().identity())) != current:
+        if not same_run(self.cfg, stored):
             raise DebiaskitError(f"{self.out} holds an unfinished run with a different "
                                  "configuration; use another output directory or the same options")
         return stored
@@ -522,6 +521,14 @@ class Trainer:
         runs.write_json(self.out / runs.SUMMARY, summary)
         (self.out / runs.CHECKPOINT).unlink(missing_ok=True)
         return summary
+
+
+def same_run(cfg: RunConfig, stored: dict) -> bool:
+    """Whether a run directory's stored ``config.json`` describes the run ``cfg`` (fields
+    added to RunConfig since it was written count as their defaults)."""
+    current = runs.json_safe(cfg.identity())
+    return runs.with_defaults(stored.get("run", {}), current,
+                              runs.json_safe(RunConfig().identity())) == current
 
 
 def load_trained(run_dir, data_dir=None) -> Prepared:

@@ -22,7 +22,7 @@ from .. import runs
 from ..data.sources import resolve_data_dir
 from ..errors import ConfigError, DebiaskitError
 from ..methods import get_method
-from ..train import RunConfig, check_config, train
+from ..train import RunConfig, check_config, same_run, train
 from .presets import TablePreset
 
 
@@ -37,9 +37,10 @@ class PlannedRun:
 
 def plan(preset: TablePreset, out: Path, seeds: int, methods=None, epochs: int | None = None,
          data_dir=None, threads: int = 1, rows=None,
-         precision: str | None = None) -> list[PlannedRun]:
+         precision: str | None = None, hparams: dict | None = None) -> list[PlannedRun]:
     """The runs of ``preset`` for seeds 0..seeds-1 (optionally fewer methods, rows or
-    epochs, or another ``precision`` than the papers' float32)."""
+    epochs, another ``precision`` than the papers' float32, or method hyper-parameters
+    ``hparams`` set over the preset's for every chosen method; the report states them)."""
     methods = list(methods or preset.default_methods or preset.methods)
     unknown = [m for m in methods if m not in preset.methods]
     if unknown:
@@ -64,7 +65,7 @@ def plan(preset: TablePreset, out: Path, seeds: int, methods=None, epochs: int |
                 row_fields = row.method_run.get(display, {})
                 fields = {**fields, **row_fields,
                           "hparams": {**fields.get("hparams", {}),
-                                      **row_fields.get("hparams", {})}}
+                                      **row_fields.get("hparams", {}), **(hparams or {})}}
                 cfg = RunConfig(dataset=row.dataset or preset.dataset,
                                 method=preset.methods[display],
                                 data_params={**row.data_params, "seed": data_seed},
@@ -120,7 +121,15 @@ def _ray_results(todo: list[PlannedRun], address: str):
 
 def execute(planned: list[PlannedRun], workers: int, log=print,
             ray_address: str | None = None) -> list[str]:
-    """Run what is not finished yet; returns the error messages of failed runs."""
+    """Run what is not finished yet; returns the error messages of failed runs. A finished
+    run directory that holds another configuration (other epochs, hyper-parameters, ...)
+    is an error, never silently reported as this table's run."""
+    finished = [p for p in planned if runs.is_finished(p.run_dir)]
+    other = [p for p in finished
+             if not same_run(p.config, runs.read_json(p.run_dir / runs.CONFIG))]
+    if other:
+        raise ConfigError(f"{other[0].run_dir} holds a finished run with another configuration "
+                          f"({len(other)} such run(s)); use another --out for these options")
     todo = [p for p in planned if not runs.is_finished(p.run_dir)]
     # longest runs first, so the pool does not end on one long run (LPT scheduling)
     todo.sort(key=lambda p: -p.config.epochs * get_method(p.config.method).relative_cost)
