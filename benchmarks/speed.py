@@ -3,11 +3,12 @@
 Measures, in one run on this machine and with one thread (as each bench worker uses):
   * the float32 matmul rate (GFLOP/s), square 1024 x 1024 and at the MLP's first-layer shape;
   * one Colored MNIST training epoch (60,000 images, batch 256) of Vanilla (ERM), LfF,
-    SiH and DisEnt (with feature swapping on) through the library's own loader and
-    ``Method.update``, and each one's time relative to Vanilla's;
+    SiH and DisEnt (with feature swapping on), or of any registered method named in
+    ``--methods`` (e.g. gba,adversarial,domain_independent), through the library's own
+    loader and ``Method.update``, and each one's time relative to Vanilla's;
   * each epoch's counted arithmetic of the linear layers (forward, weight gradients, input
     gradients except for layers reading the image) divided by its time, as a share of
-    the matmul rate;
+    the matmul rate (GBA's second pass through D for the mask gradient is not counted);
   * Vanilla's training step in float32 and under bf16 autocast (``--precision bf16``) for
     each of ``--precision-models`` (ResNet-20 is LAD's f_strong), as seconds per 1,000
     images over ``--precision-batches`` batches of 128 and the bf16 / float32 ratio.
@@ -47,7 +48,8 @@ def matmul_rate(m: int, k: int, n: int, seconds: float = 2.0) -> float:
 
 #: Hyper-parameters for timing: DisEnt with its feature swapping on from the first step.
 TIMING_HPARAMS = {"disent": {"swap_start": 0}}
-LABELS = {"erm": "Vanilla", "lff": "LfF", "sih": "SiH", "disent": "DisEnt"}
+LABELS = {"erm": "Vanilla", "lff": "LfF", "sih": "SiH", "disent": "DisEnt", "gba": "GBA",
+          "adversarial": "Advers.", "domain_independent": "Dom-Ind"}
 
 
 def training_flops_per_sample(net: nn.Module, input_dim: int) -> float:

@@ -64,6 +64,26 @@ def test_the_method_masks_by_the_gradient_of_ds_maximal_logit():
     assert method.mask(f, None, "gba").tolist() == [[0, 1, 1], [1, 0, 0]]
 
 
+@pytest.mark.parametrize("disc_features", ["raw", "masked"])
+def test_what_d_sees_through_the_reversal(disc_features):
+    # the reversed gradient of L_d reaches a masked feature only when D sees raw features
+    torch.manual_seed(0)
+    method = _gba(lambda_adv=1.0, disc_features=disc_features)
+    x = torch.randn(4, 1, 2, 2)
+    f = method.networks["features"].forward_features(x)
+    a = method.mask(f, torch.tensor([0, 1, 1, 0]), "gba")
+    assert 0 < a.sum() < a.numel()
+    f_hook = f.detach().requires_grad_(True)
+    method.networks["features"].forward_features = lambda _x: f_hook
+    method.mask = lambda *_: a
+    loss, _ = method.loss(type("B", (), {"x": x, "y": torch.tensor([0, 1, 0, 1]),
+                                         "b": torch.tensor([0, 1, 1, 0])})())
+    loss.backward()
+    # the classifier's gradient is zero on masked features; what is left there comes from D
+    leak = f_hook.grad[a == 0].abs().sum()
+    assert (leak > 0) == (disc_features == "raw")
+
+
 def test_d_is_less_accurate_on_masked_features_after_training(data_dir):
     prep = prepare(RunConfig(method="gba", data_params={"conflict_ratio": 0.05},
                              train_subset=6000, eval_subset=1000, threads=1, data_dir=data_dir,

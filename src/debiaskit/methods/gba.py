@@ -21,6 +21,9 @@ Choices the paper leaves open, each an option (defaults in brackets):
 - ``D``'s depth and width [one hidden layer of 100 ReLU units] and dropout [0];
 - ``reversal`` [``features``: the reversal layer between F and D; ``none``: D learns on
   detached features and F never sees ``L_d``: the mask alone];
+- ``disc_features`` [``raw``: D (through the reversal) sees the raw ``f``, as PROTOCOLS.md
+  reads the paper; ``masked``: D sees ``f * a`` as well, the other reading of "f_cls is
+  now used for the training in the adversarial manner"];
 - ``mask_disc_mode`` [``eval``]: ``D``'s mode while the mask gradient is taken (matters with
   dropout);
 - ``test_mask`` [``predicted``]: the bias label is unknown at test time, so the mask of
@@ -55,6 +58,7 @@ TEST_MASKS = ("predicted", "none", "label")
 LAMBDA_SCHEDULES = ("constant", "dann")
 REVERSALS = ("features", "none")
 DISC_MODES = ("eval", "train")
+DISC_FEATURES = ("raw", "masked")
 
 
 class GradientReversal(torch.autograd.Function):
@@ -118,6 +122,7 @@ class GBA(Method):
         "disc_layers": HParam(1, "hidden layers of D", 0, 16),
         "disc_dropout": HParam(0.0, "dropout after each hidden layer of D", 0.0, 0.99),
         "mask_disc_mode": HParam("eval", "D's mode while the mask gradient is taken: eval | train"),
+        "disc_features": HParam("raw", "what D sees through the reversal: raw (f) | masked (f * a)"),
         "classifier_hidden": HParam(0, "hidden units of C (0: one linear layer)", 0, 100_000),
     }
 
@@ -125,7 +130,8 @@ class GBA(Method):
         super().__init__(spec, make_network, hparams)
         for key, allowed in (("mask_rule", tuple(MASK_RULES)), ("test_mask", TEST_MASKS),
                              ("lambda_schedule", LAMBDA_SCHEDULES), ("reversal", REVERSALS),
-                             ("mask_disc_mode", DISC_MODES)):
+                             ("mask_disc_mode", DISC_MODES),
+                             ("disc_features", DISC_FEATURES)):
             if self.hp[key] not in allowed:
                 raise ConfigError(f"{self.name}.{key}={self.hp[key]!r}: use one of "
                                   f"{', '.join(allowed)}")
@@ -184,10 +190,11 @@ class GBA(Method):
         f = self.networks["features"].forward_features(batch.x)
         a = self.mask(f, batch.b, self.hp["mask_rule"])
         logits_c = self.networks["classifier"](f * a)
+        f_d = f * a if self.hp["disc_features"] == "masked" else f
         if self.hp["reversal"] == "features":
-            f_d = reverse_gradient(f, self.lambda_now)
+            f_d = reverse_gradient(f_d, self.lambda_now)
         else:
-            f_d = f.detach()
+            f_d = f_d.detach()
         logits_d = self.networks["discriminator"](f_d)
         loss_c = F.cross_entropy(logits_c, batch.y)
         loss_d = F.cross_entropy(logits_d, batch.b)

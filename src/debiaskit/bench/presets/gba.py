@@ -98,6 +98,10 @@ GBA_CIFAR10S_CPU = replace(
 )
 
 
+#: GBA / Adversarial on Colored MNIST: lambda 0.1, chosen on a 1-seed sweep at 95 and 98 %
+#: aligned (benchmarks/README.md, "GBA lambda"): at lambda 1 GBA's features die and it ends
+#: at chance; at 0.3 it is unstable.
+_GBA_CMNIST_HP = {"lambda_adv": 0.1}
 _CMNIST_NOTES = (
     "LfF's Colored MNIST (sigma 0.005, severity 4) at 95 and 98 % aligned, one fixed dataset "
     "(data seed 0); LfF's MLP (three hidden layers of 100) as the feature extractor, inputs "
@@ -105,7 +109,8 @@ _CMNIST_NOTES = (
     "optimiser nor length; LfF's recipe). The paper's Vanilla, GroupDRO and LfF rows are "
     "copied from LfF's Table 2 (whose code scales inputs twice, lff-cmnist). GBA / "
     "Adversarial: classifier one linear layer on the 100 features, D one hidden layer of "
-    "100 units through gradient reversal, lambda 1 constant, D's own Adam 1e-3, test-time "
+    "100 units through gradient reversal, lambda 0.1 constant (our choice: at lambda 1 GBA "
+    "ends at chance, see benchmarks/README.md), D's own Adam 1e-3, test-time "
     "mask with D's prediction taken as correct. Domain-Ind and GroupDRO use bias labels, as "
     "GBA and Adversarial do.")
 
@@ -118,8 +123,10 @@ GBA_CMNIST = TablePreset(
     methods={"Vanilla": "erm", "Domain-Ind": "domain_independent", "GroupDRO": "groupdro",
              "LfF": "lff", "Adversarial": "adversarial", "GBA": "gba", "GBA-n": "gba",
              "GBA-c": "gba"},
-    method_run={"GBA-n": {"hparams": {"mask_rule": "gba_n"}},
-                "GBA-c": {"hparams": {"mask_rule": "gba_c"}}},
+    method_run={"Adversarial": {"hparams": _GBA_CMNIST_HP},
+                "GBA": {"hparams": _GBA_CMNIST_HP},
+                "GBA-n": {"hparams": {**_GBA_CMNIST_HP, "mask_rule": "gba_n"}},
+                "GBA-c": {"hparams": {**_GBA_CMNIST_HP, "mask_rule": "gba_c"}}},
     published={"Vanilla": {"95.0": 77.63, "98.0": 62.29},
                "Domain-Ind": {"95.0": 65.82, "98.0": 45.39},
                "GroupDRO": {"95.0": 84.50, "98.0": 76.30},
