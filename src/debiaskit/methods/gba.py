@@ -122,7 +122,8 @@ class GBA(Method):
         "disc_layers": HParam(1, "hidden layers of D", 0, 16),
         "disc_dropout": HParam(0.0, "dropout after each hidden layer of D", 0.0, 0.99),
         "mask_disc_mode": HParam("eval", "D's mode while the mask gradient is taken: eval | train"),
-        "disc_features": HParam("raw", "what D sees through the reversal: raw (f) | masked (f * a)"),
+        "disc_features": HParam("raw", "what D sees through the reversal: raw (f) | "
+                                       "masked (f * a)"),
         "classifier_hidden": HParam(0, "hidden units of C (0: one linear layer)", 0, 100_000),
     }
 
