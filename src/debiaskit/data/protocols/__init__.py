@@ -20,7 +20,7 @@ import inspect
 from ...errors import ConfigError, unknown_name
 from ..dataset import DataBundle
 from ..sources import load_source
-from . import (bar, bg_colored_mnist, cifar10s, colored_mnist, corrupted_cifar10, folder,
+from . import (bar, bg_colored_mnist, bg_shift, cifar10s, colored_mnist, corrupted_cifar10, folder,
                one_pixel)
 
 #: protocol name -> (image source, builder); source None: the builder reads its own data
@@ -33,6 +33,7 @@ PROTOCOLS = {
     "cifar10s": ("cifar10", cifar10s.build),
     "bar": ("bar", bar.build),
     "folder": (None, folder.build),
+    "bg_shift": (None, bg_shift.build),
 }
 
 #: builder parameters that build_data fills in itself (never user parameters)

@@ -1,0 +1,105 @@
+"""The synthetic background-shift set (CF/F's IN-9 mould) on real MNIST and CIFAR-10:
+exact counts, exact foregrounds and masks, the IN-9 test-set rules, and bad input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from debiaskit.data.protocols import bg_shift, build_data
+from debiaskit.data.sources import load_source
+from debiaskit.errors import ConfigError
+
+
+@pytest.fixture(scope="module")
+def small(data_dir):
+    if not (Path(data_dir) / "cifar10.npz").is_file():
+        pytest.skip(f"real cifar10.npz not found in {data_dir}; set DEBIASKIT_DATA")
+    return build_data("bg_shift", data_dir=data_dir, train_per_class=200, test_per_class=40)
+
+
+def test_training_counts_are_exact(small):
+    train = small.train
+    counts = torch.zeros(10, 10, dtype=torch.long)
+    counts.index_put_((train.y, train.b), torch.ones(len(train.y), dtype=torch.long),
+                      accumulate=True)
+    assert counts.diagonal().tolist() == [190] * 10  # int(200 * 0.95)
+    assert (counts.sum(1) == 200).all() and int(train.aligned.sum()) == 1900
+    off = counts.clone().fill_diagonal_(0)
+    assert off.max() <= 2 and (off > 0).sum(1).min() >= 5  # the 10 others spread out
+
+
+def test_foreground_pixels_are_exactly_the_mask(small):
+    for ds in (small.train, *small.evals.values()):
+        x, mask = ds.x.permute(0, 2, 3, 1), ds.mask
+        assert mask.any((1, 2)).all()  # every image has a digit
+        for i in range(0, len(ds), 97):
+            fg = x[i][mask[i]]
+            assert (fg == fg[0]).all()  # one colour per digit
+            assert fg[0].max() == 255 and fg[0].min() == 0  # fully saturated, full value
+
+
+def _background_class(image, mask, cifar_x, cifar_y) -> int:
+    """The class of the CIFAR image whose pixels outside ``mask`` equal ``image``'s."""
+    keep = ~mask
+    hits = [k for k in range(len(cifar_x))
+            if np.array_equal(cifar_x[k][keep], image[keep])]
+    assert len(hits) == 1
+    return int(cifar_y[hits[0]]), hits[0]
+
+
+def test_test_sets_follow_in9_rules_on_one_set_of_foregrounds(small, data_dir):
+    cifar = load_source("cifar10", data_dir).split("test")
+    ev = small.evals
+    assert list(ev) == ["original", "mixed_same", "mixed_rand", "mixed_next"]
+    y = ev["original"].y
+    assert (y.bincount() == 40).all()
+    for name in ev:
+        assert torch.equal(ev[name].y, y) and torch.equal(ev[name].mask, ev["original"].mask)
+        inside = ev[name].mask[:, None].expand_as(ev[name].x)
+        assert torch.equal(ev[name].x[inside], ev["original"].x[inside])
+    assert torch.equal(ev["original"].b, y) and torch.equal(ev["mixed_same"].b, y)
+    assert torch.equal(ev["mixed_next"].b, (y + 1) % 10)
+    rand = ev["mixed_rand"].b
+    assert (rand != y).all() and len(rand.unique()) == 10
+    for i in (0, 57, 399):  # the backgrounds are real CIFAR-10 test images of that class
+        mask = ev["original"].mask[i].numpy()
+        found = {}
+        for name in ev:
+            image = ev[name].x[i].permute(1, 2, 0).numpy()
+            found[name] = _background_class(image, mask, cifar.x, cifar.y)
+            assert found[name][0] == int(ev[name].b[i])
+        assert found["original"][1] != found["mixed_same"][1]  # another image, same class
+
+
+def test_seeded_and_reproducible(small, data_dir):
+    again = build_data("bg_shift", data_dir=data_dir, train_per_class=200, test_per_class=40)
+    other = build_data("bg_shift", data_dir=data_dir, train_per_class=200, test_per_class=40,
+                       seed=1)
+    assert again.train.checksum() == small.train.checksum()
+    assert other.train.checksum() != small.train.checksum()
+    at99 = build_data("bg_shift", data_dir=data_dir, train_per_class=200, test_per_class=40,
+                      conflict_ratio=0.01)
+    assert int(at99.train.aligned.sum()) == 1980
+
+
+def test_mask_boxes_on_a_hand_made_mask():
+    mask = torch.zeros(2, 5, 6, dtype=torch.bool)
+    mask[0, 1, 2] = mask[0, 3, 4] = True  # two pixels: the box is rows 1-3, columns 2-4
+    box = bg_shift.mask_boxes(mask)
+    want = torch.zeros(5, 6, dtype=torch.bool)
+    want[1:4, 2:5] = True
+    assert torch.equal(box[0], want)
+    assert not box[1].any()  # an empty mask has no box
+
+
+@pytest.mark.parametrize("params, words", [
+    ({"fg_min": 20, "fg_max": 12}, "fg_min"), ({"train_per_class": 0}, "train_per_class"),
+    ({"test_per_class": 5000}, "test_per_class"), ({"conflict_ratio": 1.5}, "conflict"),
+])
+def test_bad_parameters(data_dir, params, words):
+    with pytest.raises(ConfigError, match=words):
+        build_data("bg_shift", data_dir=data_dir, **params)
