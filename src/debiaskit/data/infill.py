@@ -1,0 +1,166 @@
+"""Batched infills for CF/F (paper 004, "Choice of infilling value"; PROTOCOLS.md, CF/F).
+
+Every infill takes float images ``x`` (N x C x H x W, values in [0, 1]), a bool ``region``
+(N x H x W: the pixels to replace) and a ``torch.Generator``, and returns new images equal
+to ``x`` outside the region. A counterfactual infill replaces the causal region (the
+foreground's bounding box); a factual infill replaces the background (``~mask``), which
+:func:`factual` does.
+
+- ``grey``: 0.5 (0 after normalising to [-1, 1]).
+- ``random``: one uniform colour per image and channel plus N(0, 0.2^2) per pixel and
+  channel, clipped to [0, 1] (low- plus high-frequency noise).
+- ``shuffle``: the paper's: the region's pixels (RGB vectors kept together) permuted
+  within each image, so the region keeps its colour histogram and loses its layout.
+- ``shuffle_batch``: the authors' code: every value of the whole batch tensor permuted,
+  then read inside the region (the region gets values of all images and channels).
+- ``tile``: the largest full-height or full-width band of the image that does not meet the
+  region, repeated over the image and read inside the region; an image whose region
+  meets every row and every column has no such band and falls back to ``grey``.
+- ``telea`` / ``ns``: OpenCV's inpainting (Telea 2004; Navier-Stokes, Bertalmio et al.
+  2001) with radius 3, the real inpainting method standing in for the paper's CAGAN,
+  whose ImageNet weights cannot be had offline.
+- ``mixed_rand`` (factual only): the background of a random image of another class in the
+  same batch, after that image's own foreground was replaced by ``tile`` (the paper's
+  "randomly-chosen tiled background from images of other classes within the same
+  batch"); an image with no other class in its batch gets ``random``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..errors import ConfigError, unknown_name
+
+COUNTERFACTUAL = ("grey", "random", "shuffle", "shuffle_batch", "tile", "telea", "ns")
+FACTUAL = ("random", "shuffle", "shuffle_batch", "mixed_rand")
+RANDOM_NOISE_STD = 0.2
+INPAINT_RADIUS = 3
+
+
+def _check(x: torch.Tensor, region: torch.Tensor) -> None:
+    if x.dim() != 4 or region.shape != (x.shape[0],) + tuple(x.shape[2:]):
+        raise ConfigError(f"infill: the region has shape {tuple(region.shape)}, the images "
+                          f"{tuple(x.shape)}; give one (H, W) mask per image")
+
+
+def grey(x, region, gen=None):
+    return torch.where(region[:, None], torch.full_like(x, 0.5), x)
+
+
+def random_fill(x, region, gen=None):
+    n, c = x.shape[:2]
+    colour = torch.rand(n, c, 1, 1, generator=gen, device=x.device, dtype=x.dtype)
+    noise = torch.randn(x.shape, generator=gen, device=x.device, dtype=x.dtype)
+    fill = (colour + RANDOM_NOISE_STD * noise).clamp(0.0, 1.0)
+    return torch.where(region[:, None], fill, x)
+
+
+def shuffle(x, region, gen=None):
+    out = x.clone()
+    for i in range(len(x)):
+        where = region[i].nonzero(as_tuple=True)
+        count = len(where[0])
+        if count > 1:
+            perm = torch.randperm(count, generator=gen, device=x.device)
+            pixels = x[i][:, where[0], where[1]]
+            out[i][:, where[0], where[1]] = pixels[:, perm]
+    return out
+
+
+def shuffle_batch(x, region, gen=None):
+    flat = x.reshape(-1)
+    perm = torch.randperm(flat.numel(), generator=gen, device=x.device)
+    return torch.where(region[:, None], flat[perm].view_as(x), x)
+
+
+def _longest_run(free: torch.Tensor) -> tuple[int, int]:
+    """(start, length) of the longest run of True in a 1-D bool tensor (length 0 if none)."""
+    best, start = (0, 0), None
+    for k, v in enumerate(free.tolist() + [False]):
+        if v and start is None:
+            start = k
+        elif not v and start is not None:
+            if k - start > best[1]:
+                best = (start, k - start)
+            start = None
+    return best
+
+
+def tile(x, region, gen=None):
+    out = x.clone()
+    h, w = x.shape[2:]
+    for i in range(len(x)):
+        if not region[i].any():
+            continue
+        col_start, col_len = _longest_run(~region[i].any(0))
+        row_start, row_len = _longest_run(~region[i].any(1))
+        if col_len == 0 and row_len == 0:
+            out[i] = grey(x[i:i + 1], region[i:i + 1])[0]
+            continue
+        if col_len * h >= row_len * w:  # a full-height band of columns
+            band = x[i][:, :, col_start:col_start + col_len]
+            tiled = band.repeat(1, 1, -(-w // col_len))[:, :, :w]
+        else:  # a full-width band of rows
+            band = x[i][:, row_start:row_start + row_len, :]
+            tiled = band.repeat(1, -(-h // row_len), 1)[:, :h, :]
+        out[i] = torch.where(region[i][None], tiled, x[i])
+    return out
+
+
+def _inpaint(x, region, flag):
+    import cv2
+    images = (x.detach().cpu().clamp(0, 1) * 255).round().to(torch.uint8)
+    images = images.permute(0, 2, 3, 1).numpy()
+    masks = region.cpu().numpy().astype(np.uint8)
+    filled = np.stack([cv2.inpaint(np.ascontiguousarray(img), m, INPAINT_RADIUS, flag)
+                       .reshape(img.shape) for img, m in zip(images, masks)])
+    filled = torch.from_numpy(filled).permute(0, 3, 1, 2).to(x.device, x.dtype) / 255.0
+    return torch.where(region[:, None], filled, x)
+
+
+def telea(x, region, gen=None):
+    import cv2
+    return _inpaint(x, region, cv2.INPAINT_TELEA)
+
+
+def navier_stokes(x, region, gen=None):
+    import cv2
+    return _inpaint(x, region, cv2.INPAINT_NS)
+
+
+def mixed_rand(x, region, gen=None, y=None, foreground=None):
+    """Factual Mixed-Rand: ``region`` is the background (``~foreground``) of each image."""
+    if y is None or foreground is None:
+        raise ConfigError("the mixed_rand infill needs the batch's labels and foreground masks")
+    backgrounds = tile(x, foreground)  # every image's foreground replaced by its own tile
+    out = random_fill(x, region, gen)
+    for i in range(len(x)):
+        others = (y != y[i]).nonzero(as_tuple=True)[0]
+        if len(others):
+            j = others[torch.randint(len(others), (1,), generator=gen, device=x.device)]
+            out[i] = torch.where(region[i][None], backgrounds[j][0], x[i])
+    return out
+
+
+INFILLS = {"grey": grey, "random": random_fill, "shuffle": shuffle,
+           "shuffle_batch": shuffle_batch, "tile": tile, "telea": telea, "ns": navier_stokes,
+           "mixed_rand": mixed_rand}
+
+
+def counterfactual(name: str, x, box, gen=None):
+    """``x`` with its causal ``box`` region replaced by infill ``name``."""
+    if name not in COUNTERFACTUAL:
+        raise unknown_name("counterfactual infill", name, COUNTERFACTUAL)
+    _check(x, box)
+    return INFILLS[name](x, box, gen)
+
+
+def factual(name: str, x, foreground, gen=None, y=None):
+    """``x`` with its background (``~foreground``) replaced by infill ``name``."""
+    if name not in FACTUAL:
+        raise unknown_name("factual infill", name, FACTUAL)
+    _check(x, foreground)
+    if name == "mixed_rand":
+        return mixed_rand(x, ~foreground, gen, y=y, foreground=foreground)
+    return INFILLS[name](x, ~foreground, gen)
