@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from debiaskit.data.protocols import bg_shift, build_data
+from debiaskit.data import infill
+from debiaskit.data.protocols import build_data
 from debiaskit.data.sources import load_source
 from debiaskit.errors import ConfigError
 
@@ -89,7 +90,7 @@ def test_seeded_and_reproducible(small, data_dir):
 def test_mask_boxes_on_a_hand_made_mask():
     mask = torch.zeros(2, 5, 6, dtype=torch.bool)
     mask[0, 1, 2] = mask[0, 3, 4] = True  # two pixels: the box is rows 1-3, columns 2-4
-    box = bg_shift.mask_boxes(mask)
+    box = infill.mask_boxes(mask)
     want = torch.zeros(5, 6, dtype=torch.bool)
     want[1:4, 2:5] = True
     assert torch.equal(box[0], want)

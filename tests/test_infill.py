@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from debiaskit.data import infill
-from debiaskit.data.protocols import bg_shift, build_data
+from debiaskit.data.protocols import build_data
 from debiaskit.errors import ConfigError
 
 
@@ -20,7 +20,7 @@ def batch(data_dir):
     ds = build_data("bg_shift", data_dir=data_dir, train_per_class=20, test_per_class=1).train
     pick = torch.arange(0, 200, 13)
     mask = ds.mask[pick]
-    return ds.x[pick].float() / 255.0, mask, bg_shift.mask_boxes(mask), ds.y[pick]
+    return ds.x[pick].float() / 255.0, mask, infill.mask_boxes(mask), ds.y[pick]
 
 
 def _gen(seed=0):

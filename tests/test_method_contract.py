@@ -17,18 +17,23 @@ from debiaskit.models import NetworkFactory
 N, CLASSES, SHAPE = 96, 4, (3, 8, 8)
 #: small settings where a default would not reach a method's later phase in 3 epochs
 SMALL_HPARAMS = {"jtt": {"identification_epochs": 1}, "disent": {"swap_start": 2},
-                 "lad": {"codebook_size": 4}}
+                 "lad": {"codebook_size": 4},
+                 # CF/F with all three parts on: counterfactual, factual and saliency
+                 "cff": {"cf": "random", "factual": "shuffle", "sal_lambda": 1.0}}
 
 
-def _dataset(with_bias: bool) -> BiasedDataset:
+def _dataset(with_bias: bool, with_mask: bool = False) -> BiasedDataset:
     gen = torch.Generator().manual_seed(0)
     y = torch.arange(N) % CLASSES
     b = torch.where(torch.rand(N, generator=gen) < 0.75, y, torch.randint(0, CLASSES, (N,),
                                                                            generator=gen))
     x = torch.randint(0, 256, (N, *SHAPE), generator=gen, dtype=torch.uint8)
     x[:, 0] = (b * 60).to(torch.uint8)[:, None, None]  # the bias: the red channel's level
+    mask = torch.zeros(N, *SHAPE[1:], dtype=torch.bool)
+    mask[:, 2:6, 2:6] = True  # the foreground: the central square
     return BiasedDataset(name="synthetic", x=x, y=y, num_classes=CLASSES,
-                         b=b if with_bias else None, num_bias=CLASSES if with_bias else 0)
+                         b=b if with_bias else None, num_bias=CLASSES if with_bias else 0,
+                         mask=mask if with_mask else None)
 
 
 def _build(name: str, data: BiasedDataset, seed: int):
@@ -47,7 +52,8 @@ def _epoch(method, loader, epoch: int) -> list[dict]:
 
 @pytest.mark.parametrize("name", sorted(METHODS))
 def test_every_method_builds_trains_predicts_saves_and_resumes(name):
-    data = _dataset(with_bias="bias" in METHODS[name].requires)
+    data = _dataset(with_bias="bias" in METHODS[name].requires,
+                    with_mask="mask" in METHODS[name].requires)
     loader = InMemoryLoader(data, 32, seed=0)
     method = _build(name, data, seed=0)
     assert isinstance(method, torch.nn.Module)

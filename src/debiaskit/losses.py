@@ -62,3 +62,27 @@ class PerSampleEMA(nn.Module):
 def relative_difficulty(ema_biased: torch.Tensor, ema_debiased: torch.Tensor) -> torch.Tensor:
     """LfF Eq. (1): ``W(x) = CE_B / (CE_B + CE_D)``, from normalised EMA losses, detached."""
     return (ema_biased / (ema_biased + ema_debiased + 1e-8)).detach()
+
+
+#: the counterfactual losses of CF/F (paper 004; PROTOCOLS.md, CF/F)
+CF_LOSSES = ("logp", "uniform", "uniform_except_y")
+
+
+def counterfactual_loss(logits: torch.Tensor, y: torch.Tensor, kind: str = "logp") -> torch.Tensor:
+    """Per-sample loss that tells a counterfactual image "not ``y``".
+
+    ``logp`` (the paper's L_cf): ``-log(1 - p_y)``, computed as
+    ``logsumexp(all logits) - logsumexp(logits without y)`` so that it stays finite as
+    ``p_y -> 1``; ``uniform``: cross-entropy to the uniform distribution over all classes;
+    ``uniform_except_y``: to the uniform distribution over the classes other than ``y``.
+    """
+    logp = F.log_softmax(logits.float(), 1)
+    not_y = torch.ones_like(logp, dtype=torch.bool).scatter_(1, y[:, None], False)
+    if kind == "logp":
+        others = logits.float().masked_fill(~not_y, float("-inf"))
+        return torch.logsumexp(logits.float(), 1) - torch.logsumexp(others, 1)
+    if kind == "uniform":
+        return -logp.mean(1)
+    if kind == "uniform_except_y":
+        return -(logp * not_y).sum(1) / not_y.sum(1)
+    raise ValueError(f"unknown counterfactual loss {kind!r}; use one of {', '.join(CF_LOSSES)}")

@@ -38,6 +38,18 @@ RANDOM_NOISE_STD = 0.2
 INPAINT_RADIUS = 3
 
 
+def mask_boxes(mask: torch.Tensor) -> torch.Tensor:
+    """Bool (N, H, W) box regions: for every mask, the tight rectangle around its pixels
+    (all False for an empty mask)."""
+    return _fill(mask.any(2))[:, :, None] & _fill(mask.any(1))[:, None, :]
+
+
+def _fill(line: torch.Tensor) -> torch.Tensor:
+    """(N, L) bool: True from the first to the last True of each row, inclusive."""
+    line = line.int()
+    return (line.cumsum(1) > 0) & (line.flip(1).cumsum(1).flip(1) > 0)
+
+
 def _check(x: torch.Tensor, region: torch.Tensor) -> None:
     if x.dim() != 4 or region.shape != (x.shape[0],) + tuple(x.shape[2:]):
         raise ConfigError(f"infill: the region has shape {tuple(region.shape)}, the images "

@@ -12,7 +12,7 @@ Card:
   (``num_bias`` 10; class c is aligned with background class c: airplane behind 0,
   automobile behind 1, ...).
 - mask: the binarised digit (bool N x H x W), exact by construction; the bounding box of
-  a sample is the tight box of its mask (:func:`mask_boxes`), so it is never stored apart
+  a sample is the tight box of its mask (:func:`debiaskit.data.infill.mask_boxes`), so it is never stored apart
   from the mask and stays right under flips and crops.
 - training set (``train``): the first ``train_per_class`` MNIST training digits of every
   class in dataset order; per class a seeded shuffle gives ``int(n * (1 - conflict_ratio))``
@@ -49,18 +49,6 @@ NUM_CLASSES = 10
 THRESHOLD = 128
 #: evaluation splits, IN-9's names
 TEST_SETS = ("original", "mixed_same", "mixed_rand", "mixed_next")
-
-
-def mask_boxes(mask: torch.Tensor) -> torch.Tensor:
-    """Bool (N, H, W) box regions: for every mask, the tight rectangle around its pixels
-    (all False for an empty mask)."""
-    return _fill(mask.any(2))[:, :, None] & _fill(mask.any(1))[:, None, :]
-
-
-def _fill(line: torch.Tensor) -> torch.Tensor:
-    """(N, L) bool: True from the first to the last True of each row, inclusive."""
-    line = line.int()
-    return (line.cumsum(1) > 0) & (line.flip(1).cumsum(1).flip(1) > 0)
 
 
 def _colours(rng: np.random.Generator, n: int) -> np.ndarray:

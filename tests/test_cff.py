@@ -1,0 +1,146 @@
+"""CF/F (paper 004): the counterfactual losses, FGSM on the background, GradMask on a
+hand-made model, the concatenated-batch normalisation, and bad input."""
+
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace
+
+import pytest
+import torch
+from torch import nn
+
+from debiaskit.errors import ConfigError
+from debiaskit.losses import counterfactual_loss
+from debiaskit.methods import METHODS, DataSpec
+from debiaskit.methods.cff import fgsm_background, gradmask
+from debiaskit.models import NetworkFactory
+
+
+def test_counterfactual_losses_by_hand_and_finite_when_p_y_is_one():
+    logits = torch.tensor([[2.0, 0.0, -1.0]])
+    y = torch.tensor([0])
+    p = torch.softmax(logits, 1)[0]
+    assert counterfactual_loss(logits, y, "logp").item() == pytest.approx(-math.log(1 - p[0]))
+    assert counterfactual_loss(logits, y, "uniform").item() == pytest.approx(
+        -torch.log(p).mean().item())
+    assert counterfactual_loss(logits, y, "uniform_except_y").item() == pytest.approx(
+        -(math.log(p[1]) + math.log(p[2])) / 2)
+    sure = torch.tensor([[1000.0, 0.0, 0.0]], requires_grad=True)  # p_y = 1 in float32
+    loss = counterfactual_loss(sure, y, "logp")
+    assert torch.isfinite(loss) and loss.item() == pytest.approx(1000.0 - math.log(2))
+    loss.backward()
+    assert torch.isfinite(sure.grad).all()
+
+
+def _linear_model():
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 4 * 4, 3))
+    torch.manual_seed(0)
+    nn.init.normal_(model[1].weight)
+    return model
+
+
+def test_fgsm_stays_within_eps_on_the_background_only():
+    model = _linear_model()
+    x = torch.rand(6, 3, 4, 4)
+    y = torch.arange(6) % 3
+    foreground = torch.zeros(6, 4, 4, dtype=torch.bool)
+    foreground[:, 1:3, 1:3] = True
+    adv = fgsm_background(model, x, y, ~foreground, 0.25, torch.Generator().manual_seed(0))
+    fg = foreground[:, None].expand_as(x)
+    assert torch.equal(adv[fg], x[fg])
+    assert (adv - x).abs().max() <= 0.25 + 1e-6 and adv.min() >= 0 and adv.max() <= 1
+    assert (adv - x)[~fg].abs().mean() > 0.05
+    # the step raises the loss of the true label
+    ce = nn.functional.cross_entropy
+    assert ce(model(adv), y) > ce(model(x), y)
+
+
+def test_gradmask_on_a_linear_model_by_hand():
+    model = _linear_model()
+    x = torch.rand(2, 3, 4, 4)
+    y = torch.tensor([1, 2])
+    foreground = torch.zeros(2, 4, 4, dtype=torch.bool)
+    foreground[0, :2] = True  # image 0: 8 foreground pixels; image 1: none
+    w = model[1].weight.detach().view(3, 3, 4, 4)  # the input gradient of logit k is W[k]
+    want = []
+    for i in range(2):
+        outside = (~foreground[i]).expand(3, 4, 4)
+        want.append((w[y[i]] ** 2)[outside].sum() / outside.sum())
+    assert gradmask(model, x, y, foreground).item() == pytest.approx(
+        torch.stack(want).mean().item(), rel=1e-5)
+    # the code's variant: the gradient of the sum of the logits of the batch's labels
+    g = w[1] + w[2]
+    outside = (~foreground)[:, None].expand(2, 3, 4, 4)
+    code = ((g ** 2)[None].expand(2, 3, 4, 4) * outside).mean()
+    assert gradmask(model, x, y, foreground, "code").item() == pytest.approx(code.item(),
+                                                                              rel=1e-5)
+
+
+def _cff(**hp):
+    spec = DataSpec(input_shape=(3, 8, 8), num_classes=3, num_train=6,
+                    train_targets=torch.arange(6) % 3)
+    return METHODS["cff"](spec, NetworkFactory("mlp", (3, 8, 8), 3, {"hidden": 5}), hp)
+
+
+def _batch(n=6):
+    mask = torch.zeros(n, 8, 8, dtype=torch.bool)
+    mask[:, 2:6, 3:5] = True
+    mask[-1] = False  # no foreground: no CF or F copy
+    return SimpleNamespace(x=torch.rand(n, 3, 8, 8), y=torch.arange(n) % 3, mask=mask,
+                           b=None, index=torch.arange(n))
+
+
+def test_losses_are_divided_by_the_concatenated_batch():
+    torch.manual_seed(0)
+    method = _cff(cf="grey", factual="random")
+    batch = _batch()
+    loss, stats = method.loss(batch, training=False)
+    model = method.networks["model"]
+    gen = method._generator()
+    cf, fact = method.augment(batch, gen)
+    assert len(cf[1]) == len(fact[1]) == 5
+    ce = nn.functional.cross_entropy
+    total = (ce(model(batch.x), batch.y, reduction="sum")
+             + counterfactual_loss(model(cf[0]), cf[1]).sum()
+             + ce(model(fact[0]), fact[1], reduction="sum")) / (6 + 5 + 5)
+    assert loss.item() == pytest.approx(total.item(), rel=1e-6)
+    assert int(method.steps) == 0  # training=False changes no state
+    method.loss(batch)
+    assert int(method.steps) == 1
+
+
+def test_bad_input():
+    with pytest.raises(ConfigError, match="cf='cagan'"):
+        _cff(cf="cagan")
+    with pytest.raises(ConfigError, match="factual='grey'"):
+        _cff(factual="grey")
+    method = _cff(cf="grey")
+    batch = _batch()
+    batch.mask = batch.mask[:, :4]
+    with pytest.raises(ConfigError, match="masks have shape"):
+        method.loss(batch)
+    batch.mask = None
+    with pytest.raises(ConfigError, match="needs foreground masks"):
+        method.loss(batch)
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--dataset", "cifar10s", "--method", "cff", "--hp", "cf=grey"],
+     "needs foreground masks"),
+    (["--dataset", "bg_colored_mnist", "--method", "cff", "--hp", "cf=cagan"], "cf='cagan'"),
+    (["--dataset", "bg_colored_mnist", "--method", "cff", "--hp", "factual=tile"],
+     "factual='tile'"),
+])
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(data_dir, tmp_path, args, words):
+    import os
+    import subprocess
+    import sys
+    out = tmp_path / "run"
+    proc = subprocess.run([sys.executable, "-m", "debiaskit", "train", *args, "--epochs", "1",
+                           "--train-subset", "500", "--data-dir", data_dir, "--out", str(out)],
+                          capture_output=True, text=True,
+                          env={**os.environ, "DEBIASKIT_CACHE": str(tmp_path / "cache")})
+    assert proc.returncode == 2, proc.stderr
+    assert words in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert not out.exists()
