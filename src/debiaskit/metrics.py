@@ -100,3 +100,26 @@ def gradient_ratio(input_grad: torch.Tensor,
     causal = squared[~confounding].sum().sqrt().item()
     confound = squared[confounding].sum().sqrt().item()
     return causal, confound, causal / confound if confound > 0 else float("inf")
+
+
+def next_class_shift(probs_original: torch.Tensor, probs_mixed_next: torch.Tensor,
+                     y: torch.Tensor) -> float:
+    """CF/F's background reliance (paper 004, Table 3): the mean change (in percentage
+    points) of the probability of class ``y + 1 mod K`` from the Original to the Mixed-Next
+    test image of the same foreground (rows of the two probability matrices are pairs)."""
+    if probs_original.shape != probs_mixed_next.shape or len(y) != len(probs_original):
+        raise ValueError("next_class_shift needs paired Original / Mixed-Next probabilities")
+    nxt = ((y + 1) % probs_original.shape[1])[:, None].to(probs_original.device)
+    return 100.0 * (probs_mixed_next.gather(1, nxt) - probs_original.gather(1, nxt)).mean().item()
+
+
+def macro_auc(probs: torch.Tensor, y: torch.Tensor) -> float:
+    """Macro-averaged one-vs-rest ROC AUC (%) of class probabilities (CF/F's CCT metric),
+    by scikit-learn; classes absent from ``y`` are left out of the average."""
+    from sklearn.metrics import roc_auc_score
+    probs, y = probs.detach().cpu().double().numpy(), y.cpu().numpy()
+    present = np.unique(y)
+    if len(present) < 2:
+        raise ValueError("macro_auc needs at least two classes among the labels")
+    scores = [roc_auc_score(y == c, probs[:, c]) for c in present]
+    return 100.0 * float(np.mean(scores))
