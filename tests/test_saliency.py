@@ -65,3 +65,31 @@ def test_next_class_shift_and_macro_auc_by_hand():
     labels = torch.tensor([0, 0, 1, 1])
     # class 0 scores (0.6, 0.4 | 0.7, 0.2): pairs won 2 of 4 -> 0.5; class 1 the same
     assert macro_auc(probs, labels) == pytest.approx(50.0)
+
+
+def test_explain_saliency_on_a_trained_run(tmp_path, data_dir):
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+    if not (Path(data_dir) / "cifar10.npz").is_file():
+        pytest.skip("real cifar10.npz not found; set DEBIASKIT_DATA")
+    run = tmp_path / "run"
+    common = [sys.executable, "-m", "debiaskit"]
+    train = subprocess.run(
+        common + ["train", "--dataset", "bg_shift", "--data", "train_per_class=30",
+                  "--data", "test_per_class=5", "--method", "cff", "--hp", "factual=shuffle",
+                  "--epochs", "1", "--data-dir", data_dir, "--out", str(run)],
+        capture_output=True, text=True)
+    assert train.returncode == 0, train.stderr
+    for method in ("gradient", "deeplift_shap"):
+        proc = subprocess.run(common + ["explain", "saliency", str(run), "--split", "mixed_next",
+                                        "--method", method, "--images", "4",
+                                        "--data-dir", data_dir], capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr
+        result = json.loads((run / f"saliency-mixed_next-{method}.json").read_text())
+        assert result["images_scored"] == 50 and 0 < result["aupr"] <= 100
+        assert (run / f"saliency-mixed_next-{method}.png").stat().st_size > 5000
+    bad = subprocess.run(common + ["explain", "saliency", str(run), "--split", "nope",
+                                   "--data-dir", data_dir], capture_output=True, text=True)
+    assert bad.returncode == 2 and "no evaluation split 'nope'" in bad.stderr

@@ -164,6 +164,17 @@ def build_parser() -> argparse.ArgumentParser:
     lad.add_argument("--no-probe", action="store_true",
                      help="skip the bias probe (does the walk remove the bias or remap it?)")
     lad.add_argument("--data-dir")
+    sal = esub.add_parser("saliency", help="CF/F's saliency focus: images, foreground masks "
+                          "and saliency maps (PNG) and the saliency AUPR (JSON)")
+    sal.add_argument("run_dir")
+    sal.add_argument("--split", help="evaluation split with masks (default: the first)")
+    sal.add_argument("--method", default="deeplift_shap", help="deeplift_shap or gradient")
+    sal.add_argument("--images", type=int, default=8, help="images in the grid")
+    sal.add_argument("--aupr-images", type=int, default=500, help="images the AUPR averages")
+    sal.add_argument("--seed", type=int, default=0)
+    sal.add_argument("--out", help="PNG path (default RUN_DIR/saliency-SPLIT-METHOD.png; "
+                     "the JSON beside it)")
+    sal.add_argument("--data-dir")
     gr = esub.add_parser("gradient-ratio", help="LAD's one-pixel problem: train Vanilla and "
                          "track the gradient ratio GR (Eq. 1) per iteration (Figure 2 PNG, JSON)")
     gr.add_argument("--dataset", default="one_pixel_mnist",
@@ -263,6 +274,14 @@ def cmd_explain(args) -> None:
                       "halfway from chance to 100 %), so its figures do not show whether the "
                       "walk removed the bias")
             print(f"wrote {png.with_name('lad_bias.json')} and lad_bias.png")
+        return
+    if args.explain_command == "saliency":
+        from .explain.saliency import explain_saliency_run
+
+        result = explain_saliency_run(args.run_dir, args.images, args.seed, args.split,
+                                      args.method, args.out, args.data_dir, args.aupr_images)
+        print(f"saliency AUPR ({result['method']}, {result['split']}): {result['aupr']:.2f} % "
+              f"over {result['images_scored']} images; wrote {result['png']}")
         return
     if args.explain_command == "gradient-ratio":
         from .explain.gradient_ratio import explain_gradient_ratio
