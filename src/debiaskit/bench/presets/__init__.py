@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ...errors import unknown_name
-from . import gba, lad, lff, sih
+from . import cff, gba, lad, lff, sih
 from .table import Row, TablePreset
 
 __all__ = ["PRESETS", "Row", "TablePreset", "get_preset"]
@@ -15,7 +15,7 @@ def _collect(*modules) -> dict[str, TablePreset]:
 
 
 #: every preset of every paper module, by name
-PRESETS = _collect(lff, sih, lad, gba)
+PRESETS = _collect(lff, sih, lad, gba, cff)
 
 
 def get_preset(name: str) -> TablePreset:
