@@ -21,7 +21,7 @@ from ...errors import ConfigError, unknown_name
 from ..dataset import DataBundle
 from ..sources import load_source
 from . import (bar, bg_colored_mnist, bg_shift, cifar10s, colored_mnist, corrupted_cifar10, folder,
-               one_pixel)
+               layout_sets, one_pixel)
 
 #: protocol name -> (image source, builder); source None: the builder reads its own data
 PROTOCOLS = {
@@ -34,6 +34,9 @@ PROTOCOLS = {
     "bar": ("bar", bar.build),
     "folder": (None, folder.build),
     "bg_shift": (None, bg_shift.build),
+    "waterbirds": (None, layout_sets.waterbirds),
+    "in9": (None, layout_sets.in9),
+    "celeba": (None, layout_sets.celeba),
 }
 
 #: builder parameters that build_data fills in itself (never user parameters)
