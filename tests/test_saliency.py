@@ -89,6 +89,7 @@ def test_explain_saliency_on_a_trained_run(tmp_path, data_dir):
         assert proc.returncode == 0, proc.stderr
         result = json.loads((run / f"saliency-mixed_next-{method}.json").read_text())
         assert result["images_scored"] == 50 and 0 < result["aupr"] <= 100
+        assert -100 < result["next_class_shift"] < 100  # original / mixed_next are paired
         assert (run / f"saliency-mixed_next-{method}.png").stat().st_size > 5000
     bad = subprocess.run(common + ["explain", "saliency", str(run), "--split", "nope",
                                    "--data-dir", data_dir], capture_output=True, text=True)

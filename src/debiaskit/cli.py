@@ -282,6 +282,9 @@ def cmd_explain(args) -> None:
                                       args.method, args.out, args.data_dir, args.aupr_images)
         print(f"saliency AUPR ({result['method']}, {result['split']}): {result['aupr']:.2f} % "
               f"over {result['images_scored']} images; wrote {result['png']}")
+        if result["next_class_shift"] is not None:
+            print(f"next-class probability shift, Original -> Mixed-Next: "
+                  f"{result['next_class_shift']:+.2f} points")
         return
     if args.explain_command == "gradient-ratio":
         from .explain.gradient_ratio import explain_gradient_ratio

@@ -119,8 +119,33 @@ def explain_saliency_run(run_dir, images: int = 8, seed: int = 0, split: str | N
     png = Path(out) if out else Path(run_dir) / f"saliency-{split}-{method}.png"
     save_image_grid(rows, [f"y={int(v)}" for v in ds.y[shown]], png,
                     title=f"saliency focus on {split}: AUPR {aupr:.1f} % over {scored} images")
+    shift = background_reliance(model, prep.evals)
     result = {"split": split, "method": method, "aupr": aupr, "images_scored": scored,
+              "next_class_shift": shift,
               "baselines": num_baselines if method == "deeplift_shap" else None,
               "pixel_score": "L2 norm over channels", "seed": seed, "png": str(png)}
     runs.write_json(png.with_suffix(".json"), result)
     return result
+
+
+@torch.no_grad()
+def background_reliance(model, evals: dict) -> float | None:
+    """CF/F's next-class shift (Table 3) between the ``original`` and ``mixed_next``
+    evaluation splits when both exist and pair image i with image i (same foreground, as
+    ``bg_shift`` and IN-9 build them); None otherwise."""
+    from ..data.loader import as_float_images
+    from ..metrics import next_class_shift
+
+    original, mixed = evals.get("original"), evals.get("mixed_next")
+    if original is None or mixed is None or len(original) != len(mixed) \
+            or not torch.equal(original.y, mixed.y):
+        return None
+    was = model.training
+    model.train(False)
+    probs = []
+    for ds in (original, mixed):
+        chunks = [torch.softmax(model(as_float_images(ds.x[i:i + 256], "cpu")).float(), 1)
+                  for i in range(0, len(ds), 256)]
+        probs.append(torch.cat(chunks))
+    model.train(was)
+    return next_class_shift(probs[0], probs[1], original.y)
