@@ -110,6 +110,18 @@ def test_losses_are_divided_by_the_concatenated_batch():
     assert int(method.steps) == 1
 
 
+def test_sal_adds_lambda_times_gradmask_to_the_loss():
+    torch.manual_seed(0)
+    plain, with_sal = _cff(), _cff(sal_lambda=3.0)
+    with_sal.load_state_dict(plain.state_dict())
+    batch = _batch()
+    base, _ = plain.loss(batch, training=False)
+    loss, stats = with_sal.loss(batch, training=False)
+    penalty = gradmask(with_sal.networks["model"], batch.x, batch.y, batch.mask)
+    assert stats["loss_sal"] == pytest.approx(penalty.item(), rel=1e-5)
+    assert loss.item() == pytest.approx(base.item() + 3.0 * penalty.item(), rel=1e-5)
+
+
 def test_bad_input():
     with pytest.raises(ConfigError, match="cf='cagan'"):
         _cff(cf="cagan")

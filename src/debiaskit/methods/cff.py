@@ -50,7 +50,12 @@ def fgsm_background(model, x, y, background, eps, gen):
 def gradmask(model, x, y, foreground, variant="paper") -> torch.Tensor:
     """GradMask's saliency penalty (before ``lambda``), differentiable in the parameters."""
     x = x.detach().requires_grad_(True)
-    logits = model(x)
+    return gradmask_of(model(x), x, y, foreground, variant)
+
+
+def gradmask_of(logits, x, y, foreground, variant="paper") -> torch.Tensor:
+    """:func:`gradmask` from ``logits`` already computed on ``x`` (which requires grad), so
+    that the training step shares one forward pass between cross-entropy and GradMask."""
     if variant == "paper":
         target = logits.gather(1, y[:, None]).sum()
     else:
@@ -121,7 +126,10 @@ class CounterfactualFactual(Method):
         model = self.networks["model"]
         gen = self._generator()
         cf, fact = self.augment(batch, gen)
-        total = F.cross_entropy(model(batch.x), batch.y, reduction="sum")
+        sal = self.hp["sal_lambda"] > 0
+        x = batch.x.detach().requires_grad_(True) if sal else batch.x
+        logits = model(x)
+        total = F.cross_entropy(logits, batch.y, reduction="sum")
         count = len(batch.y)
         stats = {}
         if cf is not None:
@@ -133,10 +141,10 @@ class CounterfactualFactual(Method):
             total, count = total + loss_f, count + len(fact[1])
             stats["loss_factual"] = loss_f.item() / max(len(fact[1]), 1)
         loss = total / count
-        if self.hp["sal_lambda"] > 0:
-            sal = gradmask(model, batch.x, batch.y, batch.mask, self.hp["sal_variant"])
-            loss = loss + self.hp["sal_lambda"] * sal
-            stats["loss_sal"] = sal.item()
+        if sal:
+            penalty = gradmask_of(logits, x, batch.y, batch.mask, self.hp["sal_variant"])
+            loss = loss + self.hp["sal_lambda"] * penalty
+            stats["loss_sal"] = penalty.item()
         if training:
             self.steps += 1
         stats["loss"] = loss.item()
