@@ -281,3 +281,19 @@ def test_every_preset_plans_and_reports_before_any_run(tmp_path, data_dir):
         assert text.startswith(f"# {preset.title}") and "not run" in text, name
         for ref in preset.references:
             assert f"Published, not run here: {ref}:" in text, name
+
+
+def test_hyper_parameters_merge_key_by_key_from_run_to_method_to_command_line(tmp_path,
+                                                                             data_dir):
+    # a preset's run-wide learning rate survives a method's own hyper-parameters (GBA on
+    # CIFAR-10S: SGD lr 0.1 for F and C, plus GBA's lambda and D's learning rate)
+    from debiaskit.bench.presets import get_preset
+    from debiaskit.bench.runner import plan
+
+    preset = get_preset("gba-cifar10s-cpu")
+    gba = plan(preset, tmp_path, 1, ["GBA"], data_dir=data_dir)[0].config.hparams
+    assert gba["lr"] == 0.1 and gba["weight_decay"] == 5e-4 and gba["lambda_adv"] == 0.1
+    assert gba["disc_lr"] == 0.01 and gba["classifier_hidden"] == 256
+    over = plan(preset, tmp_path, 1, ["GBA-n"], data_dir=data_dir,
+                hparams={"lr": 0.05})[0].config.hparams
+    assert over["lr"] == 0.05 and over["mask_rule"] == "gba_n" and over["weight_decay"] == 5e-4

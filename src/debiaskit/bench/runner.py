@@ -61,11 +61,13 @@ def plan(preset: TablePreset, out: Path, seeds: int, methods=None, epochs: int |
         for row in chosen_rows:
             for seed in range(seeds):
                 data_seed = seed if preset.data_seed is None else preset.data_seed
-                fields = {**preset.run, **preset.method_run.get(display, {})}
-                row_fields = row.method_run.get(display, {})
-                fields = {**fields, **row_fields,
-                          "hparams": {**fields.get("hparams", {}),
-                                      **row_fields.get("hparams", {}), **(hparams or {})}}
+                # run < preset's method < row's method < command line; hyper-parameters
+                # merge key by key at every level
+                layers = (preset.run, preset.method_run.get(display, {}),
+                          row.method_run.get(display, {}), {"hparams": hparams or {}})
+                fields = {k: v for layer in layers for k, v in layer.items()}
+                fields["hparams"] = {k: v for layer in layers
+                                     for k, v in layer.get("hparams", {}).items()}
                 cfg = RunConfig(dataset=row.dataset or preset.dataset,
                                 method=preset.methods[display],
                                 data_params={**row.data_params, "seed": data_seed},
