@@ -18,8 +18,8 @@ def _published(a, c, m, g) -> dict:
 
 #: GBA / Adversarial on CIFAR-10S: the paper replaces ResNet-18's last layer by two fully
 #: connected layers (width not given: 256 here) and gives no discriminator settings. Ours:
-#: lambda 0.1 as on Colored MNIST and D at a tenth of F's learning rate (with D at 0.1 and
-#: lambda 0.1 or 1 the classifier did not learn: benchmarks/results/gba-lambda-sweep.md).
+#: lambda 0.1 as on Colored MNIST and D at a tenth of F's learning rate (short diagnostics
+#: in benchmarks/results/gba-lambda-sweep.md do not separate the settings).
 _GBA_CIFAR_HP = {"classifier_hidden": 256, "lambda_adv": 0.1, "disc_lr": 0.01}
 _GBA_NOTES = (
     " GBA, GBA-n, GBA-c and Adversarial (the paper gives no code and no optimiser): the "
