@@ -29,3 +29,24 @@ def data_dir() -> str:
 def mnist(data_dir):
     from debiaskit.data.sources import load_source
     return load_source("mnist", data_dir)
+
+
+@pytest.fixture
+def train_fails_cleanly(data_dir, tmp_path):
+    """Check that ``debiaskit train ARGS`` (1 epoch, 500 images) fails with exit code 2 and
+    one line of stderr holding ``words``, and writes no run directory."""
+    import subprocess
+    import sys
+
+    def check(args, words):
+        out = tmp_path / "run"
+        proc = subprocess.run(
+            [sys.executable, "-m", "debiaskit", "train", *args, "--epochs", "1",
+             "--train-subset", "500", "--data-dir", data_dir, "--out", str(out)],
+            capture_output=True, text=True,
+            env={**os.environ, "DEBIASKIT_CACHE": str(tmp_path / "cache")})
+        assert proc.returncode == 2, proc.stderr
+        assert words in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+        assert not out.exists()
+
+    return check

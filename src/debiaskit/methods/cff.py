@@ -32,6 +32,12 @@ from ..losses import CF_LOSSES, counterfactual_loss
 from .base import HParam, Method, register
 
 FACTUAL = infill.FACTUAL + ("fgsm",)
+
+
+def step_seed(seed: torch.Tensor, steps: torch.Tensor) -> int:
+    """The seed of one training step's augmentation: a function of (the run's torch seed,
+    the step), within the 63 bits a generator accepts, so a resumed run repeats it."""
+    return (int(seed) * 1_000_003 + int(steps)) % (2 ** 63)
 SAL_VARIANTS = ("paper", "code")
 
 
@@ -101,7 +107,7 @@ class CounterfactualFactual(Method):
         self.register_buffer("steps", torch.zeros((), dtype=torch.long))
 
     def _generator(self) -> torch.Generator:
-        return torch.Generator().manual_seed(int(self.seed) * 1_000_003 + int(self.steps))
+        return torch.Generator().manual_seed(step_seed(self.seed, self.steps))
 
     def augment(self, batch, gen):
         """(counterfactual images or None, factual images with their labels or None)."""
@@ -174,10 +180,10 @@ class Mixup(Method):
         self.register_buffer("steps", torch.zeros((), dtype=torch.long))
 
     def loss(self, batch, training=True):
-        step_seed = int(self.seed) * 1_000_003 + int(self.steps)
-        gen = torch.Generator().manual_seed(step_seed)
+        seed = step_seed(self.seed, self.steps)
+        gen = torch.Generator().manual_seed(seed)
         alpha = self.hp["alpha"]
-        lam = float(np.random.default_rng(step_seed).beta(alpha, alpha)) if training else 1.0
+        lam = float(np.random.default_rng(seed).beta(alpha, alpha)) if training else 1.0
         perm = torch.randperm(len(batch.y), generator=gen)
         logits = self.networks["model"](lam * batch.x + (1 - lam) * batch.x[perm])
         loss = lam * F.cross_entropy(logits, batch.y) \
