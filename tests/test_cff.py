@@ -122,6 +122,13 @@ def test_sal_adds_lambda_times_gradmask_to_the_loss():
     assert loss.item() == pytest.approx(base.item() + 3.0 * penalty.item(), rel=1e-5)
 
 
+def test_objective_with_sal_works_without_gradients_for_early_stopping():
+    method = _cff(sal_lambda=1.0, cf="grey")
+    with torch.no_grad():
+        loss, stats = method.loss(_batch(), training=False)
+    assert torch.isfinite(loss) and stats["loss_sal"] > 0
+
+
 def test_bad_input():
     with pytest.raises(ConfigError, match="cf='cagan'"):
         _cff(cf="cagan")

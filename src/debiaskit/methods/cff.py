@@ -22,6 +22,8 @@ from a generator seeded by (the run's torch seed, the step), so a resumed run re
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -134,7 +136,12 @@ class CounterfactualFactual(Method):
         cf, fact = self.augment(batch, gen)
         sal = self.hp["sal_lambda"] > 0
         x = batch.x.detach().requires_grad_(True) if sal else batch.x
-        logits = model(x)
+        # GradMask needs the input gradient even where the caller disabled gradients (the
+        # held-out objective of early stopping)
+        with torch.enable_grad() if sal else contextlib.nullcontext():
+            logits = model(x)
+            penalty = (gradmask_of(logits, x, batch.y, batch.mask, self.hp["sal_variant"])
+                       if sal else None)
         total = F.cross_entropy(logits, batch.y, reduction="sum")
         count = len(batch.y)
         stats = {}
@@ -148,7 +155,6 @@ class CounterfactualFactual(Method):
             stats["loss_factual"] = loss_f.item() / max(len(fact[1]), 1)
         loss = total / count
         if sal:
-            penalty = gradmask_of(logits, x, batch.y, batch.mask, self.hp["sal_variant"])
             loss = loss + self.hp["sal_lambda"] * penalty
             stats["loss_sal"] = penalty.item()
         if training:
