@@ -9,8 +9,9 @@ Per batch (PROTOCOLS.md, CF/F), with foreground masks ``r`` and their bounding b
   kept, cross-entropy; ``fgsm``: one FGSM step on the background only (random start in
   +-eps, step 1.25 eps, eps in [-1, 1] pixel units as the paper's, i.e. eps / 2 on our
   [0, 1] images; the network stays in its training mode during the attack);
-- the losses of originals, counterfactuals and factuals are summed and divided by the size
-  of the concatenated batch (originals + CF + F);
+- originals, counterfactuals and factuals go through the network as one concatenated
+  batch (as the authors' code; batch-norm statistics cover all of it), and their losses
+  are summed and divided by its size;
 - ``sal_lambda`` > 0 adds GradMask (``sal_variant`` ``paper``: the squared input gradient
   of the target logit on the background, summed and divided by the background's size,
   per image, then averaged; ``code``: the authors' code's version as PROTOCOLS.md reads it,
@@ -136,23 +137,27 @@ class CounterfactualFactual(Method):
         cf, fact = self.augment(batch, gen)
         sal = self.hp["sal_lambda"] > 0
         x = batch.x.detach().requires_grad_(True) if sal else batch.x
-        # GradMask needs the input gradient even where the caller disabled gradients (the
-        # held-out objective of early stopping)
+        parts = [(x, batch.y, "ce")] + ([(cf[0], cf[1], "cf")] if cf is not None else []) \
+            + ([(fact[0], fact[1], "factual")] if fact is not None else [])
+        # one forward pass over the concatenated batch (originals + CF + F), as the authors'
+        # code does, so batch-norm statistics cover all of it; GradMask needs the input
+        # gradient even where the caller disabled gradients (early stopping's objective)
         with torch.enable_grad() if sal else contextlib.nullcontext():
-            logits = model(x)
-            penalty = (gradmask_of(logits, x, batch.y, batch.mask, self.hp["sal_variant"])
+            logits = model(torch.cat([p[0] for p in parts]))
+            own = logits[:len(batch.y)]
+            penalty = (gradmask_of(own, x, batch.y, batch.mask, self.hp["sal_variant"])
                        if sal else None)
-        total = F.cross_entropy(logits, batch.y, reduction="sum")
-        count = len(batch.y)
-        stats = {}
-        if cf is not None:
-            loss_cf = counterfactual_loss(model(cf[0]), cf[1], self.hp["cf_loss"]).sum()
-            total, count = total + loss_cf, count + len(cf[1])
-            stats["loss_cf"] = loss_cf.item() / max(len(cf[1]), 1)
-        if fact is not None:
-            loss_f = F.cross_entropy(model(fact[0]), fact[1], reduction="sum")
-            total, count = total + loss_f, count + len(fact[1])
-            stats["loss_factual"] = loss_f.item() / max(len(fact[1]), 1)
+        total, count, stats, start = 0.0, 0, {}, 0
+        for _, labels, kind in parts:
+            part = logits[start:start + len(labels)]
+            start += len(labels)
+            if kind == "cf":
+                value = counterfactual_loss(part, labels, self.hp["cf_loss"]).sum()
+            else:
+                value = F.cross_entropy(part, labels, reduction="sum")
+            total, count = total + value, count + len(labels)
+            if kind != "ce":
+                stats[f"loss_{kind}"] = value.item() / max(len(labels), 1)
         loss = total / count
         if sal:
             loss = loss + self.hp["sal_lambda"] * penalty
