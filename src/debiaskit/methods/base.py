@@ -45,12 +45,14 @@ def get_method(name: str) -> type["Method"]:
 
 @dataclass(frozen=True)
 class HParam:
-    """A hyper-parameter: the paper's default, a one-line doc, and its valid range."""
+    """A hyper-parameter: the paper's default, a one-line doc, and its valid range or, for
+    a named option, its valid ``choices``."""
 
     default: float | int | bool | str
     doc: str
     low: float | None = None
     high: float | None = None
+    choices: tuple | None = None
 
 
 @dataclass
@@ -122,6 +124,9 @@ class Method(nn.Module):
             if (hp.low is not None and value < hp.low) or (hp.high is not None and value > hp.high):
                 raise ConfigError(f"{cls.name}.{key}={value} is out of range "
                                   f"[{hp.low}, {hp.high}]: {hp.doc}")
+            if hp.choices is not None and value not in hp.choices:
+                raise ConfigError(f"{cls.name}.{key}={value!r}: use one of "
+                                  f"{', '.join(map(str, hp.choices))}")
             out[key] = value
         return out
 

@@ -87,24 +87,20 @@ class CounterfactualFactual(Method):
         "lr": HParam(1e-3, "learning rate", 0.0, 10.0),
         "weight_decay": HParam(0.0, "weight decay", 0.0, 1.0),
         "cf": HParam("none", "counterfactual infill of the box: none | "
-                             + " | ".join(infill.COUNTERFACTUAL)),
-        "cf_loss": HParam("logp", "logp (-log(1 - p_y)) | uniform | uniform_except_y"),
+                             + " | ".join(infill.COUNTERFACTUAL),
+                     choices=("none",) + infill.COUNTERFACTUAL),
+        "cf_loss": HParam("logp", "logp (-log(1 - p_y)) | uniform | uniform_except_y",
+                          choices=CF_LOSSES),
         "factual": HParam("none", "factual infill of the background: none | "
-                                  + " | ".join(FACTUAL)),
+                                  + " | ".join(FACTUAL), choices=("none",) + FACTUAL),
         "fgsm_eps": HParam(0.5, "FGSM eps in [-1, 1] pixel units (the tables' 0.5)", 0.0, 2.0),
         "sal_lambda": HParam(0.0, "weight of the GradMask saliency penalty (0: off)", 0.0, 1e6),
-        "sal_variant": HParam("paper", "paper (target logit, background mean) | code"),
+        "sal_variant": HParam("paper", "paper (target logit, background mean) | code",
+                              choices=SAL_VARIANTS),
     }
 
     def __init__(self, spec, make_network, hparams=None):
         super().__init__(spec, make_network, hparams)
-        hp = self.hp
-        for key, allowed in (("cf", ("none",) + infill.COUNTERFACTUAL),
-                             ("factual", ("none",) + FACTUAL), ("cf_loss", CF_LOSSES),
-                             ("sal_variant", SAL_VARIANTS)):
-            if hp[key] not in allowed:
-                raise ConfigError(f"{self.name}.{key}={hp[key]!r}: use one of "
-                                  f"{', '.join(allowed)}")
         self.add_network("model", make_network())
         self.register_buffer("seed", torch.tensor(torch.initial_seed() % (2 ** 62)))
         self.register_buffer("steps", torch.zeros((), dtype=torch.long))

@@ -113,29 +113,26 @@ class GBA(Method):
         "disc_lr": HParam(1e-3, "Adam learning rate of the discriminator D", 0.0, 10.0),
         "lambda_adv": HParam(1.0, "lambda of Eq. 3: weight of the reversed D loss for F",
                              0.0, 100.0),
-        "lambda_schedule": HParam("constant", "constant | dann (Ganin's 2/(1+exp(-10p))-1 ramp)"),
-        "mask_rule": HParam("gba", "gba (Eq. 7) | gba_n | gba_c | none (Adversarial)"),
+        "lambda_schedule": HParam("constant", "constant | dann (Ganin's 2/(1+exp(-10p))-1 ramp)",
+                                  choices=LAMBDA_SCHEDULES),
+        "mask_rule": HParam("gba", "gba (Eq. 7) | gba_n | gba_c | none (Adversarial)",
+                            choices=tuple(MASK_RULES)),
         "test_mask": HParam("predicted", "mask at test time: predicted (D taken as right) | "
-                                         "none | label (oracle)"),
-        "reversal": HParam("features", "features: reversal layer between F and D | none"),
+                                         "none | label (oracle)", choices=TEST_MASKS),
+        "reversal": HParam("features", "features: reversal layer between F and D | none",
+                           choices=REVERSALS),
         "disc_hidden": HParam(100, "hidden units per layer of D", 1, 100_000),
         "disc_layers": HParam(1, "hidden layers of D", 0, 16),
         "disc_dropout": HParam(0.0, "dropout after each hidden layer of D", 0.0, 0.99),
-        "mask_disc_mode": HParam("eval", "D's mode while the mask gradient is taken: eval | train"),
+        "mask_disc_mode": HParam("eval", "D's mode while the mask gradient is taken: eval | train",
+                                 choices=DISC_MODES),
         "disc_features": HParam("raw", "what D sees through the reversal: raw (f) | "
-                                       "masked (f * a)"),
+                                       "masked (f * a)", choices=DISC_FEATURES),
         "classifier_hidden": HParam(0, "hidden units of C (0: one linear layer)", 0, 100_000),
     }
 
     def __init__(self, spec, make_network, hparams=None):
         super().__init__(spec, make_network, hparams)
-        for key, allowed in (("mask_rule", tuple(MASK_RULES)), ("test_mask", TEST_MASKS),
-                             ("lambda_schedule", LAMBDA_SCHEDULES), ("reversal", REVERSALS),
-                             ("mask_disc_mode", DISC_MODES),
-                             ("disc_features", DISC_FEATURES)):
-            if self.hp[key] not in allowed:
-                raise ConfigError(f"{self.name}.{key}={self.hp[key]!r}: use one of "
-                                  f"{', '.join(allowed)}")
         self.check_bias_values()
         backbone = make_network()
         if not hasattr(backbone, "forward_features"):
@@ -251,8 +248,10 @@ class Adversarial(GBA):
 
     name = "adversarial"
     hparams = {**GBA.hparams,
-               "mask_rule": HParam("none", "none (the baseline has no mask)"),
-               "test_mask": HParam("none", "none (the baseline has no mask)")}
+               "mask_rule": HParam("none", "none (the baseline has no mask)",
+                                   choices=tuple(MASK_RULES)),
+               "test_mask": HParam("none", "none (the baseline has no mask)",
+                                   choices=TEST_MASKS)}
 
 
 @register
@@ -268,14 +267,12 @@ class DomainIndependent(Method):
     hparams = {
         "lr": HParam(1e-3, "learning rate", 0.0, 10.0),
         "weight_decay": HParam(0.0, "weight decay", 0.0, 1.0),
-        "inference": HParam("sum", "sum (raw logits over domains) | conditional"),
+        "inference": HParam("sum", "sum (raw logits over domains) | conditional",
+                            choices=("sum", "conditional")),
     }
 
     def __init__(self, spec, make_network, hparams=None):
         super().__init__(spec, make_network, hparams)
-        if self.hp["inference"] not in ("sum", "conditional"):
-            raise ConfigError(f"domain_independent.inference={self.hp['inference']!r}: use "
-                              "sum or conditional")
         self.check_bias_values()
         net = make_network()
         net.reset_classifier(spec.num_classes * spec.num_bias)

@@ -68,7 +68,8 @@ class LAD(ERM):
         "code_dim": HParam(64, "length of each code (paper: 64)", 1, 4096),
         "vq_downsample": HParam(4, "VQ-VAE grid: image side / latent side (4: van den Oord's "
                                 "7 x 7 for MNIST; 2: 14 x 14, patches small enough that a code "
-                                "holds colour or stroke, not both)", 2, 4),
+                                "holds colour or stroke, not both)", 2, 4,
+                                choices=VQVAE.DOWNSAMPLES),
         "vq_hidden": HParam(64, "VQ-VAE channels (van den Oord used 128; 64 for CPU)", 4, 1024),
         "vq_epochs": HParam(3, "VQ-VAE training epochs", 1, 1000),
         "vq_lr": HParam(1e-3, "VQ-VAE Adam learning rate", 0.0, 10.0),
@@ -84,29 +85,22 @@ class LAD(ERM):
         "alpha": HParam(0.1, "walk step size (paper: 0.1 MNIST, 0.07 CIFAR)", 0.0, 100.0),
         "alpha_twice": HParam(False, "multiply by alpha again as Algorithm 1 does (Eq. 6 "
                               "already has it)"),
-        "walk_start": HParam("quantized", "start of the walk: quantized | continuous"),
+        "walk_start": HParam("quantized", "start of the walk: quantized | continuous",
+                             choices=WALK_STARTS),
         "walk_accumulate": HParam(False, "Eq. 5: steps accumulate on the continuous latent "
                                   "and f sees its quantisation (False: Algorithm 1, the "
                                   "latent is replaced by its quantisation after every step)"),
         "walk_objective": HParam("entropy", "entropy: the paper's walk to maximal entropy of "
                                  "f (Eq. 5); random_class (ours, not the paper's): towards a "
-                                 "random other class of f per image, stopping there"),
+                                 "random other class of f per image, stopping there",
+                                 choices=WALK_OBJECTIVES),
         "with_originals": HParam(False, "train f_strong on the original images as well"),
     }
 
     def __init__(self, spec, make_network, hparams=None):
         super().__init__(spec, make_network, hparams)
-        if self.hp["walk_start"] not in WALK_STARTS:
-            raise ConfigError(f"lad.walk_start={self.hp['walk_start']!r}: use one of "
-                              f"{', '.join(WALK_STARTS)}")
-        if self.hp["walk_objective"] not in WALK_OBJECTIVES:
-            raise ConfigError(f"lad.walk_objective={self.hp['walk_objective']!r}: use one of "
-                              f"{', '.join(WALK_OBJECTIVES)}")
         self.input_shape = spec.input_shape
         down = self.hp["vq_downsample"]
-        if down not in VQVAE.DOWNSAMPLES:
-            raise ConfigError(f"lad.vq_downsample={down}: use one of "
-                              f"{', '.join(map(str, VQVAE.DOWNSAMPLES))}")
         if self.input_shape[1] % down or self.input_shape[2] % down:
             raise ConfigError(f"LAD's VQ-VAE with vq_downsample={down} needs image sides "
                               f"divisible by {down}, got "
