@@ -51,7 +51,8 @@ def test_waterbirds_layout(tmp_path):
     assert train.mask is not None and train.mask[0].sum() == 8 * 6 and not train.mask[0, 0, 0]
     assert np.array_equal(train.x[0].permute(1, 2, 0).numpy(),
                           np.asarray(Image.open(folder / "002.Sparrow/bird_0.jpg").convert("RGB")))
-    (folder / "metadata.csv").write_text("img_filename,y,split,place\n002.Sparrow/bird_0.jpg,0,7,0\n")
+    (folder / "metadata.csv").write_text(
+        "img_filename,y,split,place\n002.Sparrow/bird_0.jpg,0,7,0\n")
     with pytest.raises(DataError, match="split must be 0/1/2"):
         build_data("waterbirds", data_dir=str(tmp_path), image_size=16)
 
@@ -125,3 +126,5 @@ def test_missing_layouts_are_one_line_errors(tmp_path):
                         ("celeba", "no CelebA")):
         with pytest.raises(DataError, match=words):
             build_data(name, data_dir=str(tmp_path))
+        with pytest.raises(ConfigError, match="image_size 4 is out of range"):
+            build_data(name, data_dir=str(tmp_path), image_size=4)

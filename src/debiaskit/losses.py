@@ -76,11 +76,12 @@ def counterfactual_loss(logits: torch.Tensor, y: torch.Tensor, kind: str = "logp
     ``p_y -> 1``; ``uniform``: cross-entropy to the uniform distribution over all classes;
     ``uniform_except_y``: to the uniform distribution over the classes other than ``y``.
     """
-    logp = F.log_softmax(logits.float(), 1)
-    not_y = torch.ones_like(logp, dtype=torch.bool).scatter_(1, y[:, None], False)
+    logits = logits.float()
+    not_y = torch.ones_like(logits, dtype=torch.bool).scatter_(1, y[:, None], False)
     if kind == "logp":
-        others = logits.float().masked_fill(~not_y, float("-inf"))
-        return torch.logsumexp(logits.float(), 1) - torch.logsumexp(others, 1)
+        others = logits.masked_fill(~not_y, float("-inf"))
+        return torch.logsumexp(logits, 1) - torch.logsumexp(others, 1)
+    logp = F.log_softmax(logits, 1)
     if kind == "uniform":
         return -logp.mean(1)
     if kind == "uniform_except_y":

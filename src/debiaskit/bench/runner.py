@@ -126,13 +126,13 @@ def execute(planned: list[PlannedRun], workers: int, log=print,
     """Run what is not finished yet; returns the error messages of failed runs. A finished
     run directory that holds another configuration (other epochs, hyper-parameters, ...)
     is an error, never silently reported as this table's run."""
-    finished = [p for p in planned if runs.is_finished(p.run_dir)]
-    other = [p for p in finished
-             if not same_run(p.config, runs.read_json(p.run_dir / runs.CONFIG))]
+    finished = {p.run_dir for p in planned if runs.is_finished(p.run_dir)}
+    other = [p for p in planned if p.run_dir in finished
+             and not same_run(p.config, runs.read_json(p.run_dir / runs.CONFIG))]
     if other:
         raise ConfigError(f"{other[0].run_dir} holds a finished run with another configuration "
                           f"({len(other)} such run(s)); use another --out for these options")
-    todo = [p for p in planned if not runs.is_finished(p.run_dir)]
+    todo = [p for p in planned if p.run_dir not in finished]
     # longest runs first, so the pool does not end on one long run (LPT scheduling)
     todo.sort(key=lambda p: -p.config.epochs * get_method(p.config.method).relative_cost)
     where = f"Ray cluster {ray_address}" if ray_address else f"{workers} worker(s)"

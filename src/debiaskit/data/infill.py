@@ -120,8 +120,10 @@ def tile(x, region, gen=None):
     return out
 
 
-def _inpaint(x, region, flag):
+def _inpaint(x, region, flag: str):
+    """OpenCV inpainting (``flag``: cv2.INPAINT_TELEA or cv2.INPAINT_NS) of every image."""
     import cv2
+    flag = getattr(cv2, flag)
     images = (x.detach().cpu().clamp(0, 1) * 255).round().to(torch.uint8)
     images = images.permute(0, 2, 3, 1).numpy()
     masks = region.cpu().numpy().astype(np.uint8)
@@ -132,19 +134,19 @@ def _inpaint(x, region, flag):
 
 
 def telea(x, region, gen=None):
-    import cv2
-    return _inpaint(x, region, cv2.INPAINT_TELEA)
+    return _inpaint(x, region, "INPAINT_TELEA")
 
 
 def navier_stokes(x, region, gen=None):
-    import cv2
-    return _inpaint(x, region, cv2.INPAINT_NS)
+    return _inpaint(x, region, "INPAINT_NS")
 
 
-def mixed_rand(x, region, gen=None, y=None, foreground=None):
-    """Factual Mixed-Rand: ``region`` is the background (``~foreground``) of each image."""
-    if y is None or foreground is None:
-        raise ConfigError("the mixed_rand infill needs the batch's labels and foreground masks")
+def mixed_rand(x, foreground, y, gen=None):
+    """Factual Mixed-Rand: each image's background (``~foreground``) from another class's
+    image of the batch, with that image's own foreground tiled over."""
+    if y is None:
+        raise ConfigError("the mixed_rand infill needs the batch's labels")
+    region = ~foreground
     backgrounds = tile(x, foreground)  # every image's foreground replaced by its own tile
     out = random_fill(x, region, gen)
     for i in range(len(x)):
@@ -156,8 +158,7 @@ def mixed_rand(x, region, gen=None, y=None, foreground=None):
 
 
 INFILLS = {"grey": grey, "random": random_fill, "shuffle": shuffle,
-           "shuffle_batch": shuffle_batch, "tile": tile, "telea": telea, "ns": navier_stokes,
-           "mixed_rand": mixed_rand}
+           "shuffle_batch": shuffle_batch, "tile": tile, "telea": telea, "ns": navier_stokes}
 
 
 def counterfactual(name: str, x, box, gen=None):
@@ -174,5 +175,5 @@ def factual(name: str, x, foreground, gen=None, y=None):
         raise unknown_name("factual infill", name, FACTUAL)
     _check(x, foreground)
     if name == "mixed_rand":
-        return mixed_rand(x, ~foreground, gen, y=y, foreground=foreground)
+        return mixed_rand(x, foreground, y, gen)
     return INFILLS[name](x, ~foreground, gen)

@@ -23,13 +23,17 @@ from ..errors import ConfigError
 SALIENCY_METHODS = ("deeplift_shap", "gradient")
 
 
+def check_saliency_method(method: str) -> None:
+    if method not in SALIENCY_METHODS:
+        raise ConfigError(f"unknown saliency method {method!r}; use one of "
+                          f"{', '.join(SALIENCY_METHODS)}")
+
+
 def saliency_maps(model, x: torch.Tensor, y: torch.Tensor, method: str = "deeplift_shap",
                   baselines: torch.Tensor | None = None) -> torch.Tensor:
     """Per-pixel scores (N x H x W): the L2 norm over channels of the attribution of the
     target logit ``y`` to ``x`` (float images)."""
-    if method not in SALIENCY_METHODS:
-        raise ConfigError(f"unknown saliency method {method!r}; use one of "
-                          f"{', '.join(SALIENCY_METHODS)}")
+    check_saliency_method(method)
     was = model.training
     model.train(False)
     x = x.detach().clone()
@@ -83,9 +87,7 @@ def explain_saliency_run(run_dir, images: int = 8, seed: int = 0, split: str | N
 
     if images < 1 or aupr_images < 1 or num_baselines < 2:
         raise ConfigError("--images and --aupr-images must be >= 1 and the baselines >= 2")
-    if method not in SALIENCY_METHODS:
-        raise ConfigError(f"unknown saliency method {method!r}; use one of "
-                          f"{', '.join(SALIENCY_METHODS)}")
+    check_saliency_method(method)  # before the run's data is built
     prep = load_trained(run_dir, data_dir)
     with_masks = [k for k, v in prep.evals.items() if v.mask is not None]
     split = split or (with_masks[0] if with_masks else next(iter(prep.evals)))
@@ -109,9 +111,10 @@ def explain_saliency_run(run_dir, images: int = 8, seed: int = 0, split: str | N
         return torch.cat(out_maps)
 
     scored_idx = torch.randperm(len(ds), generator=gen)[:aupr_images]
-    aupr, scored = saliency_aupr(maps(scored_idx), ds.mask[scored_idx])
-    shown = scored_idx[:images]
-    shown_maps = maps(shown)
+    scored_maps = maps(scored_idx)
+    aupr, scored = saliency_aupr(scored_maps, ds.mask[scored_idx])
+    shown = scored_idx[:images]  # the grid shows the first of the scored images
+    shown_maps = scored_maps[:images]
     peak = shown_maps.flatten(1).amax(1).clamp_min(1e-12)[:, None, None]
     x = as_float_images(ds.x[shown], "cpu")
     rows = [("image", list(x)), ("mask", [m[None].float() for m in ds.mask[shown]]),

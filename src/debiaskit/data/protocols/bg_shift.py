@@ -12,8 +12,8 @@ Card:
   (``num_bias`` 10; class c is aligned with background class c: airplane behind 0,
   automobile behind 1, ...).
 - mask: the binarised digit (bool N x H x W), exact by construction; the bounding box of
-  a sample is the tight box of its mask (:func:`debiaskit.data.infill.mask_boxes`), so it is never stored apart
-  from the mask and stays right under flips and crops.
+  a sample is the tight box of its mask (:func:`debiaskit.data.infill.mask_boxes`), so it
+  is never stored apart from the mask and stays right under flips and crops.
 - training set (``train``): the first ``train_per_class`` MNIST training digits of every
   class in dataset order; per class a seeded shuffle gives ``int(n * (1 - conflict_ratio))``
   digits a background of their own class and splits the rest over the nine other classes
@@ -47,8 +47,6 @@ SIDE = 32
 NUM_CLASSES = 10
 #: MNIST intensity at or above which a resized digit pixel is foreground
 THRESHOLD = 128
-#: evaluation splits, IN-9's names
-TEST_SETS = ("original", "mixed_same", "mixed_rand", "mixed_next")
 
 
 def _colours(rng: np.random.Generator, n: int) -> np.ndarray:

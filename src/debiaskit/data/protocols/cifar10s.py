@@ -150,16 +150,13 @@ def build(source: ImageSource, skew: float = 0.95, test_set: str = "all",
     if image_size != 32:
         common.update(resample=RESIZE, resize_version=RESIZE_VERSION)
 
-    def sized(images: np.ndarray) -> np.ndarray:
-        return images if images.shape[1:3] == (image_size, image_size) \
-            else resize_images(images, image_size)
-
     y_train = train_split.y.astype(np.int64)
     b_train = domain_labels(y_train, skew)
     x_train = np.array(train_split.x, copy=True)
     x_train[b_train == GREY] = grey_rgb(train_split.x[b_train == GREY])
     train = BiasedDataset(
-        name="cifar10s/train", x=_nchw(sized(x_train)), y=torch.from_numpy(y_train), num_classes=10,
+        name="cifar10s/train", x=_nchw(resize_images(x_train, image_size)),
+        y=torch.from_numpy(y_train), num_classes=10,
         b=torch.from_numpy(b_train), num_bias=2, aligned_bias=aligned_bias,
         meta={"split": "train", **common})
 
@@ -168,7 +165,7 @@ def build(source: ImageSource, skew: float = 0.95, test_set: str = "all",
     y_test = np.tile(test_split.y[pick].astype(np.int64), 2)
     described += ", each in colour and in grey"
     test = BiasedDataset(
-        name="cifar10s/test", x=_nchw(sized(np.concatenate([colour, grey_rgb(colour)]))),
+        name="cifar10s/test", x=_nchw(resize_images(np.concatenate([colour, grey_rgb(colour)]), image_size)),
         y=torch.from_numpy(y_test), num_classes=10,
         b=torch.from_numpy(np.repeat(np.array([COLOR, GREY], dtype=np.int64), n)), num_bias=2,
         aligned_bias=aligned_bias,

@@ -32,6 +32,7 @@ from ..sources import celeba as celeba_source
 from ..sources import in9 as in9_source
 from ..sources import resolve_data_dir
 from ..sources import waterbirds as waterbirds_source
+from .resize import check_image_size
 
 
 def _dataset(name, split, num_classes, b=None, num_bias=0, aligned_bias=None, pick=None,
@@ -46,6 +47,7 @@ def _dataset(name, split, num_classes, b=None, num_bias=0, aligned_bias=None, pi
 
 
 def waterbirds(image_size: int = 224, data_dir=None) -> DataBundle:
+    image_size = check_image_size(image_size)
     source = waterbirds_source.load(resolve_data_dir(data_dir), image_size)
     params = {"image_size": image_size}
     for need in ("train", "test"):
@@ -67,6 +69,7 @@ def waterbirds(image_size: int = 224, data_dir=None) -> DataBundle:
 
 
 def in9(image_size: int = 224, data_dir=None) -> DataBundle:
+    image_size = check_image_size(image_size)
     source = in9_source.load(resolve_data_dir(data_dir), image_size)
     params = {"image_size": image_size}
     if "train" not in source.splits:
@@ -85,6 +88,7 @@ def in9(image_size: int = 224, data_dir=None) -> DataBundle:
 
 def celeba(target: str = "Blond_Hair", bias: str = "Male", image_size: int = 64,
            data_dir=None) -> DataBundle:
+    image_size = check_image_size(image_size)
     source = celeba_source.load(resolve_data_dir(data_dir), target, image_size)
     train_split = source.split("train")
     if bias not in train_split.attributes or bias == target:

@@ -22,7 +22,10 @@ def check_image_size(image_size) -> int:
 
 
 def resize_images(images: np.ndarray, size: int) -> np.ndarray:
-    """uint8 (N, H, W, C) images resized to (N, size, size, C) with PIL bicubic."""
+    """uint8 (N, H, W, C) images resized to (N, size, size, C) with PIL bicubic; images
+    already of that size are returned as they are."""
+    if images.shape[1:3] == (size, size):
+        return images
     from PIL import Image
     out = np.empty((len(images), size, size) + images.shape[3:], dtype=np.uint8)
     for i, image in enumerate(images):

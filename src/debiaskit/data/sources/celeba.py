@@ -16,7 +16,7 @@ import numpy as np
 from ...errors import DataError
 from ..source import ImageSource, Split
 from .files import arrays_sha256
-from .layouts import check_size, find_folder, read_image
+from .layouts import find_folder, read_image
 
 FOLDERS = ("celeba",)
 SPLITS = {"0": "train", "1": "valid", "2": "test"}
@@ -29,7 +29,7 @@ def _lines(path: pathlib.Path) -> list[str]:
 
 
 def load(root: pathlib.Path, target: str = "Blond_Hair", image_size: int = 64) -> ImageSource:
-    size = check_size(image_size)
+    size = int(image_size)
     folder = find_folder(pathlib.Path(root), FOLDERS, "CelebA")
     attr_lines = _lines(folder / "list_attr_celeba.txt")
     names = attr_lines[1].split()

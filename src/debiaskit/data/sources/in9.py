@@ -25,7 +25,7 @@ import numpy as np
 from ...errors import DataError
 from ..source import ImageSource, Split
 from .files import arrays_sha256
-from .layouts import check_size, find_folder, read_image, read_npy_mask
+from .layouts import find_folder, read_image, read_npy_mask
 
 FOLDERS = ("bg_challenge", "in9")
 VARIANTS = ("original", "only_fg", "no_fg", "mixed_same", "mixed_rand", "mixed_next")
@@ -52,7 +52,7 @@ def _mask(root: pathlib.Path, split: str, cls: str, image: pathlib.Path, pixels:
 
 
 def load(root: pathlib.Path, image_size: int = 224) -> ImageSource:
-    size = check_size(image_size)
+    size = int(image_size)
     folder = find_folder(pathlib.Path(root), FOLDERS, "IN-9 backgrounds challenge")
     if not (folder / "original").is_dir():
         raise DataError(f"{folder} has no original/ folder; IN-9 needs at least original/val")

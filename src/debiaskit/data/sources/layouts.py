@@ -56,11 +56,3 @@ def find_folder(root: pathlib.Path, names: tuple[str, ...], what: str) -> pathli
             return root / name
     raise DataError(f"no {what} in {root}: expected one of the folders "
                     f"{', '.join(names)}; copy the dataset there")
-
-
-def check_size(image_size) -> int:
-    if isinstance(image_size, bool) or not isinstance(image_size, (int, np.integer)) \
-            or not 8 <= int(image_size) <= 1024:
-        raise DataError(f"image_size {image_size!r} is out of range; give the side in pixels, "
-                        "an integer in [8, 1024] (e.g. 64 or 224)")
-    return int(image_size)

@@ -19,7 +19,7 @@ import numpy as np
 from ...errors import DataError
 from ..source import ImageSource, Split
 from .files import arrays_sha256
-from .layouts import check_size, find_folder, read_image
+from .layouts import find_folder, read_image
 
 FOLDERS = ("waterbird_complete95_forest2water2", "waterbirds")
 SPLITS = {"0": "train", "1": "val", "2": "test"}
@@ -37,7 +37,7 @@ def _segmentations(folder: pathlib.Path) -> pathlib.Path | None:
 
 
 def load(root: pathlib.Path, image_size: int = 224) -> ImageSource:
-    size = check_size(image_size)
+    size = int(image_size)
     folder = find_folder(pathlib.Path(root), FOLDERS, "Waterbirds")
     meta = folder / "metadata.csv"
     if not meta.is_file():
