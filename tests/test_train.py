@@ -160,3 +160,16 @@ def test_unfinished_run_on_changed_data_is_refused(data_dir, tmp_path):
     runs.write_json(tmp_path / runs.CONFIG, stored)
     with pytest.raises(DebiaskitError, match="other training data"):
         train(cfg, tmp_path)
+
+
+def test_eval_every_records_fewer_epochs_and_trains_the_same(data_dir, tmp_path):
+    every = train(RunConfig(method="erm", epochs=3, data_dir=data_dir, **SMALL), tmp_path / "a")
+    sparse = train(RunConfig(method="erm", epochs=3, eval_every=2, data_dir=data_dir, **SMALL),
+                   tmp_path / "b")
+    assert ["eval" in r for r in runs.read_metrics(tmp_path / "b")] == [False, True, True]
+    assert sparse["metrics"] == every["metrics"]  # the same networks, evaluated at the end
+    assert runs.read_metrics(tmp_path / "b")[1]["eval"] == _evals(tmp_path / "a")[1]
+    with pytest.raises(ConfigError, match="selection last"):
+        train(RunConfig(method="erm", selection="heldout", eval_every=2, data_dir=data_dir,
+                        **SMALL), tmp_path / "c")
+    assert not (tmp_path / "c").exists()

@@ -104,6 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--heldout-fraction", type=float, default=cfg.heldout_fraction)
     t.add_argument("--patience", type=int, default=cfg.patience, help="early-stopping "
                    "patience in epochs (selection early_stop; SiH: 2 for mlp, 20 for resnet18)")
+    t.add_argument("--eval-every", type=int, default=cfg.eval_every, metavar="N",
+                   help="evaluate every N-th epoch and the last (selection last only)")
     t.add_argument("--train-subset", type=int, help="train on a seeded random subset of N images")
     t.add_argument("--eval-subset", type=int, help="evaluate on seeded random subsets of N images")
     t.add_argument("--no-bias-labels", action="store_true",
@@ -208,7 +210,7 @@ def cmd_train(args) -> None:
         lr_step=args.lr_step, lr_gamma=args.lr_gamma, seed=args.seed,
         selection=args.selection,
         heldout_fraction=args.heldout_fraction, patience=args.patience,
-        drop_bias_labels=args.no_bias_labels,
+        eval_every=args.eval_every, drop_bias_labels=args.no_bias_labels,
         train_subset=args.train_subset, eval_subset=args.eval_subset,
         device=args.device, threads=args.threads, memory_format=args.memory_format,
         data_dir=args.data_dir,

@@ -65,7 +65,7 @@ EVAL_BATCH = 1024
 
 #: Config fields that do not change the result (left out of the resume identity check).
 VOLATILE = ("device", "threads", "memory_format", "progress", "data_dir", "download",
-            "reuse_stages")
+            "reuse_stages", "eval_every")
 
 #: Memory layouts of convolutional networks' weights (``RunConfig.memory_format``).
 MEMORY_FORMATS = {"channels_last": torch.channels_last, "contiguous": torch.contiguous_format}
@@ -96,6 +96,9 @@ class RunConfig:
     another optimiser over the same parameter groups (``momentum`` for SGD) and add a
     per-epoch learning-rate schedule (``lr_step``, ``lr_gamma`` for ``step``); the default,
     Adam without a schedule, is the papers'.
+    ``eval_every`` evaluates every N-th epoch and the last one only (selection "last"
+    alone: the other policies choose among every epoch); it changes what metrics.jsonl
+    records, not what is trained, so it is not part of the run's identity.
     """
 
     dataset: str = "colored_mnist"
@@ -127,6 +130,7 @@ class RunConfig:
     data_dir: str | None = None
     download: bool = False
     reuse_stages: str | None = None
+    eval_every: int = 1
 
     def identity(self) -> dict:
         return {k: v for k, v in asdict(self).items() if k not in VOLATILE}
@@ -166,6 +170,11 @@ def check_config(cfg: RunConfig) -> RunConfig:
         raise ConfigError(f"held-out fraction must be in (0, 1), got {cfg.heldout_fraction}")
     if cfg.patience < 1:
         raise ConfigError(f"patience must be >= 1, got {cfg.patience}")
+    if cfg.eval_every < 1:
+        raise ConfigError(f"eval_every must be >= 1, got {cfg.eval_every}")
+    if cfg.eval_every > 1 and cfg.selection != "last":
+        raise ConfigError(f"--eval-every {cfg.eval_every} needs --selection last (selection "
+                          f"{cfg.selection} chooses among every epoch's evaluation)")
     if cfg.reuse_stages is not None and not (Path(cfg.reuse_stages) / runs.STAGES).is_dir():
         raise ConfigError(f"--reuse-stages {cfg.reuse_stages}: no stages folder there; name "
                           "the directory of a run that has cached stages (e.g. a LAD run)")
@@ -459,11 +468,14 @@ class Trainer:
                 steps += 1
             train_time = time.perf_counter() - t0
             method.train(False)
+            evaluated = (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs
+            evals, objective = {}, None
             with arithmetic(cfg):
-                evals = {f"{prefix}{split}": metrics for split, ld in eval_loaders.items()
-                         for prefix, metrics in evaluate(predictors, ld).items()}
-                objective = (heldout_objective(method, eval_loaders["val"]) if early_stop
-                             else None)
+                if evaluated:
+                    evals = {f"{prefix}{split}": metrics for split, ld in eval_loaders.items()
+                             for prefix, metrics in evaluate(predictors, ld).items()}
+                if early_stop:
+                    objective = heldout_objective(method, eval_loaders["val"])
             stats = {k: v / max(steps, 1) for k, v in sums.items()}
             stats.update(method.epoch_stats(train))
             for sched in schedulers.values():
@@ -471,13 +483,15 @@ class Trainer:
                     sched.step(objective)
                 else:
                     sched.step()
-            record = {"epoch": epoch + 1, "train": stats, "eval": evals,
-                      "train_seconds": train_time, "seconds": time.perf_counter() - t0}
+            record = {"epoch": epoch + 1, "train": stats, "train_seconds": train_time,
+                      "seconds": time.perf_counter() - t0}
+            if evaluated:
+                record["eval"] = evals
             if early_stop:
                 record["val_objective"] = objective
             if schedulers:
                 record["lr"] = {k: o.param_groups[0]["lr"] for k, o in method.optimizers.items()}
-            score = selection_score(cfg, evals, objective)
+            score = selection_score(cfg, evals, objective) if evaluated else None
             if score is not None and (best["score"] is None or score > best["score"]):
                 best = {"epoch": epoch + 1, "score": score,
                         "state": copy.deepcopy(method.networks.state_dict())}
@@ -487,8 +501,9 @@ class Trainer:
                 "rng": torch.get_rng_state(),
                 "best": best, "schedulers": {k: v.state_dict() for k, v in schedulers.items()}})
             main = next(iter(prep.evals))
-            bar.set_postfix({k: f"{evals[main][k]:.1f}" for k in
-                             ("accuracy", "aligned", "conflicting") if k in evals[main]})
+            if evaluated:
+                bar.set_postfix({k: f"{evals[main][k]:.1f}" for k in
+                                 ("accuracy", "aligned", "conflicting") if k in evals[main]})
         bar.close()
         return self._finish(prep, best)
 

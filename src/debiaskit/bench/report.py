@@ -47,7 +47,7 @@ def collect(preset: TablePreset, planned: list[PlannedRun]) -> dict:
         split = preset.split_of(row, preset.table_columns()[0])
         curves[(p.method, p.row)].append(
             [(r["epoch"], r["eval"][split].get("aligned"), r["eval"][split].get("conflicting"))
-             for r in runs.read_metrics(p.run_dir)])
+             for r in runs.read_metrics(p.run_dir) if "eval" in r])
     return {"cells": cells, "curves": curves, "stages": stages}
 
 
