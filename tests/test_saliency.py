@@ -90,6 +90,9 @@ def test_explain_saliency_on_a_trained_run(tmp_path, data_dir):
         result = json.loads((run / f"saliency-mixed_next-{method}.json").read_text())
         assert result["images_scored"] == 50 and 0 < result["aupr"] <= 100
         assert -100 < result["next_class_shift"] < 100  # original / mixed_next are paired
+        auc = result["macro_auc"]
+        assert set(auc) == {"original", "mixed_same", "mixed_rand", "mixed_next"}
+        assert all(0 <= v <= 100 for v in auc.values())
         assert (run / f"saliency-mixed_next-{method}.png").stat().st_size > 5000
     bad = subprocess.run(common + ["explain", "saliency", str(run), "--split", "nope",
                                    "--data-dir", data_dir], capture_output=True, text=True)

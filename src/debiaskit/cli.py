@@ -287,6 +287,8 @@ def cmd_explain(args) -> None:
         if result["next_class_shift"] is not None:
             print(f"next-class probability shift, Original -> Mixed-Next: "
                   f"{result['next_class_shift']:+.2f} points")
+        print("macro one-vs-rest AUC: " + ", ".join(
+            f"{k} {v:.2f} %" for k, v in result["macro_auc"].items()))
         return
     if args.explain_command == "gradient-ratio":
         from .explain.gradient_ratio import explain_gradient_ratio

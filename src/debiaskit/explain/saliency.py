@@ -122,9 +122,10 @@ def explain_saliency_run(run_dir, images: int = 8, seed: int = 0, split: str | N
     png = Path(out) if out else Path(run_dir) / f"saliency-{split}-{method}.png"
     save_image_grid(rows, [f"y={int(v)}" for v in ds.y[shown]], png,
                     title=f"saliency focus on {split}: AUPR {aupr:.1f} % over {scored} images")
-    shift = background_reliance(model, prep.evals)
+    probs = split_probabilities(model, prep.evals)
     result = {"split": split, "method": method, "aupr": aupr, "images_scored": scored,
-              "next_class_shift": shift,
+              "next_class_shift": background_reliance(probs, prep.evals),
+              "macro_auc": split_auc(probs, prep.evals),
               "baselines": num_baselines if method == "deeplift_shap" else None,
               "pixel_score": "L2 norm over channels", "seed": seed, "png": str(png)}
     runs.write_json(png.with_suffix(".json"), result)
@@ -132,23 +133,38 @@ def explain_saliency_run(run_dir, images: int = 8, seed: int = 0, split: str | N
 
 
 @torch.no_grad()
-def background_reliance(model, evals: dict) -> float | None:
-    """CF/F's next-class shift (Table 3) between the ``original`` and ``mixed_next``
-    evaluation splits when both exist and pair image i with image i (same foreground, as
-    ``bg_shift`` and IN-9 build them); None otherwise."""
+def split_probabilities(model, evals: dict) -> dict:
+    """Softmax class probabilities of ``model`` on every evaluation split (N x K each)."""
     from ..data.loader import as_float_images
+
+    was = model.training
+    model.train(False)
+    probs = {}
+    for name, ds in evals.items():
+        chunks = [torch.softmax(model(as_float_images(ds.x[i:i + 256], "cpu")).float(), 1)
+                  for i in range(0, len(ds), 256)]
+        probs[name] = torch.cat(chunks)
+    model.train(was)
+    return probs
+
+
+def background_reliance(probs: dict, evals: dict) -> float | None:
+    """CF/F's next-class shift (Table 3) between the ``original`` and ``mixed_next``
+    evaluation splits (``probs``: :func:`split_probabilities`) when both exist and pair
+    image i with image i (same foreground, as ``bg_shift`` and IN-9 build them); None
+    otherwise."""
     from ..metrics import next_class_shift
 
     original, mixed = evals.get("original"), evals.get("mixed_next")
     if original is None or mixed is None or len(original) != len(mixed) \
             or not torch.equal(original.y, mixed.y):
         return None
-    was = model.training
-    model.train(False)
-    probs = []
-    for ds in (original, mixed):
-        chunks = [torch.softmax(model(as_float_images(ds.x[i:i + 256], "cpu")).float(), 1)
-                  for i in range(0, len(ds), 256)]
-        probs.append(torch.cat(chunks))
-    model.train(was)
-    return next_class_shift(probs[0], probs[1], original.y)
+    return next_class_shift(probs["original"], probs["mixed_next"], original.y)
+
+
+def split_auc(probs: dict, evals: dict) -> dict:
+    """Macro one-vs-rest ROC AUC (%) per evaluation split (CF/F's CCT metric)."""
+    from ..metrics import macro_auc
+
+    return {name: macro_auc(probs[name], ds.y) for name, ds in evals.items()
+            if len(torch.unique(ds.y)) > 1}
