@@ -36,7 +36,7 @@ def main() -> None:
         from debiaskit import runs
         from debiaskit.data.protocols import build_data
         from debiaskit.data.sources import load_source
-        from corruption_speed import cpu_model  # the sibling benchmark's reader
+        from debiaskit.precision import cpu_name
 
         if args.threads:
             torch.set_num_threads(args.threads)
@@ -60,7 +60,7 @@ def main() -> None:
             "reload_seconds_train_and_test": round(reload, 2),
             "reload_identical": bool(same),
             "train_checksum": first.train.checksum(),
-            "cpu": cpu_model(), "cores": os.cpu_count(), "threads": args.threads,
+            "cpu": cpu_name(), "cores": os.cpu_count(), "threads": args.threads,
         }
         for k, v in result.items():
             print(f"{k}: {v}")

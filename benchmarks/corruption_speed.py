@@ -36,22 +36,13 @@ from debiaskit import runs  # noqa: E402
 from debiaskit.data.corruptions import CORRUPTIONS, corrupt  # noqa: E402
 from debiaskit.data.corruptions.digital import jpeg_backend  # noqa: E402
 from debiaskit.data.sources import load_source  # noqa: E402
+from debiaskit.precision import cpu_name  # noqa: E402
 
 LFF_TYPE0 = ("snow", "frost", "fog", "brightness", "contrast", "spatter", "elastic_transform",
              "jpeg_compression", "pixelate", "saturate")
 LFF_TYPE1 = ("gaussian_noise", "shot_noise", "impulse_noise", "speckle_noise", "gaussian_blur",
              "defocus_blur", "glass_blur", "motion_blur", "zoom_blur", "original")
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "corruption_speed.json"
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def timed(images, name, severity, seed):
@@ -79,7 +70,7 @@ def main() -> None:
     res = {
         "what": "seconds per 1,000 CIFAR-10 training images (x_train[:N]), best of repeats, "
                 "after a warm-up call; wall-clock and process CPU time",
-        "cpu_model": cpu_model(), "cpu_count": os.cpu_count(), "threads": 1,
+        "cpu_model": cpu_name(), "cpu_count": os.cpu_count(), "threads": 1,
         "images": n, "repeats": args.repeats,
         "load_average_before": os.getloadavg(),
         "versions": {"numpy": np.__version__, "scipy": scipy.__version__,

@@ -23,7 +23,6 @@ Reports the best of ``--epochs`` epochs (after one warm-up epoch).
 from __future__ import annotations
 
 import argparse
-import platform
 import time
 
 import torch
@@ -31,6 +30,7 @@ from torch import nn
 
 from debiaskit import runs
 from debiaskit.data.loader import InMemoryLoader
+from debiaskit.precision import cpu_name, native_bf16
 from debiaskit.speed import keep_freed_buffers
 from debiaskit.train import RunConfig, arithmetic, prepare
 
@@ -83,7 +83,8 @@ def step_seconds_per_1000(model: str, precision: str, data_dir, batches: int) ->
     """Seconds per 1,000 images of Vanilla's training step (batch 128) on Colored MNIST,
     the best of two passes over ``batches`` batches after a warm-up batch."""
     cfg = RunConfig(method="erm", model=model, precision=precision, batch_size=128,
-                    data_params={"conflict_ratio": 0.01}, data_dir=data_dir, selection="last")
+                    data_params={"conflict_ratio": 0.01}, data_dir=data_dir, selection="last",
+                    force_precision=True)  # measured on any CPU, native bf16 or not
     prep = prepare(cfg)
     prep.method.train(True)
     loader = InMemoryLoader(prep.train, cfg.batch_size, shuffle=True, seed=0)
@@ -112,7 +113,8 @@ def main() -> None:
         ap.error("--precision-batches must be >= 1")
     torch.set_num_threads(1)
     keep_freed_buffers()
-    res = {"machine": platform.processor() or platform.machine(), "torch": torch.__version__,
+    res = {"machine": cpu_name(), "native_bf16": native_bf16(),
+           "cpu_capability": torch.backends.cpu.get_cpu_capability(), "torch": torch.__version__,
            "threads": 1,
            "matmul_gflops_square1024": matmul_rate(1024, 1024, 1024),
            "matmul_gflops_mlp_shape": matmul_rate(256, 2352, 100)}

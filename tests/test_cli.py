@@ -136,9 +136,15 @@ def test_bench_bad_input(capsys, tmp_path):
     assert not (tmp_path / "b").exists()
 
 
-def test_bench_in_bf16_says_so(capsys, tmp_path, data_dir):
-    code, out, _ = run_cli(capsys, "bench", "quick", "--epochs", "1", "--workers", "2",
-                           "--precision", "bf16", "--out", str(tmp_path), "--data-dir", data_dir)
+def test_bench_in_bf16_says_so(capsys, tmp_path, data_dir, monkeypatch):
+    from debiaskit import precision
+    monkeypatch.setattr(precision, "native_bf16", lambda device="cpu": False)
+    args = ("bench", "quick", "--epochs", "1", "--workers", "2", "--precision", "bf16",
+            "--out", str(tmp_path), "--data-dir", data_dir)
+    code, _, err = run_cli(capsys, *args)  # refused on a CPU without native bf16 ...
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "no native bf16" in err
+    assert not any(tmp_path.iterdir())
+    code, out, _ = run_cli(capsys, *args, "--force-precision")  # ... unless forced
     assert code == 0 and "bf16 autocast (the papers train in float32)" in out
     summary = json.loads((tmp_path / "quick" / "LfF" / "99.0" / "seed0" / "summary.json")
                          .read_text())

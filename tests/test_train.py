@@ -128,8 +128,8 @@ def test_atomic_write_leaves_old_file_on_failure(tmp_path):
 
 def test_bf16_autocast_trains_like_float32_and_says_so(data_dir, tmp_path):
     fp32 = train(RunConfig(method="lff", epochs=2, data_dir=data_dir, **SMALL), tmp_path / "a")
-    bf16 = train(RunConfig(method="lff", epochs=2, precision="bf16", data_dir=data_dir, **SMALL),
-                 tmp_path / "b")
+    bf16 = train(RunConfig(method="lff", epochs=2, precision="bf16", force_precision=True,
+                           data_dir=data_dir, **SMALL), tmp_path / "b")
     assert bf16["metrics"] != fp32["metrics"]  # the passes really ran in bfloat16
     assert set(bf16["metrics"]) == set(fp32["metrics"])
     for split in fp32["metrics"]:  # the final and the biased model, aligned and conflicting
@@ -139,6 +139,19 @@ def test_bf16_autocast_trains_like_float32_and_says_so(data_dir, tmp_path):
     with pytest.raises(ConfigError, match="precision"):
         train(RunConfig(method="erm", precision="fp8", data_dir=data_dir, **SMALL), tmp_path / "c")
     assert not (tmp_path / "c").exists()
+
+
+def test_bf16_refused_without_native_bf16_unless_forced(data_dir, tmp_path, monkeypatch):
+    from debiaskit import precision
+    cfg = RunConfig(method="erm", epochs=1, precision="bf16", data_dir=data_dir, **SMALL)
+    monkeypatch.setattr(precision, "native_bf16", lambda device="cpu": False)
+    with pytest.raises(ConfigError, match="no native bf16 .*--precision fp32.*--force-precision"):
+        train(cfg, tmp_path / "a")
+    assert not (tmp_path / "a").exists()
+    assert check_config(RunConfig(**{**vars(cfg), "force_precision": True})).precision == "bf16"
+    check_config(RunConfig(**{**vars(cfg), "precision": "fp32"}))  # float32 always runs
+    monkeypatch.setattr(precision, "native_bf16", lambda device="cpu": True)
+    assert check_config(cfg).precision == "bf16"
 
 
 def test_run_written_before_a_config_field_existed_resumes(data_dir, tmp_path):

@@ -86,8 +86,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--augment", default=cfg.augment, help="batched training augmentation: "
                    + ", ".join(AUGMENTATIONS))
     t.add_argument("--precision", default=cfg.precision, help="arithmetic of the training and "
-                   "evaluation passes: fp32 (the papers') or bf16 (autocast; faster only on CPUs "
-                   "with bf16 instructions; slightly different numbers)")
+                   "evaluation passes: fp32 (the papers') or bf16 (autocast; slightly different "
+                   "numbers; refused where the hardware has no native bf16)")
+    t.add_argument("--force-precision", action="store_true",
+                   help="run bf16 even without native bf16 (to measure it)")
     t.add_argument("--optimizer", default=cfg.optimizer, help="; ".join(
         f"{k}: {v}" for k, v in OPTIMIZERS.items()))
     t.add_argument("--momentum", type=float, default=cfg.momentum, help="SGD momentum")
@@ -133,6 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--rows", help="comma-separated subset of the preset's rows, e.g. 1,0.5")
     b.add_argument("--epochs", type=int, help="override the preset's epochs (stated in report)")
     b.add_argument("--precision", help="fp32 (the papers') or bf16 autocast (stated in report)")
+    b.add_argument("--force-precision", action="store_true",
+                   help="run bf16 even without native bf16 (to measure it)")
     b.add_argument("--hp", action="append", metavar="KEY=VALUE",
                    help="method hyper-parameter over the preset's, for every chosen method "
                         "(stated in report; give a new --out)")
@@ -206,6 +210,7 @@ def cmd_train(args) -> None:
         hparams=_pairs(args.hp, "--hp"), model=args.model,
         model_options=_pairs(args.model_opt, "--model-opt"), epochs=args.epochs,
         batch_size=args.batch_size, augment=args.augment, precision=args.precision,
+        force_precision=args.force_precision,
         optimizer=args.optimizer, momentum=args.momentum, schedule=args.schedule,
         lr_step=args.lr_step, lr_gamma=args.lr_gamma, seed=args.seed,
         selection=args.selection,
@@ -248,7 +253,7 @@ def cmd_bench(args) -> None:
     rows = [r.strip() for r in args.rows.split(",")] if args.rows else None
     print(run_bench(args.preset, args.out, args.seeds, args.workers, methods, args.epochs,
                     args.data_dir, ray_address=args.ray, rows=rows, precision=args.precision,
-                    hparams=_pairs(args.hp, "--hp")))
+                    hparams=_pairs(args.hp, "--hp"), force_precision=args.force_precision))
 
 
 def cmd_explain(args) -> None:

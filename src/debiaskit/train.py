@@ -32,6 +32,8 @@ from .errors import ConfigError, DebiaskitError, unknown_name
 from .methods import DataSpec, get_method
 from .metrics import classification_metrics
 from .models import NetworkFactory
+from .precision import check_precision, describe_precision
+from .precision import arithmetic as precision_context
 from .stages import StageStore
 
 #: Model-selection policies (DESIGN.md, Contracts): name -> what it is, for every report.
@@ -46,18 +48,6 @@ SELECTION = {
               "papers that did this; not a valid model-selection protocol)",
 }
 
-#: Arithmetic precisions of the training and evaluation passes: name -> autocast dtype (None:
-#: plain float32). bf16 runs the forward passes under ``torch.autocast`` (weights, optimiser
-#: state and losses stay float32): a ResNet-20 step takes about half float32's time on a CPU
-#: with AVX512-BF16 (benchmarks/speed.py); it changes the numbers slightly, so it is part
-#: of a run's identity.
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
-
-
-def describe_precision(precision: str) -> str:
-    """How a report states ``precision`` (the papers all train in float32)."""
-    return ("float32" if precision == "fp32"
-            else f"{precision} autocast (the papers train in float32)")
 
 
 #: Evaluation batch size (large enough to amortise per-batch overhead, small enough for cache).
@@ -65,7 +55,7 @@ EVAL_BATCH = 1024
 
 #: Config fields that do not change the result (left out of the resume identity check).
 VOLATILE = ("device", "threads", "memory_format", "progress", "data_dir", "download",
-            "reuse_stages", "eval_every")
+            "reuse_stages", "eval_every", "force_precision")
 
 #: Memory layouts of convolutional networks' weights (``RunConfig.memory_format``).
 MEMORY_FORMATS = {"channels_last": torch.channels_last, "contiguous": torch.contiguous_format}
@@ -87,7 +77,8 @@ class RunConfig:
     match (:class:`debiaskit.stages.StageStore`); it does not change the result.
     ``precision`` (``PRECISIONS``) is the arithmetic of the final classifier's training and
     evaluation passes; the papers train in float32 (the default). Method stages computed
-    before training (LAD's VQ-VAE, f, walk) always run in float32.
+    before training (LAD's VQ-VAE, f, walk) always run in float32. bf16 is refused on
+    hardware without native bf16 unless ``force_precision`` (:mod:`debiaskit.precision`).
     ``memory_format`` is the layout of convolution weights (and so of their activations):
     ``channels_last`` (default) runs CPU convolutions faster than ``contiguous``; like
     ``threads`` it changes only the rounding of float sums, so it is not part of the run's
@@ -131,6 +122,7 @@ class RunConfig:
     download: bool = False
     reuse_stages: str | None = None
     eval_every: int = 1
+    force_precision: bool = False
 
     def identity(self) -> dict:
         return {k: v for k, v in asdict(self).items() if k not in VOLATILE}
@@ -147,8 +139,7 @@ def check_config(cfg: RunConfig) -> RunConfig:
         raise unknown_name("model-selection policy", cfg.selection, SELECTION)
     if cfg.augment not in AUGMENTATIONS:
         raise unknown_name("augmentation", cfg.augment, AUGMENTATIONS)
-    if cfg.precision not in PRECISIONS:
-        raise unknown_name("precision", cfg.precision, PRECISIONS)
+    check_precision(cfg.precision, cfg.device, cfg.force_precision)
     if cfg.memory_format not in MEMORY_FORMATS:
         raise unknown_name("memory format", cfg.memory_format, MEMORY_FORMATS)
     optim.check(cfg.optimizer, cfg.schedule)
@@ -283,17 +274,8 @@ def prepare(cfg: RunConfig) -> Prepared:
 
 
 def arithmetic(cfg: RunConfig) -> torch.autocast:
-    """The autocast context of ``cfg.precision`` for the training and evaluation passes
-    (disabled for float32).
-
-    Its cache of low-precision weight copies is off: the cache lives until the context
-    exits, so a context around several optimiser steps (or a method that steps one network
-    and then runs it again within one update) would keep computing with the weights of
-    before the step. Each weight is cast once per forward pass anyway.
-    """
-    dtype = PRECISIONS[cfg.precision]
-    return torch.autocast(torch.device(cfg.device).type, dtype=dtype or torch.bfloat16,
-                          enabled=dtype is not None, cache_enabled=False)
+    """The autocast context of ``cfg.precision`` (:func:`debiaskit.precision.arithmetic`)."""
+    return precision_context(cfg.precision, cfg.device)
 
 
 @torch.no_grad()

@@ -37,7 +37,8 @@ class PlannedRun:
 
 def plan(preset: TablePreset, out: Path, seeds: int, methods=None, epochs: int | None = None,
          data_dir=None, threads: int = 1, rows=None,
-         precision: str | None = None, hparams: dict | None = None) -> list[PlannedRun]:
+         precision: str | None = None, hparams: dict | None = None,
+         force_precision: bool = False) -> list[PlannedRun]:
     """The runs of ``preset`` for seeds 0..seeds-1 (optionally fewer methods, rows or
     epochs, another ``precision`` than the papers' float32, or method hyper-parameters
     ``hparams`` set over the preset's for every chosen method; the report states them)."""
@@ -76,7 +77,7 @@ def plan(preset: TablePreset, out: Path, seeds: int, methods=None, epochs: int |
                 if epochs is not None:
                     cfg = replace(cfg, epochs=epochs)
                 if precision is not None:
-                    cfg = replace(cfg, precision=precision)
+                    cfg = replace(cfg, precision=precision, force_precision=force_precision)
                 cfg = check_config(cfg)  # fills in the method's own selection policy
                 run_dir = out / display / row.label / f"seed{seed}"
                 out_planned.append(PlannedRun(display, row.label, seed, cfg, run_dir))
