@@ -3,6 +3,7 @@
 import torch
 
 from debiaskit.data.loader import InMemoryLoader
+from debiaskit.runs import read_metrics
 from debiaskit.models import NetworkFactory, feature_extractor
 from debiaskit.train import RunConfig, prepare, train
 
@@ -59,3 +60,23 @@ def test_disent_weights_conflicting_samples_more_and_swaps(data_dir):
     assert "loss_swap" in stats and int(prep.method.steps) == len(loader)
     weights = prep.method.epoch_stats(prep.train)
     assert weights["weight_conflicting"] > 3 * weights["weight_aligned"]
+
+
+def test_disent_runs_as_its_authors_code(data_dir, tmp_path):
+    # learning rate 0.01 until step 20k (the schedule counts from step 10k), then halved
+    # every 10k; 16-d features per branch; the last incomplete batch dropped
+    prep = prepare(cfg(data_dir, "disent", 0.02, train_subset=1000,
+                       model_options={"feature_dim": 16}))
+    method = prep.method
+    assert method.networks["intrinsic"]["classifier"].in_features == 32
+    lrs = {}
+    for step in (0, 10_000, 19_999, 20_000, 29_999, 30_000, 40_000):
+        method.steps.fill_(step)
+        method._set_lr()
+        lrs[step] = method.optimizers["intrinsic"].param_groups[0]["lr"]
+    assert lrs == {0: 0.01, 10_000: 0.01, 19_999: 0.01, 20_000: 0.005, 29_999: 0.005,
+                   30_000: 0.0025, 40_000: 0.00125}
+    train(cfg(data_dir, "disent", 0.02, epochs=2, train_subset=1000,
+              model_options={"feature_dim": 16}), tmp_path / "d")
+    steps = [r["train"]["steps"] for r in read_metrics(tmp_path / "d")]
+    assert steps == [3, 6]  # 1,000 images at batch 256: three full batches per epoch

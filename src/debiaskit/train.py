@@ -429,7 +429,8 @@ class Trainer:
         stages = StageStore(self.out / runs.STAGES, reuse_from)
         train = method.prepare_training_data(train, prep.evals, stages, cfg.seed, device)
         loader = InMemoryLoader(train, cfg.batch_size, shuffle=True, seed=cfg.seed,
-                                device=device, augment=AUGMENTATIONS[cfg.augment]())
+                                drop_last=method.drop_last, device=device,
+                                augment=AUGMENTATIONS[cfg.augment]())
         self.stage_records = stages.records
 
         bar = tqdm(range(start, cfg.epochs), initial=start, total=cfg.epochs, unit="epoch",

@@ -93,6 +93,13 @@ class Method(nn.Module):
     relative_cost: ClassVar[float] = 1.0
     #: Model-selection policy (see ``debiaskit.train.SELECTION``) when a run names none.
     default_selection: ClassVar[str] = "last"
+    @property
+    def drop_last(self) -> bool:
+        """Whether training drops each epoch's last incomplete batch (a method's
+        ``drop_last`` hyper-parameter where it has one, as DisEnt's authors' loader; else
+        no)."""
+        return bool(self.hp.get("drop_last", False))
+
     #: The run's length in epochs, set by the trainer before training (for methods whose
     #: schedule follows the run's progress, e.g. GBA's dann lambda); None outside a run.
     total_epochs: int | None = None

@@ -10,9 +10,14 @@ optimisation steps the bias features are permuted within the batch, giving
 [z_i, z_b(perm)] with label y for C_i and label y(perm) for C_b (Eq. 3, L_swap); the
 objective is L_dis + lambda_swap * L_swap (Eq. 4). Predictions are C_i([z_i, z_b]).
 
-Defaults are the authors' Colored MNIST settings: Adam lr 0.01, lambda_dis = 10,
-lambda_swap_b = 10, lambda_swap = 1, swapping from step 10k, learning rate halved every
-10k steps, 50k steps (about 213 epochs of 60k images at batch 256; set by the preset).
+Defaults are the authors' Colored MNIST settings (their code, PROTOCOLS.md): Adam lr
+0.01, lambda_dis = 10, lambda_swap_b = 10, lambda_swap = 1, swapping once more than
+``swap_start`` (10k) steps are done, the learning rate halved every 10k steps of a
+schedule that starts counting at step ``lr_decay_start`` (10k; so 0.01 until step 20k,
+then 0.005, ...), the last incomplete batch of every epoch dropped, 50k steps (about 213
+epochs of 60k images at batch 256; set by the preset). Their network is 2352-100-100-16
+per branch (``--model-opt feature_dim=16`` with the MLP; the sih-cmnist preset sets it)
+and divides its [0, 1] inputs by 255 once more (``--model-opt input_scale_quirk=true``).
 """
 
 from __future__ import annotations
@@ -39,10 +44,13 @@ class DisEnt(Method):
         "lambda_swap_b": HParam(10.0, "weight of the bias branch's GCE in L_swap (Eq. 3)",
                                 0.0, 1e4),
         "lambda_swap": HParam(1.0, "weight of L_swap in the objective (Eq. 4)", 0.0, 1e4),
-        "swap_start": HParam(10_000, "optimisation step at which feature swapping starts",
-                             0, 10**9),
+        "swap_start": HParam(10_000, "feature swapping starts after this many optimisation "
+                             "steps", 0, 10**9),
         "lr_decay_step": HParam(10_000, "steps between learning-rate decays (0: none)", 0, 10**9),
         "lr_decay": HParam(0.5, "learning-rate factor at every decay", 0.0, 1.0),
+        "lr_decay_start": HParam(10_000, "step from which the decay schedule counts (the "
+                                 "first decay comes lr_decay_step steps later)", 0, 10**9),
+        "drop_last": HParam(True, "drop each epoch's last incomplete batch (authors' loader)"),
     }
 
     def __init__(self, spec, make_network, hparams=None):
@@ -65,8 +73,9 @@ class DisEnt(Method):
                                    self.tables["intrinsic"].normalized(index))
 
     def _set_lr(self) -> None:
-        step, every = int(self.steps), self.hp["lr_decay_step"]
-        lr = self.hp["lr"] * (self.hp["lr_decay"] ** (step // every) if every else 1.0)
+        counted = max(0, int(self.steps) - self.hp["lr_decay_start"])
+        every = self.hp["lr_decay_step"]
+        lr = self.hp["lr"] * (self.hp["lr_decay"] ** (counted // every) if every else 1.0)
         for opt in self.optimizers.values():
             for group in opt.param_groups:
                 group["lr"] = lr
@@ -88,7 +97,7 @@ class DisEnt(Method):
                     * generalized_cross_entropy(logits_b, batch.y, q, ce=ce_b).mean())
         stats = {"loss_dis": loss_dis.item(), "weight_mean": weight.mean().item()}
         loss = loss_dis
-        if int(self.steps) >= self.hp["swap_start"]:
+        if int(self.steps) > self.hp["swap_start"]:  # the authors' `step > curr_step`
             perm = torch.randperm(len(batch.y), device=batch.y.device)
             z_b_swap, y_swap = z_b[perm], batch.y[perm]
             swap_i = self._classify("intrinsic", z_i, z_b_swap)
@@ -120,8 +129,12 @@ class DisEnt(Method):
         return {"biased": biased}
 
     def epoch_stats(self, train):
-        if train.b is None:
-            return {}
-        device = self.tables["bias"].values.device
-        return aligned_conflicting_means(
-            self.sample_weights(torch.arange(len(train), device=device)), train)
+        """Optimisation steps so far and the learning rate (the schedule runs in steps),
+        and with bias labels the mean weight of aligned and conflicting samples."""
+        stats = {"steps": int(self.steps),
+                 "lr": self.optimizers["intrinsic"].param_groups[0]["lr"]}
+        if train.b is not None:
+            device = self.tables["bias"].values.device
+            stats.update(aligned_conflicting_means(
+                self.sample_weights(torch.arange(len(train), device=device)), train))
+        return stats

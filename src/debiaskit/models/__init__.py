@@ -32,7 +32,7 @@ def build_model(name: str, input_shape, num_classes: int, **options):
         raise unknown_name("model", name, MODELS)
     try:
         return MODELS[name](input_shape, num_classes, **options)
-    except TypeError as err:
+    except (TypeError, ValueError) as err:
         raise ConfigError(f"model {name}: bad option ({err})") from None
 
 
