@@ -39,11 +39,15 @@ def plot_run_curves(run_dir, out: Path | None = None) -> Path:
     import matplotlib.pyplot as plt
 
     run_dir = Path(run_dir)
-    # epochs left unevaluated (RunConfig.eval_every) carry no "eval" and draw no point
-    records = [r for r in runs.read_metrics(run_dir) if "eval" in r]
+    records = runs.read_metrics(run_dir)
     if not records:
-        raise DebiaskitError(f"{run_dir} holds no evaluated epoch in metrics.jsonl; give a "
-                             "debiaskit run directory that has evaluated at least one epoch")
+        raise DebiaskitError(f"{run_dir} holds no metrics.jsonl records; give a debiaskit run "
+                             "directory that has trained at least one epoch")
+    # epochs left unevaluated (RunConfig.eval_every) carry no "eval" and draw no point
+    records = [r for r in records if "eval" in r]
+    if not records:
+        raise DebiaskitError(f"{run_dir} has evaluated no epoch yet (--eval-every); draw its "
+                             "curves once it has")
     keys = [k for k, v in records[0]["eval"].items() if "conflicting" in v]
     if not keys:
         raise DebiaskitError(f"{run_dir}: no evaluation split has bias labels, so there are "
