@@ -2,7 +2,7 @@
 
 For every finished run under a bench preset's output folder (METHOD/ROW/seedN), runs
 ``debiaskit explain saliency`` on one split with each saliency method (the PNG grid and
-JSON land in the run folder), then prints and writes the mean +- sample std over seeds of
+JSON land in the run folder; a JSON of the same settings already there is reused), then prints and writes the mean +- sample std over seeds of
 the saliency AUPR against the foreground masks, the next-class probability shift from
 Original to Mixed-Next (CF/F Table 3) and the macro one-vs-rest AUC of every test set.
 
@@ -27,6 +27,18 @@ def finished_runs(folder: Path):
         yield run_dir.parent.parent.name, run_dir.parent.name, run_dir
 
 
+def done(run_dir: Path, split: str, method: str, aupr_images: int) -> dict | None:
+    """The run's saliency JSON from an earlier pass with the same settings, if any (a
+    finished run never changes, so a rerun after more seeds finish scores only those)."""
+    path = run_dir / f"saliency-{split}-{method}.json"
+    if not path.is_file():
+        return None
+    r = runs.read_json(path)
+    same = (r.get("split"), r.get("method"), r.get("aupr_images"), r.get("seed")) == (
+        split, method, aupr_images, 0)
+    return r if same and "macro_auc" in r else None
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("folder", type=Path, help="a bench preset's output folder")
@@ -43,8 +55,9 @@ def main() -> None:
     per_run, values = [], {}
     for method, row, run_dir in found:
         for saliency in args.saliency.split(","):
-            r = explain_saliency_run(run_dir, split=args.split, method=saliency,
-                                     data_dir=args.data_dir, aupr_images=args.aupr_images)
+            r = done(run_dir, args.split, saliency, args.aupr_images) or explain_saliency_run(
+                run_dir, split=args.split, method=saliency, data_dir=args.data_dir,
+                aupr_images=args.aupr_images)
             per_run.append({"method": method, "row": row, "run": str(run_dir), **r})
             key = (method, row)
             values.setdefault(key, {}).setdefault(f"aupr {saliency}", []).append(r["aupr"])

@@ -123,7 +123,8 @@ def explain_saliency_run(run_dir, images: int = 8, seed: int = 0, split: str | N
     save_image_grid(rows, [f"y={int(v)}" for v in ds.y[shown]], png,
                     title=f"saliency focus on {split}: AUPR {aupr:.1f} % over {scored} images")
     probs = split_probabilities(model, prep.evals)
-    result = {"split": split, "method": method, "aupr": aupr, "images_scored": scored,
+    result = {"split": split, "method": method, "aupr": aupr, "aupr_images": aupr_images,
+              "images_scored": scored,
               "next_class_shift": background_reliance(probs, prep.evals),
               "macro_auc": split_auc(probs, prep.evals),
               "baselines": num_baselines if method == "deeplift_shap" else None,
