@@ -15,6 +15,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import torch
+
 from debiaskit import runs
 from debiaskit.bench.report import mean_std
 from debiaskit.explain.saliency import explain_saliency_run
@@ -47,8 +49,10 @@ def main() -> None:
                     help="comma-separated saliency methods")
     ap.add_argument("--aupr-images", type=int, default=500)
     ap.add_argument("--data-dir")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (1: as bench runs)")
     ap.add_argument("--out", type=Path, help="JSON of the per-run and mean figures")
     args = ap.parse_args()
+    torch.set_num_threads(args.threads)
     found = list(finished_runs(args.folder))
     if not found:
         raise SystemExit(f"{args.folder} holds no finished runs (METHOD/ROW/seedN/summary.json)")
