@@ -62,7 +62,8 @@ def main() -> None:
             r = done(run_dir, args.split, saliency, args.aupr_images) or explain_saliency_run(
                 run_dir, split=args.split, method=saliency, data_dir=args.data_dir,
                 aupr_images=args.aupr_images)
-            per_run.append({"method": method, "row": row, "run": str(run_dir), **r})
+            per_run.append({**r, "saliency_method": saliency, "method": method, "row": row,
+                            "run": str(run_dir)})
             key = (method, row)
             values.setdefault(key, {}).setdefault(f"aupr {saliency}", []).append(r["aupr"])
             print(f"{method} / {row} / {run_dir.name}: AUPR ({saliency}, {args.split}) "
