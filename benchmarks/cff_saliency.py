@@ -2,9 +2,10 @@
 
 For every finished run under a bench preset's output folder (METHOD/ROW/seedN), runs
 ``debiaskit explain saliency`` on one split with each saliency method (the PNG grid and
-JSON land in the run folder; a JSON of the same settings already there is reused), then prints and writes the mean +- sample std over seeds of
-the saliency AUPR against the foreground masks, the next-class probability shift from
-Original to Mixed-Next (CF/F Table 3) and the macro one-vs-rest AUC of every test set.
+JSON land in the run folder; a JSON of the same settings already there is reused), then
+prints and writes the mean +- sample std over seeds of the saliency AUPR against the
+foreground masks, the next-class probability shift from Original to Mixed-Next (CF/F
+Table 3) and the macro one-vs-rest AUC of every test set.
 
     python benchmarks/cff_saliency.py bench-out/cff-bgshift-cpu \\
         --out benchmarks/results/cff-bgshift-cpu/saliency.json

@@ -3,8 +3,8 @@
 import torch
 
 from debiaskit.data.loader import InMemoryLoader
-from debiaskit.runs import read_metrics
 from debiaskit.models import NetworkFactory, feature_extractor
+from debiaskit.runs import read_metrics
 from debiaskit.train import RunConfig, prepare, train
 
 

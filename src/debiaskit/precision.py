@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from .errors import ConfigError
+from .errors import ConfigError, unknown_name
 
 #: name -> autocast dtype (None: plain float32)
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
@@ -50,7 +50,6 @@ def native_bf16(device: str = "cpu") -> bool:
 def check_precision(precision: str, device: str = "cpu", force: bool = False) -> None:
     """ConfigError for an unknown precision, or bf16 on hardware without native bf16
     (unless ``force``)."""
-    from .errors import unknown_name
     if precision not in PRECISIONS:
         raise unknown_name("precision", precision, PRECISIONS)
     if precision == "bf16" and not force and not native_bf16(device):

@@ -49,7 +49,6 @@ SELECTION = {
 }
 
 
-
 #: Evaluation batch size (large enough to amortise per-batch overhead, small enough for cache).
 EVAL_BATCH = 1024
 
@@ -75,7 +74,7 @@ class RunConfig:
     (``debiaskit.data.augment.AUGMENTATIONS``). ``reuse_stages`` names another run's
     directory whose cached stages (LAD's VQ-VAE, f, walk) are copied in when their keys
     match (:class:`debiaskit.stages.StageStore`); it does not change the result.
-    ``precision`` (``PRECISIONS``) is the arithmetic of the final classifier's training and
+    ``precision`` (:data:`debiaskit.precision.PRECISIONS`) is the arithmetic of the final classifier's training and
     evaluation passes; the papers train in float32 (the default). Method stages computed
     before training (LAD's VQ-VAE, f, walk) always run in float32. bf16 is refused on
     hardware without native bf16 unless ``force_precision`` (:mod:`debiaskit.precision`).
@@ -474,7 +473,7 @@ class Trainer:
                 record["val_objective"] = objective
             if schedulers:
                 record["lr"] = {k: o.param_groups[0]["lr"] for k, o in method.optimizers.items()}
-            score = selection_score(cfg, evals, objective) if evaluated else None
+            score = selection_score(cfg, evals, objective)
             if score is not None and (best["score"] is None or score > best["score"]):
                 best = {"epoch": epoch + 1, "score": score,
                         "state": copy.deepcopy(method.networks.state_dict())}

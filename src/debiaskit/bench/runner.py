@@ -73,11 +73,11 @@ def plan(preset: TablePreset, out: Path, seeds: int, methods=None, epochs: int |
                                 method=preset.methods[display],
                                 data_params={**row.data_params, "seed": data_seed},
                                 seed=seed, data_dir=data_dir, threads=threads,
-                                progress=False, **fields)
+                                progress=False, force_precision=force_precision, **fields)
                 if epochs is not None:
                     cfg = replace(cfg, epochs=epochs)
                 if precision is not None:
-                    cfg = replace(cfg, precision=precision, force_precision=force_precision)
+                    cfg = replace(cfg, precision=precision)
                 cfg = check_config(cfg)  # fills in the method's own selection policy
                 run_dir = out / display / row.label / f"seed{seed}"
                 out_planned.append(PlannedRun(display, row.label, seed, cfg, run_dir))

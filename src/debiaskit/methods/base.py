@@ -93,13 +93,6 @@ class Method(nn.Module):
     relative_cost: ClassVar[float] = 1.0
     #: Model-selection policy (see ``debiaskit.train.SELECTION``) when a run names none.
     default_selection: ClassVar[str] = "last"
-    @property
-    def drop_last(self) -> bool:
-        """Whether training drops each epoch's last incomplete batch (a method's
-        ``drop_last`` hyper-parameter where it has one, as DisEnt's authors' loader; else
-        no)."""
-        return bool(self.hp.get("drop_last", False))
-
     #: The run's length in epochs, set by the trainer before training (for methods whose
     #: schedule follows the run's progress, e.g. GBA's dann lambda); None outside a run.
     total_epochs: int | None = None
@@ -113,6 +106,12 @@ class Method(nn.Module):
         self.tables = nn.ModuleDict()
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
         self.optimizer_specs: dict[str, OptimizerSpec] = {}
+
+    @property
+    def drop_last(self) -> bool:
+        """Whether the trainer drops each epoch's last incomplete batch (no, unless a method
+        says otherwise, as DisEnt does after its authors' loader)."""
+        return False
 
     @classmethod
     def resolve_hparams(cls, given: dict) -> dict:

@@ -35,13 +35,13 @@ from ..losses import CF_LOSSES, counterfactual_loss
 from .base import HParam, Method, register
 
 FACTUAL = infill.FACTUAL + ("fgsm",)
+SAL_VARIANTS = ("paper", "code")
 
 
 def step_seed(seed: torch.Tensor, steps: torch.Tensor) -> int:
     """The seed of one training step's augmentation: a function of (the run's torch seed,
     the step), within the 63 bits a generator accepts, so a resumed run repeats it."""
     return (int(seed) * 1_000_003 + int(steps)) % (2 ** 63)
-SAL_VARIANTS = ("paper", "code")
 
 
 def fgsm_background(model, x, y, background, eps, gen):

@@ -63,6 +63,10 @@ class DisEnt(Method):
         # optimisation steps taken so far (a buffer, so resumed runs keep counting)
         self.register_buffer("steps", torch.zeros((), dtype=torch.long))
 
+    @property
+    def drop_last(self) -> bool:
+        return self.hp["drop_last"]
+
     def _classify(self, role: str, z_i, z_b):
         """C_role on [z_i, z_b], the gradient reaching only the role's own features."""
         pair = (z_i, z_b.detach()) if role == "intrinsic" else (z_i.detach(), z_b)

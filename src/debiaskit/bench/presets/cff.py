@@ -24,7 +24,8 @@ _METHODS = {
     "+CF(Shuffle-batch)": "cff",
     "+F(Random)": "cff", "+F(Shuffle)": "cff", "+F(Shuffle-batch)": "cff",
     "+F(Mixed-Rand)": "cff", "+F(FGSM)": "cff",
-    "+CF(Telea)+F(Shuffle)+Sal": "cff", "+CF(Telea)+F(Random)+Sal": "cff", "+Mixup": "mixup", "+LS": "label_smoothing",
+    "+CF(Telea)+F(Shuffle)+Sal": "cff", "+CF(Telea)+F(Random)+Sal": "cff",
+    "+Mixup": "mixup", "+LS": "label_smoothing",
 }
 _METHOD_RUN = {
     "+Sal": _cff(sal_lambda=SAL_LAMBDA),

@@ -165,7 +165,8 @@ def build(source: ImageSource, skew: float = 0.95, test_set: str = "all",
     y_test = np.tile(test_split.y[pick].astype(np.int64), 2)
     described += ", each in colour and in grey"
     test = BiasedDataset(
-        name="cifar10s/test", x=_nchw(resize_images(np.concatenate([colour, grey_rgb(colour)]), image_size)),
+        name="cifar10s/test",
+        x=_nchw(resize_images(np.concatenate([colour, grey_rgb(colour)]), image_size)),
         y=torch.from_numpy(y_test), num_classes=10,
         b=torch.from_numpy(np.repeat(np.array([COLOR, GREY], dtype=np.int64), n)), num_bias=2,
         aligned_bias=aligned_bias,
