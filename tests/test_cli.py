@@ -100,6 +100,7 @@ def test_bench_runs_reports_and_skips_finished(capsys, tmp_path, data_dir):
     assert "| 99.0 |" in out and "50.34 +- 0.16" in out and "74.01 +- 2.21" in out
     assert "Model selection and length: last epoch" in out and "seeds [0]" in out
     assert "augmentation none, Adam, float32," in out
+    assert "TEST-SET ORACLE" not in out  # one evaluated epoch: nothing to pick from
     report = tmp_path / "quick"
     assert (report / "report.md").exists() and (report / "curves.png").stat().st_size > 10000
     code, out, _ = run_cli(capsys, *args)
@@ -109,6 +110,20 @@ def test_bench_runs_reports_and_skips_finished(capsys, tmp_path, data_dir):
     code, _, err = run_cli(capsys, *args, "--hp", "lr=0.01")
     assert code == 2 and "holds a finished run with another configuration" in err
     assert (report / "report.md").read_text() == before
+
+
+def test_bench_reports_the_best_epoch_as_a_test_set_oracle(capsys, tmp_path, data_dir):
+    code, out, _ = run_cli(capsys, "bench", "quick", "--epochs", "3", "--methods", "Vanilla",
+                           "--out", str(tmp_path), "--data-dir", data_dir)
+    assert code == 0 and "TEST-SET ORACLE" in out
+    run = tmp_path / "quick" / "Vanilla" / "99.0" / "seed0"
+    per_epoch = [json.loads(line)["eval"]["test"]["unbiased"]
+                 for line in (run / "metrics.jsonl").read_text().splitlines()]
+    numbers = json.loads((tmp_path / "quick" / "results.json").read_text())["numbers"]
+    cell = numbers["Vanilla/99.0"]
+    assert len(per_epoch) == 3 and cell["values"] == [per_epoch[-1]]
+    assert cell["oracle"]["values"] == [max(per_epoch)]
+    assert f"| Vanilla | 99.0 | test | {per_epoch[-1]:.2f} +- 0.00 | {max(per_epoch):.2f}" in out
 
 
 def test_bench_hyper_parameters_over_the_preset(capsys, tmp_path, data_dir):

@@ -32,6 +32,7 @@ def collect(preset: TablePreset, planned: list[PlannedRun]) -> dict:
     """Finished runs' selected metrics per (method, row, column), and the aligned /
     conflicting curves of each row's first column."""
     cells = defaultdict(list)
+    best = defaultdict(list)
     curves = defaultdict(list)
     stages = {}
     for p in planned:
@@ -41,14 +42,19 @@ def collect(preset: TablePreset, planned: list[PlannedRun]) -> dict:
         if summary.get("stages"):
             stages[f"{p.method}/{p.row}/seed{p.seed}"] = summary["stages"]
         row = preset.row(p.row)
+        evals = [r for r in runs.read_metrics(p.run_dir) if "eval" in r]
         for column in preset.table_columns():
-            cells[(p.method, p.row, column)].append(
-                summary["metrics"][preset.split_of(row, column)])
+            split, metric = preset.split_of(row, column), preset.metric_of(column)
+            cells[(p.method, p.row, column)].append(summary["metrics"][split])
+            per_epoch = [r["eval"][split][metric] for r in evals
+                         if r["eval"].get(split, {}).get(metric) is not None]
+            if len(per_epoch) > 1 and p.config.selection != "oracle":
+                best[(p.method, p.row, column)].append(max(per_epoch))
         split = preset.split_of(row, preset.table_columns()[0])
         curves[(p.method, p.row)].append(
             [(r["epoch"], r["eval"][split].get("aligned"), r["eval"][split].get("conflicting"))
-             for r in runs.read_metrics(p.run_dir) if "eval" in r])
-    return {"cells": cells, "curves": curves, "stages": stages}
+             for r in evals])
+    return {"cells": cells, "best": best, "curves": curves, "stages": stages}
 
 
 def _selection_text(cfg) -> str:
@@ -122,6 +128,29 @@ def table(preset: TablePreset, planned: list[PlannedRun], results: dict) -> tupl
     return "\n".join(lines), numbers
 
 
+def oracle_lines(preset: TablePreset, planned: list[PlannedRun], results: dict,
+                 numbers: dict) -> list[str]:
+    """The best test number over the evaluated epochs of each run, next to the selected
+    one: a TEST-SET ORACLE (the epoch is chosen on the test set itself), shown only to
+    compare with papers that reported it, never as a result. Adds ``oracle`` entries to
+    ``numbers``."""
+    if not results["best"]:
+        return []
+    lines = ["", "Best epoch on the test set (TEST-SET ORACLE: each run's highest test number "
+             "over its evaluated epochs; not a valid model selection) next to the number "
+             "selected above, mean +- std over seeds:", "",
+             "| method | row | column | selected | best epoch (oracle) |", "|---|---|---|---|---|"]
+    for (m, row, column), vals in results["best"].items():
+        key = f"{m}/{row}/{column}" if preset.columns else f"{m}/{row}"
+        mu, sd = mean_std(vals)
+        numbers.setdefault(key, {})["oracle"] = {"mean": mu, "std": sd, "values": vals}
+        selected = numbers.get(key, {})
+        shown = (f"{selected['mean']:.2f} +- {selected['std']:.2f}" if "mean" in selected
+                 else "-")
+        lines.append(f"| {m} | {row} | {column} | {shown} | {mu:.2f} +- {sd:.2f} (n={len(vals)}) |")
+    return lines + [""]
+
+
 def plot_curves(preset: TablePreset, results: dict, path: Path) -> None:
     """Aligned (solid) and conflicting (dashed) test accuracy per epoch, mean over seeds."""
     import matplotlib
@@ -191,8 +220,9 @@ def write_report(preset: TablePreset, planned: list[PlannedRun], out: Path) -> s
     results = collect(preset, planned)
     md_table, numbers = table(preset, planned, results)
     protocol = protocol_lines(preset, planned)
+    oracle = oracle_lines(preset, planned, results, numbers)
     text = "\n".join([f"# {preset.title}", "", md_table, "", *reference_lines(preset, planned),
-                      *protocol, *stage_lines(results["stages"])])
+                      *protocol, *oracle, *stage_lines(results["stages"])])
     markdown = (text + "\n\n![curves](curves.png)\n").encode()
     runs.atomic_write(out / "report.md", lambda f: f.write(markdown))
     runs.write_json(out / "results.json", {"preset": preset.name, "numbers": numbers,

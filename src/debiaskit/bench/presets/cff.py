@@ -24,6 +24,7 @@ _METHODS = {
     "+CF(Shuffle-batch)": "cff",
     "+F(Random)": "cff", "+F(Shuffle)": "cff", "+F(Shuffle-batch)": "cff",
     "+F(Mixed-Rand)": "cff", "+F(FGSM)": "cff",
+    "+CF(Telea)+F(Shuffle)": "cff",
     "+CF(Telea)+F(Shuffle)+Sal": "cff", "+CF(Telea)+F(Random)+Sal": "cff",
     "+Mixup": "mixup", "+LS": "label_smoothing",
 }
@@ -34,6 +35,7 @@ _METHOD_RUN = {
     "+F(Random)": _cff(factual="random"), "+F(Shuffle)": _cff(factual="shuffle"),
     "+F(Shuffle-batch)": _cff(factual="shuffle_batch"),
     "+F(Mixed-Rand)": _cff(factual="mixed_rand"), "+F(FGSM)": _cff(factual="fgsm"),
+    "+CF(Telea)+F(Shuffle)": _cff(cf="telea", factual="shuffle"),
     "+CF(Telea)+F(Shuffle)+Sal": _cff(cf="telea", factual="shuffle", sal_lambda=SAL_LAMBDA),
     "+CF(Telea)+F(Random)+Sal": _cff(cf="telea", factual="random", sal_lambda=SAL_LAMBDA),
 }
