@@ -3,9 +3,15 @@
 Measures, in one run on this machine and with one thread (as each bench worker uses):
   * the float32 matmul rate (GFLOP/s), square 1024 x 1024 and at the MLP's first-layer shape;
   * one Colored MNIST training epoch (60,000 images, batch 256) of Vanilla (ERM), LfF,
-    SiH and DisEnt (with feature swapping on), or of any registered method named in
-    ``--methods`` (e.g. gba,adversarial,domain_independent), through the library's own
-    loader and ``Method.update``, and each one's time relative to Vanilla's;
+    SiH and DisEnt (its 16-d network, with feature swapping on), or of any registered
+    method named in ``--methods`` (e.g. gba,adversarial,domain_independent), through the
+    library's own loader and ``Method.update``, and each one's time relative to Vanilla's;
+    LfF and DisEnt both packed (their networks' first layers as one product, the default)
+    and unpacked (``--no-pack``);
+  * the whole LfF Table 2 Colored MNIST preset's training time on 2 workers at the
+    matmul rate (its floor in float32 on this CPU) and at the measured epoch times;
+  * the speed targets (Vanilla's share of the matmul rate, LfF's and DisEnt's epoch time
+    over Vanilla's) and whether each is met;
   * each epoch's counted arithmetic of the linear layers (forward, weight gradients, input
     gradients except for layers reading the image) divided by its time, as a share of
     the matmul rate (GBA's second pass through D for the mask gradient is not counted);
@@ -48,6 +54,13 @@ def matmul_rate(m: int, k: int, n: int, seconds: float = 2.0) -> float:
 
 #: Hyper-parameters for timing: DisEnt with its feature swapping on from the first step.
 TIMING_HPARAMS = {"disent": {"swap_start": 0}}
+#: Model options for timing: DisEnt's own network (16-d features per branch).
+TIMING_MODEL_OPTIONS = {"disent": {"feature_dim": 16}}
+#: Methods with networks that read the same batch, timed packed and unpacked.
+PACKED = ("lff", "disent")
+#: The issue's targets: Vanilla's share of the matmul rate, and epoch time over Vanilla's.
+TARGETS = {"erm": ("share_of_matmul_rate", ">=", 0.70), "lff": ("over_erm", "<=", 1.8),
+           "disent": ("over_erm", "<=", 2.0)}
 LABELS = {"erm": "Vanilla", "lff": "LfF", "sih": "SiH", "disent": "DisEnt", "gba": "GBA",
           "adversarial": "Advers.", "domain_independent": "Dom-Ind"}
 
@@ -62,9 +75,11 @@ def training_flops_per_sample(net: nn.Module, input_dim: int) -> float:
     return 2.0 * (2 * forward + backward_input)
 
 
-def epoch_time(method_name: str, data_dir, epochs: int) -> tuple[float, float]:
+def epoch_time(method_name: str, data_dir, epochs: int,
+               pack: bool = True) -> tuple[float, float]:
     cfg = RunConfig(method=method_name, data_params={"conflict_ratio": 0.01}, data_dir=data_dir,
-                    selection="last", hparams=TIMING_HPARAMS.get(method_name, {}))
+                    selection="last", hparams=TIMING_HPARAMS.get(method_name, {}),
+                    model_options=TIMING_MODEL_OPTIONS.get(method_name, {}), pack=pack)
     prep = prepare(cfg)
     loader = InMemoryLoader(prep.train, 256, shuffle=True, seed=0)
     times = []
@@ -120,20 +135,49 @@ def main() -> None:
            "matmul_gflops_mlp_shape": matmul_rate(256, 2352, 100)}
     rate = res["matmul_gflops_square1024"]
     methods = ["erm"] + [m for m in args.methods.split(",") if m and m != "erm"]
-    for name in methods:
-        seconds, gflop = epoch_time(name, args.data_dir, args.epochs)
-        res[name] = {"epoch_seconds": seconds, "epoch_gflop": gflop,
-                     "gflops": gflop / seconds, "share_of_matmul_rate": gflop / seconds / rate}
-    for name in methods[1:]:
-        res[f"{name}_over_erm"] = res[name]["epoch_seconds"] / res["erm"]["epoch_seconds"]
+    timed = [(name, True) for name in methods] + [(name, False) for name in methods
+                                                   if name in PACKED]
+    for name, pack in timed:
+        key = name if pack else f"{name}_unpacked"
+        seconds, gflop = epoch_time(name, args.data_dir, args.epochs, pack)
+        res[key] = {"epoch_seconds": seconds, "epoch_gflop": gflop,
+                    "gflops": gflop / seconds, "share_of_matmul_rate": gflop / seconds / rate}
+        if name != "erm":
+            res[f"{key}_over_erm"] = seconds / res["erm"]["epoch_seconds"]
     print(f"float32 matmul, 1 thread: {rate:.1f} GFLOP/s (1024^3), "
-          f"{res['matmul_gflops_mlp_shape']:.1f} GFLOP/s (256x2352x100)")
-    for name in methods:
-        r = res[name]
-        ratio = f", {res[f'{name}_over_erm']:.2f}x Vanilla" if name != "erm" else ""
-        print(f"{LABELS.get(name, name):8s} epoch (60k, batch 256): {r['epoch_seconds']:.2f} s"
+          f"{res['matmul_gflops_mlp_shape']:.1f} GFLOP/s (256x2352x100); {cpu_name()}")
+    for name, pack in timed:
+        key = name if pack else f"{name}_unpacked"
+        r = res[key]
+        ratio = f", {res[f'{key}_over_erm']:.2f}x Vanilla" if name != "erm" else ""
+        label = LABELS.get(name, name) + ("" if pack or name not in PACKED else " unpacked")
+        print(f"{label:16s} epoch (60k, batch 256): {r['epoch_seconds']:.2f} s"
               f"{ratio}; {r['epoch_gflop']:.1f} GFLOP -> {r['gflops']:.1f} GFLOP/s = "
               f"{100 * r['share_of_matmul_rate']:.0f} % of the matmul rate")
+    if "lff" in res:
+        # the whole LfF Table 2 Colored MNIST preset: 4 rows x 3 seeds x 100 epochs of
+        # Vanilla and of LfF, on 2 cores (workers) at once
+        runs_each, epochs, cores = 12, 100, 2
+        floor = runs_each * epochs * (res["erm"]["epoch_gflop"] + res["lff"]["epoch_gflop"]) \
+            / rate / cores / 60
+        at_measured = runs_each * epochs * (res["erm"]["epoch_seconds"]
+                                            + res["lff"]["epoch_seconds"]) / cores / 60
+        res["lff_table2_minutes"] = {"arithmetic_at_matmul_rate": floor,
+                                     "at_measured_epochs": at_measured}
+        print(f"LfF Table 2 (12 Vanilla + 12 LfF runs x 100 epochs, 2 workers): its arithmetic "
+              f"at the matmul rate takes {floor:.1f} min, at these epoch times "
+              f"{at_measured:.1f} min (training only)")
+    res["targets"] = {}
+    for name, (stat, op, bound) in TARGETS.items():
+        if name not in res:
+            continue
+        value = (res[name][stat] if stat == "share_of_matmul_rate"
+                 else res[f"{name}_over_erm"])
+        met = value >= bound if op == ">=" else value <= bound
+        res["targets"][name] = {"statistic": stat, "value": value, "bound": f"{op} {bound}",
+                                "met": met}
+        print(f"target {LABELS[name]} {stat} {op} {bound}: {value:.3f} "
+              f"({'met' if met else 'NOT met'})")
     for model in filter(None, args.precision_models.split(",")):
         fp32, bf16 = (step_seconds_per_1000(model, p, args.data_dir, args.precision_batches)
                       for p in ("fp32", "bf16"))

@@ -108,6 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "patience in epochs (selection early_stop; SiH: 2 for mlp, 20 for resnet18)")
     t.add_argument("--eval-every", type=int, default=cfg.eval_every, metavar="N",
                    help="evaluate every N-th epoch and the last (selection last only)")
+    t.add_argument("--no-pack", action="store_true", help="compute networks that read the "
+                   "same batch one by one instead of packed (equal up to float rounding)")
     t.add_argument("--train-subset", type=int, help="train on a seeded random subset of N images")
     t.add_argument("--eval-subset", type=int, help="evaluate on seeded random subsets of N images")
     t.add_argument("--no-bias-labels", action="store_true",
@@ -137,6 +139,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--precision", help="fp32 (the papers') or bf16 autocast (stated in report)")
     b.add_argument("--force-precision", action="store_true",
                    help="run bf16 even without native bf16 (to measure it)")
+    b.add_argument("--no-pack", action="store_true", help="compute networks that read the "
+                   "same batch one by one instead of packed (stated in report)")
     b.add_argument("--hp", action="append", metavar="KEY=VALUE",
                    help="method hyper-parameter over the preset's, for every chosen method "
                         "(stated in report; give a new --out)")
@@ -216,7 +220,7 @@ def cmd_train(args) -> None:
         selection=args.selection,
         heldout_fraction=args.heldout_fraction, patience=args.patience,
         eval_every=args.eval_every, drop_bias_labels=args.no_bias_labels,
-        train_subset=args.train_subset, eval_subset=args.eval_subset,
+        pack=not args.no_pack, train_subset=args.train_subset, eval_subset=args.eval_subset,
         device=args.device, threads=args.threads, memory_format=args.memory_format,
         data_dir=args.data_dir,
         download=args.download, reuse_stages=args.reuse_stages)
@@ -253,7 +257,8 @@ def cmd_bench(args) -> None:
     rows = [r.strip() for r in args.rows.split(",")] if args.rows else None
     print(run_bench(args.preset, args.out, args.seeds, args.workers, methods, args.epochs,
                     args.data_dir, ray_address=args.ray, rows=rows, precision=args.precision,
-                    hparams=_pairs(args.hp, "--hp"), force_precision=args.force_precision))
+                    hparams=_pairs(args.hp, "--hp"), force_precision=args.force_precision,
+                    pack=not args.no_pack))
 
 
 def cmd_explain(args) -> None:

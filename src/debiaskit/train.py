@@ -54,7 +54,7 @@ EVAL_BATCH = 1024
 
 #: Config fields that do not change the result (left out of the resume identity check).
 VOLATILE = ("device", "threads", "memory_format", "progress", "data_dir", "download",
-            "reuse_stages", "eval_every", "force_precision")
+            "reuse_stages", "eval_every", "force_precision", "pack")
 
 #: Memory layouts of convolutional networks' weights (``RunConfig.memory_format``).
 MEMORY_FORMATS = {"channels_last": torch.channels_last, "contiguous": torch.contiguous_format}
@@ -89,6 +89,9 @@ class RunConfig:
     ``eval_every`` evaluates every N-th epoch and the last one only (selection "last"
     alone: the other policies choose among every epoch); it changes what metrics.jsonl
     records, not what is trained, so it is not part of the run's identity.
+    ``pack`` computes the first layers of networks that read the same batch (LfF's two
+    MLPs, DisEnt's two encoders) as one matrix product (:mod:`debiaskit.models.packed`);
+    results equal an unpacked run's up to float rounding, so it is not part of the identity.
     """
 
     dataset: str = "colored_mnist"
@@ -122,6 +125,7 @@ class RunConfig:
     reuse_stages: str | None = None
     eval_every: int = 1
     force_precision: bool = False
+    pack: bool = True
 
     def identity(self) -> dict:
         return {k: v for k, v in asdict(self).items() if k not in VOLATILE}
@@ -258,6 +262,7 @@ def prepare(cfg: RunConfig) -> Prepared:
     make_network = NetworkFactory(cfg.model, train.image_shape, train.num_classes,
                                   normalisation_from_data(dict(cfg.model_options), train))
     method = method_cls(spec, make_network, cfg.hparams).to(device)
+    method.pack = cfg.pack
     method.networks.to(memory_format=MEMORY_FORMATS[cfg.memory_format])  # 4-d weights only
     override = {}
     if cfg.optimizer != "adam":

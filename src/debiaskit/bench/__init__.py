@@ -12,20 +12,22 @@ from .runner import default_workers, execute, plan
 def run_bench(name: str, out, seeds: int | None = None, workers: int | None = None,
               methods=None, epochs: int | None = None, data_dir=None, log=print,
               ray_address: str | None = None, rows=None, precision: str | None = None,
-              hparams: dict | None = None, force_precision: bool = False) -> str:
+              hparams: dict | None = None, force_precision: bool = False,
+              pack: bool = True) -> str:
     """Run preset ``name`` into ``out/name`` (skipping finished runs); return the report.
 
     ``ray_address`` sends the runs to a Ray cluster instead of a local process pool;
     ``methods`` and ``rows`` (row labels) restrict the table; ``precision`` "bf16" trains
     with autocast (refused without native bf16 unless ``force_precision``; the report says
     so); ``hparams`` sets
-    method hyper-parameters over the preset's for every chosen method (stated in the report).
+    method hyper-parameters over the preset's for every chosen method (stated in the report);
+    ``pack`` False computes networks that read the same batch one by one (stated too).
     """
     preset = get_preset(name)
     out = Path(out) / name
     planned = plan(preset, out, seeds or preset.default_seeds, methods, epochs, data_dir,
                    rows=rows, precision=precision, hparams=hparams,
-                   force_precision=force_precision)
+                   force_precision=force_precision, pack=pack)
     errors = execute(planned, workers or default_workers(), log, ray_address)
     text = write_report(preset, planned, out)
     if errors:

@@ -94,6 +94,8 @@ def protocol_lines(preset: TablePreset, planned: list[PlannedRun]) -> list[str]:
         f"Training: model {cfg.model}{' ' + str(cfg.model_options) if cfg.model_options else ''}"
         f", batch {cfg.batch_size}, augmentation {cfg.augment}, {describe_optimiser(cfg)}, "
         f"{describe_precision(cfg.precision)}, "
+        f"{'packed' if cfg.pack else 'unpacked'} first layers of networks that read the same "
+        f"batch (LfF, DisEnt; equal to one call each up to float rounding), "
         f"method hyper-parameters {hparams or 'the paper defaults'}. {preset.notes}",
     ]
 

@@ -38,7 +38,7 @@ class PlannedRun:
 def plan(preset: TablePreset, out: Path, seeds: int, methods=None, epochs: int | None = None,
          data_dir=None, threads: int = 1, rows=None,
          precision: str | None = None, hparams: dict | None = None,
-         force_precision: bool = False) -> list[PlannedRun]:
+         force_precision: bool = False, pack: bool = True) -> list[PlannedRun]:
     """The runs of ``preset`` for seeds 0..seeds-1 (optionally fewer methods, rows or
     epochs, another ``precision`` than the papers' float32, or method hyper-parameters
     ``hparams`` set over the preset's for every chosen method; the report states them)."""
@@ -73,7 +73,8 @@ def plan(preset: TablePreset, out: Path, seeds: int, methods=None, epochs: int |
                                 method=preset.methods[display],
                                 data_params={**row.data_params, "seed": data_seed},
                                 seed=seed, data_dir=data_dir, threads=threads,
-                                progress=False, force_precision=force_precision, **fields)
+                                progress=False, force_precision=force_precision, pack=pack,
+                                **fields)
                 if epochs is not None:
                     cfg = replace(cfg, epochs=epochs)
                 if precision is not None:

@@ -93,6 +93,10 @@ class Method(nn.Module):
     relative_cost: ClassVar[float] = 1.0
     #: Model-selection policy (see ``debiaskit.train.SELECTION``) when a run names none.
     default_selection: ClassVar[str] = "last"
+    #: Whether networks that read the same batch share packed arithmetic
+    #: (:mod:`debiaskit.models.packed`; equal results up to float rounding). The trainer sets
+    #: it from the run's ``pack`` option.
+    pack: bool = True
     #: The run's length in epochs, set by the trainer before training (for methods whose
     #: schedule follows the run's progress, e.g. GBA's dann lambda); None outside a run.
     total_epochs: int | None = None

@@ -28,6 +28,7 @@ from torch import nn
 
 from ..losses import PerSampleEMA, generalized_cross_entropy, relative_difficulty
 from ..models import feature_extractor
+from ..models.packed import forward_shared
 from .base import HParam, Method, aligned_conflicting_means, register
 
 
@@ -84,9 +85,13 @@ class DisEnt(Method):
             for group in opt.param_groups:
                 group["lr"] = lr
 
+    def _features(self, x):
+        """(z_i, z_b); both encoders read ``x``: their first layers as one product (packed)."""
+        return forward_shared([self.networks["intrinsic"]["encoder"],
+                               self.networks["bias"]["encoder"]], x, self.pack)
+
     def loss(self, batch, training=True):
-        z_i = self.networks["intrinsic"]["encoder"](batch.x)
-        z_b = self.networks["bias"]["encoder"](batch.x)
+        z_i, z_b = self._features(batch.x)
         logits_i, logits_b = self._classify("intrinsic", z_i, z_b), self._classify("bias", z_i, z_b)
         ce_i = F.cross_entropy(logits_i, batch.y, reduction="none")
         ce_b = F.cross_entropy(logits_b, batch.y, reduction="none")
@@ -121,14 +126,12 @@ class DisEnt(Method):
         return stats
 
     def predict(self, x):
-        z_i = self.networks["intrinsic"]["encoder"](x)
-        z_b = self.networks["bias"]["encoder"](x)
+        z_i, z_b = self._features(x)
         return self.networks["intrinsic"]["classifier"](torch.cat([z_i, z_b], dim=1))
 
     def auxiliary_predictors(self):
         def biased(x):
-            z_i = self.networks["intrinsic"]["encoder"](x)
-            z_b = self.networks["bias"]["encoder"](x)
+            z_i, z_b = self._features(x)
             return self.networks["bias"]["classifier"](torch.cat([z_i, z_b], dim=1))
         return {"biased": biased}
 
