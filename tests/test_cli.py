@@ -101,6 +101,7 @@ def test_bench_runs_reports_and_skips_finished(capsys, tmp_path, data_dir):
     assert "Model selection and length: last epoch" in out and "seeds [0]" in out
     assert "augmentation none, Adam, float32," in out
     assert "TEST-SET ORACLE" not in out  # one evaluated epoch: nothing to pick from
+    assert "Memory: peak resident set of a worker process" in out
     report = tmp_path / "quick"
     assert (report / "report.md").exists() and (report / "curves.png").stat().st_size > 10000
     code, out, _ = run_cli(capsys, *args)

@@ -34,11 +34,13 @@ def collect(preset: TablePreset, planned: list[PlannedRun]) -> dict:
     cells = defaultdict(list)
     best = defaultdict(list)
     curves = defaultdict(list)
-    stages = {}
+    stages, rss = {}, []
     for p in planned:
         if not runs.is_finished(p.run_dir):
             continue
         summary = runs.read_json(p.run_dir / runs.SUMMARY)
+        if summary.get("peak_rss_mib") is not None:
+            rss.append(summary["peak_rss_mib"])
         if summary.get("stages"):
             stages[f"{p.method}/{p.row}/seed{p.seed}"] = summary["stages"]
         row = preset.row(p.row)
@@ -54,7 +56,7 @@ def collect(preset: TablePreset, planned: list[PlannedRun]) -> dict:
         curves[(p.method, p.row)].append(
             [(r["epoch"], r["eval"][split].get("aligned"), r["eval"][split].get("conflicting"))
              for r in evals])
-    return {"cells": cells, "best": best, "curves": curves, "stages": stages}
+    return {"cells": cells, "best": best, "curves": curves, "stages": stages, "rss": rss}
 
 
 def _selection_text(cfg) -> str:
@@ -223,12 +225,16 @@ def write_report(preset: TablePreset, planned: list[PlannedRun], out: Path) -> s
     md_table, numbers = table(preset, planned, results)
     protocol = protocol_lines(preset, planned)
     oracle = oracle_lines(preset, planned, results, numbers)
+    memory = ([f"Memory: peak resident set of a worker process {max(results['rss']):.0f} MiB "
+               f"(the largest of {len(results['rss'])} runs' peak_rss_mib, which covers the "
+               "worker's earlier runs too)."] if results["rss"] else [])
     text = "\n".join([f"# {preset.title}", "", md_table, "", *reference_lines(preset, planned),
-                      *protocol, *oracle, *stage_lines(results["stages"])])
+                      *protocol, *memory, *oracle, *stage_lines(results["stages"])])
     markdown = (text + "\n\n![curves](curves.png)\n").encode()
     runs.atomic_write(out / "report.md", lambda f: f.write(markdown))
     runs.write_json(out / "results.json", {"preset": preset.name, "numbers": numbers,
-                                           "protocol": protocol, "stages": results["stages"]})
+                                           "protocol": protocol, "stages": results["stages"],
+                                           "peak_rss_mib": max(results["rss"], default=None)})
     if results["curves"]:
         plot_curves(preset, results, out / "curves.png")
     return text
