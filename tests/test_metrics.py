@@ -65,3 +65,34 @@ def test_class_mean_and_mean_hand_computed():
     # a class absent from y is left out of the class mean: (100 + 0) / 2 over classes 0, 2
     m = classification_metrics(torch.tensor([0, 1]), torch.tensor([0, 2]), num_classes=3)
     assert m["class_mean"] == 50.0
+
+
+def test_expected_calibration_error_hand_computed():
+    from debiaskit.metrics import expected_calibration_error
+    # bins of width 0.5: (0, 0.5] holds 0.3 (wrong) and 0.4 (right): |1/2 - 0.35| = 0.15;
+    # (0.5, 1] holds 0.9, 0.9 (right) and 0.6 (wrong): |2/3 - 0.8| = 2/15
+    conf = torch.tensor([0.3, 0.4, 0.9, 0.9, 0.6])
+    right = torch.tensor([False, True, True, True, False])
+    expected = 100 * (2 / 5 * 0.15 + 3 / 5 * 2 / 15)
+    assert expected_calibration_error(conf, right, bins=2) == pytest.approx(expected)
+    # confidence equal to accuracy within every bin: perfectly calibrated
+    assert expected_calibration_error(torch.tensor([1.0, 1.0, 0.5, 0.5]),
+                                      torch.tensor([True, True, True, False])) == pytest.approx(0)
+    assert math.isnan(expected_calibration_error(torch.zeros(0), torch.zeros(0, dtype=bool)))
+
+
+def test_ece_per_split_and_per_cell():
+    y = torch.tensor([0, 0, 1, 1])
+    b = torch.tensor([0, 1, 1, 1])
+    pred = torch.tensor([0, 1, 1, 0])
+    conf = torch.tensor([0.8, 0.6, 0.9, 0.7])
+    out = classification_metrics(pred, y, b, num_classes=2, num_bias=2, confidence=conf)
+    # one 15-bin ECE over all four; cell (1, 1) holds a right 0.9 and a wrong 0.7, in
+    # different bins: (0.1 + 0.7) / 2
+    assert out["ece_cells"][0][0] == pytest.approx(20.0)   # right at 0.8
+    assert out["ece_cells"][0][1] == pytest.approx(60.0)   # wrong at 0.6
+    assert out["ece_cells"][1][1] == pytest.approx(40.0)
+    assert math.isnan(out["ece_cells"][1][0])
+    assert out["ece"] == pytest.approx(100 * (0.2 + 0.6 + 0.1 + 0.7) / 4)
+    plain = classification_metrics(pred, y, confidence=conf)
+    assert plain["ece"] == pytest.approx(out["ece"]) and "ece_cells" not in plain

@@ -9,7 +9,7 @@ import argparse
 import json
 import sys
 
-from .errors import ConfigError, DebiaskitError
+from .errors import ConfigError, DebiaskitError, unknown_name
 
 
 class _Parser(argparse.ArgumentParser):
@@ -62,6 +62,7 @@ def _add_data_options(p) -> None:
 def build_parser() -> argparse.ArgumentParser:
     from .data.augment import AUGMENTATIONS
     from .data.protocols import PROTOCOLS
+    from .export import TRACKERS
     from .models import MODELS
     from .optim import OPTIMIZERS, SCHEDULES
     from .train import SELECTION, RunConfig
@@ -203,6 +204,13 @@ def build_parser() -> argparse.ArgumentParser:
     gr.add_argument("--download", action="store_true")
 
     sub.add_parser("methods", help="list methods and their hyper-parameters")
+
+    x = sub.add_parser("export", help="export run directories to an experiment tracker "
+                       "(the run directory stays the source of truth)")
+    x.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    x.add_argument("--to", default="tensorboard", help="; ".join(
+        f"{k}: {v}" for k, v in TRACKERS.items()))
+    x.add_argument("--out", required=True, help="new folder for the export (never overwritten)")
     return parser
 
 
@@ -333,8 +341,18 @@ def cmd_methods(_args) -> None:
             print(f"    {key} = {hp.default!r}: {hp.doc}")
 
 
+def cmd_export(args) -> None:
+    from .export import TRACKERS, export_tensorboard
+
+    if args.to not in TRACKERS:
+        raise unknown_name("tracker", args.to, TRACKERS)
+    written = export_tensorboard(args.run_dirs, args.out)
+    print(f"wrote {len(written)} TensorBoard log folder(s) into {args.out}; view them with "
+          f"tensorboard --logdir {args.out}")
+
+
 COMMANDS = {"train": cmd_train, "data": cmd_data_info, "bench": cmd_bench,
-            "explain": cmd_explain, "methods": cmd_methods}
+            "explain": cmd_explain, "methods": cmd_methods, "export": cmd_export}
 
 
 def main(argv=None) -> int:

@@ -8,6 +8,8 @@ non-empty cells; *aligned* the mean over the aligned cells (b = g(c), the diagon
 there are as many aligned as conflicting cells); the *worst group* is the smallest cell
 accuracy. *Accuracy* is the plain sample mean; *class mean* the unweighted mean of the
 per-class accuracies (LfF's BAR metric, Table 6), over the classes that have samples.
+With the predictions' confidences (the largest softmax probability), *ece* is the expected
+calibration error (Guo et al. 2017) of the split and ``ece_cells`` that of every cell.
 """
 
 from __future__ import annotations
@@ -62,28 +64,54 @@ def class_mean(total: np.ndarray, correct: np.ndarray) -> float:
     return float(np.mean(100.0 * correct[filled] / total[filled]))
 
 
+def expected_calibration_error(confidence: torch.Tensor, correct: torch.Tensor,
+                               bins: int = 15) -> float:
+    """ECE (%, Guo et al. 2017): ``sum_m |B_m| / n * |acc(B_m) - conf(B_m)|`` over ``bins``
+    equal-width confidence bins ``((m - 1) / M, m / M]``; NaN for no samples."""
+    confidence = confidence.detach().cpu().double()
+    correct = correct.detach().cpu().double()
+    if len(confidence) == 0:
+        return float("nan")
+    index = (confidence * bins).ceil().long().clamp(1, bins) - 1
+    count = torch.bincount(index, minlength=bins).double()
+    gap = (torch.bincount(index, weights=correct, minlength=bins)
+           - torch.bincount(index, weights=confidence, minlength=bins)).abs()
+    return 100.0 * (gap.sum() / count.sum()).item()
+
+
 def classification_metrics(pred: torch.Tensor, y: torch.Tensor, b: torch.Tensor | None = None,
                            num_classes: int = 10, num_bias: int = 0,
-                           aligned_bias: torch.Tensor | None = None) -> dict:
+                           aligned_bias: torch.Tensor | None = None,
+                           confidence: torch.Tensor | None = None) -> dict:
     """Metrics of predictions ``pred`` against targets ``y`` (and bias labels ``b``).
 
     Without bias labels only ``accuracy`` and ``class_mean`` are defined. ``aligned_bias[c]``
     is the bias value aligned with class c (default: c itself). The returned dict also holds
     the cell matrix as ``cells`` (list of lists, NaN for empty cells) when bias labels are
-    given.
+    given. With ``confidence`` (each prediction's largest softmax probability) it adds
+    ``ece``, and with bias labels ``ece_cells`` (the ECE of each cell, NaN when empty).
     """
+    right = pred.cpu() == y.cpu()
     if b is None:
-        right = (pred.cpu() == y.cpu()).double()
         size = max(num_classes, int(y.max()) + 1 if len(y) else 0)
         total = torch.bincount(y.cpu(), minlength=size).numpy()
-        correct = torch.bincount(y.cpu(), weights=right, minlength=size).numpy()
-        return {"accuracy": 100.0 * right.mean().item(), "class_mean": class_mean(total, correct)}
-    total, correct = cell_counts(pred, y, b, num_classes, num_bias)
-    g = (torch.arange(num_classes) if aligned_bias is None else aligned_bias.cpu()).numpy()
-    aligned_cells = np.zeros((num_classes, num_bias), dtype=bool)
-    aligned_cells[np.arange(num_classes), g] = True
-    out = summarize_cells(total, correct, aligned_cells)
-    out["cells"] = cell_accuracy(total, correct).round(4).tolist()
+        correct = torch.bincount(y.cpu(), weights=right.double(), minlength=size).numpy()
+        out = {"accuracy": 100.0 * right.double().mean().item(),
+               "class_mean": class_mean(total, correct)}
+    else:
+        total, correct = cell_counts(pred, y, b, num_classes, num_bias)
+        g = (torch.arange(num_classes) if aligned_bias is None else aligned_bias.cpu()).numpy()
+        aligned_cells = np.zeros((num_classes, num_bias), dtype=bool)
+        aligned_cells[np.arange(num_classes), g] = True
+        out = summarize_cells(total, correct, aligned_cells)
+        out["cells"] = cell_accuracy(total, correct).round(4).tolist()
+    if confidence is not None:
+        out["ece"] = expected_calibration_error(confidence, right)
+        if b is not None:
+            cell = (y * num_bias + b).cpu()
+            out["ece_cells"] = [[round(expected_calibration_error(
+                confidence[cell == c * num_bias + k], right[cell == c * num_bias + k]), 4)
+                for k in range(num_bias)] for c in range(num_classes)]
     return out
 
 

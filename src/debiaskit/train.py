@@ -290,11 +290,13 @@ def evaluate(predictors: dict, loader: InMemoryLoader) -> dict:
     preds = {name: [] for name in predictors}
     for batch in loader.epoch(0):
         for name, predict in predictors.items():
-            preds[name].append(predict(batch).argmax(1))
+            confidence, pred = predict(batch).float().softmax(1).max(1)
+            preds[name].append((pred, confidence))
     ds = loader.dataset
-    return {name: classification_metrics(torch.cat(p), ds.y, ds.b, ds.num_classes,
-                                         ds.num_bias, ds.aligned_bias)
-            for name, p in preds.items()}
+    return {name: classification_metrics(torch.cat([p for p, _ in out]), ds.y, ds.b,
+                                         ds.num_classes, ds.num_bias, ds.aligned_bias,
+                                         torch.cat([c for _, c in out]))
+            for name, out in preds.items()}
 
 
 @torch.no_grad()
