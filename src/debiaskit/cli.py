@@ -205,6 +205,30 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("methods", help="list methods and their hyper-parameters")
 
+    w = sub.add_parser("sweep", help="random hyper-parameter search of one method, run by the "
+                       "bench runner, trials chosen by a declared rule")
+    w.add_argument("method")
+    w.add_argument("--dataset", default=cfg.dataset)
+    _add_data_options(w)
+    w.add_argument("--trials", type=int, default=8, help="trials (trial 0: the defaults)")
+    w.add_argument("--seeds", type=int, default=2, help="training seeds per trial")
+    w.add_argument("--search", help="comma-separated hyper-parameters to search (default: "
+                   "every one with a search distribution; see 'debiaskit methods')")
+    w.add_argument("--hp", action="append", metavar="KEY=VALUE",
+                   help="hyper-parameter fixed for every trial")
+    w.add_argument("--rule", default="heldout", help="label-free trial selection: heldout "
+                   "(held-out plain accuracy) or objective (the method's own objective, with "
+                   "early stopping); worst-group accuracy is always reported beside it, labelled")
+    w.add_argument("--model", default=cfg.model)
+    w.add_argument("--model-opt", action="append", metavar="KEY=VALUE")
+    w.add_argument("--epochs", type=int, default=cfg.epochs)
+    w.add_argument("--batch-size", type=int, default=cfg.batch_size)
+    w.add_argument("--train-subset", type=int)
+    w.add_argument("--eval-subset", type=int)
+    w.add_argument("--workers", type=int, help="parallel runs (default: number of cores)")
+    w.add_argument("--ray", metavar="ADDRESS", help="run on a Ray cluster (or 'local')")
+    w.add_argument("--out", required=True, help="sweep folder (a rerun resumes it)")
+
     x = sub.add_parser("export", help="export run directories to an experiment tracker "
                        "(the run directory stays the source of truth)")
     x.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
@@ -333,12 +357,32 @@ def cmd_explain(args) -> None:
 
 def cmd_methods(_args) -> None:
     from .methods import METHODS
+    from .methods.base import search_of
 
     for name, cls in sorted(METHODS.items()):
         needs = ", ".join(sorted(cls.requires)) or "nothing beyond targets"
         print(f"{name}  (needs: {needs}; model selection: {cls.default_selection})")
         for key, hp in cls.hparams.items():
-            print(f"    {key} = {hp.default!r}: {hp.doc}")
+            search = search_of(key, hp)
+            print(f"    {key} = {hp.default!r}: {hp.doc}"
+                  + (f" [sweep: {search.describe()}]" if search else ""))
+
+
+def cmd_sweep(args) -> None:
+    from .bench.runner import default_workers
+    from .bench.sweep import run_sweep
+    from .train import RunConfig
+
+    base = RunConfig(dataset=args.dataset, data_params=_data_params(args), method=args.method,
+                     hparams=_pairs(args.hp, "--hp"), model=args.model,
+                     model_options=_pairs(args.model_opt, "--model-opt"), epochs=args.epochs,
+                     batch_size=args.batch_size, train_subset=args.train_subset,
+                     eval_subset=args.eval_subset, data_dir=args.data_dir,
+                     download=args.download, threads=1)
+    names = [n.strip() for n in args.search.split(",")] if args.search else None
+    text, _ = run_sweep(base, args.out, args.trials, args.seeds, names, args.rule,
+                        args.workers or default_workers(), args.ray)
+    print(text)
 
 
 def cmd_export(args) -> None:
@@ -352,7 +396,8 @@ def cmd_export(args) -> None:
 
 
 COMMANDS = {"train": cmd_train, "data": cmd_data_info, "bench": cmd_bench,
-            "explain": cmd_explain, "methods": cmd_methods, "export": cmd_export}
+            "explain": cmd_explain, "methods": cmd_methods, "sweep": cmd_sweep,
+            "export": cmd_export}
 
 
 def main(argv=None) -> int:

@@ -22,6 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Callable, ClassVar
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -44,15 +45,77 @@ def get_method(name: str) -> type["Method"]:
 
 
 @dataclass(frozen=True)
+class Search:
+    """A hyper-parameter's search distribution for sweeps (the shape of DomainBed's
+    ``hparams_registry``): ``log_uniform`` (10 ** U(log10 low, log10 high)), ``uniform``
+    (U(low, high)), ``int_uniform`` (an integer in [low, high]) or ``choice`` (one of
+    ``values``, uniformly)."""
+
+    kind: str
+    low: float | None = None
+    high: float | None = None
+    values: tuple = ()
+
+    def sample(self, rng: np.random.RandomState):
+        if self.kind == "log_uniform":
+            return float(10 ** rng.uniform(np.log10(self.low), np.log10(self.high)))
+        if self.kind == "uniform":
+            return float(rng.uniform(self.low, self.high))
+        if self.kind == "int_uniform":
+            return int(rng.randint(int(self.low), int(self.high) + 1))
+        if self.kind == "choice":
+            return self.values[int(rng.randint(len(self.values)))]
+        raise ValueError(f"unknown search distribution {self.kind!r}")
+
+    def describe(self) -> str:
+        if self.kind == "choice":
+            return "one of " + ", ".join(map(str, self.values))
+        return f"{self.kind.replace('_', '-')} in [{self.low:g}, {self.high:g}]"
+
+
+def log_uniform(low: float, high: float) -> Search:
+    return Search("log_uniform", low, high)
+
+
+def uniform(low: float, high: float) -> Search:
+    return Search("uniform", low, high)
+
+
+def int_uniform(low: int, high: int) -> Search:
+    return Search("int_uniform", low, high)
+
+
+def choice(*values) -> Search:
+    return Search("choice", values=tuple(values))
+
+
+@dataclass(frozen=True)
 class HParam:
-    """A hyper-parameter: the paper's default, a one-line doc, and its valid range or, for
-    a named option, its valid ``choices``."""
+    """A hyper-parameter: the paper's default, a one-line doc, its valid range or, for a
+    named option, its valid ``choices``, and the distribution sweeps draw it from
+    (``search``; None: not searched unless it is a learning rate or weight decay, which
+    :func:`search_of` gives a standard distribution)."""
 
     default: float | int | bool | str
     doc: str
     low: float | None = None
     high: float | None = None
     choices: tuple | None = None
+    search: Search | None = None
+
+
+def search_of(name: str, hp: HParam) -> Search | None:
+    """The search distribution of hyper-parameter ``name``: its own, else for learning
+    rates (``lr``, ``*_lr``) log-uniform over a decade either side of the default and for
+    ``weight_decay`` log-uniform in [1e-6, 1e-2] (DomainBed's ranges); None otherwise."""
+    if hp.search is not None:
+        return hp.search
+    if (name == "lr" or name.endswith("_lr")) and isinstance(hp.default, float) \
+            and hp.default > 0:
+        return log_uniform(hp.default / 10, hp.default * 10)
+    if name == "weight_decay":
+        return log_uniform(1e-6, 1e-2)
+    return None
 
 
 @dataclass

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from ..data import infill
 from ..errors import ConfigError
 from ..losses import CF_LOSSES, counterfactual_loss
-from .base import HParam, Method, register
+from .base import HParam, Method, choice, log_uniform, register
 
 FACTUAL = infill.FACTUAL + ("fgsm",)
 SAL_VARIANTS = ("paper", "code")
@@ -93,8 +93,10 @@ class CounterfactualFactual(Method):
                           choices=CF_LOSSES),
         "factual": HParam("none", "factual infill of the background: none | "
                                   + " | ".join(FACTUAL), choices=("none",) + FACTUAL),
-        "fgsm_eps": HParam(0.5, "FGSM eps in [-1, 1] pixel units (the tables' 0.5)", 0.0, 2.0),
-        "sal_lambda": HParam(0.0, "weight of the GradMask saliency penalty (0: off)", 0.0, 1e6),
+        "fgsm_eps": HParam(0.5, "FGSM eps in [-1, 1] pixel units (the tables' 0.5)", 0.0, 2.0,
+                           search=choice(0.15, 0.3, 0.5, 0.6, 0.9)),
+        "sal_lambda": HParam(0.0, "weight of the GradMask saliency penalty (0: off)", 0.0, 1e6,
+                             search=log_uniform(1e-4, 1e3)),
         "sal_variant": HParam("paper", "paper (target logit, background mean) | code",
                               choices=SAL_VARIANTS),
     }
@@ -177,7 +179,7 @@ class Mixup(Method):
         "lr": HParam(1e-3, "learning rate", 0.0, 10.0),
         "weight_decay": HParam(0.0, "weight decay", 0.0, 1.0),
         "alpha": HParam(0.2, "Beta(alpha, alpha) of the mixing weight (CF/F grid 0.1-0.3)",
-                        1e-6, 100.0),
+                        1e-6, 100.0, search=choice(0.1, 0.2, 0.3)),
     }
 
     def __init__(self, spec, make_network, hparams=None):
@@ -212,7 +214,8 @@ class LabelSmoothing(Method):
     hparams = {
         "lr": HParam(1e-3, "learning rate", 0.0, 10.0),
         "weight_decay": HParam(0.0, "weight decay", 0.0, 1.0),
-        "epsilon": HParam(0.1, "smoothing (CF/F grid 0.05, 0.1, 0.2)", 0.0, 1.0),
+        "epsilon": HParam(0.1, "smoothing (CF/F grid 0.05, 0.1, 0.2)", 0.0, 1.0,
+                          search=choice(0.05, 0.1, 0.2)),
     }
 
     def __init__(self, spec, make_network, hparams=None):

@@ -29,7 +29,7 @@ from torch import nn
 from ..losses import PerSampleEMA, generalized_cross_entropy, relative_difficulty
 from ..models import feature_extractor
 from ..models.packed import forward_shared
-from .base import HParam, Method, aligned_conflicting_means, register
+from .base import HParam, Method, aligned_conflicting_means, log_uniform, register
 
 
 @register
@@ -44,7 +44,8 @@ class DisEnt(Method):
         "lambda_dis": HParam(10.0, "weight of the bias branch's GCE in L_dis (Eq. 2)", 0.0, 1e4),
         "lambda_swap_b": HParam(10.0, "weight of the bias branch's GCE in L_swap (Eq. 3)",
                                 0.0, 1e4),
-        "lambda_swap": HParam(1.0, "weight of L_swap in the objective (Eq. 4)", 0.0, 1e4),
+        "lambda_swap": HParam(1.0, "weight of L_swap in the objective (Eq. 4)", 0.0, 1e4,
+                              search=log_uniform(0.1, 10.0)),
         "swap_start": HParam(10_000, "feature swapping starts after this many optimisation "
                              "steps", 0, 10**9),
         "lr_decay_step": HParam(10_000, "steps between learning-rate decays (0: none)", 0, 10**9),

@@ -46,7 +46,7 @@ from torch import nn
 
 from ..data.loader import as_float_images
 from ..errors import ConfigError
-from .base import HParam, Method, register
+from .base import HParam, Method, log_uniform, register
 
 MASK_RULES = {
     "gba": "Eq. 7: drop features whose gradient sign agrees with D's correctness",
@@ -112,7 +112,7 @@ class GBA(Method):
         "weight_decay": HParam(0.0, "weight decay of F and C", 0.0, 1.0),
         "disc_lr": HParam(1e-3, "Adam learning rate of the discriminator D", 0.0, 10.0),
         "lambda_adv": HParam(1.0, "lambda of Eq. 3: weight of the reversed D loss for F",
-                             0.0, 100.0),
+                             0.0, 100.0, search=log_uniform(0.01, 10.0)),
         "lambda_schedule": HParam("constant", "constant | dann (Ganin's 2/(1+exp(-10p))-1 ramp)",
                                   choices=LAMBDA_SCHEDULES),
         "mask_rule": HParam("gba", "gba (Eq. 7) | gba_n | gba_c | none (Adversarial)",

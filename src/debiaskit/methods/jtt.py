@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import HParam, Method, register
+from .base import HParam, Method, choice, int_uniform, register
 
 
 class ErrorSet(nn.Module):
@@ -38,9 +38,10 @@ class JTT(Method):
     hparams = {
         "lr": HParam(1e-3, "Adam learning rate of both stages", 0.0, 10.0),
         "weight_decay": HParam(0.0, "Adam weight decay of both stages", 0.0, 1.0),
-        "identification_epochs": HParam(1, "T: epochs of the ERM identification model", 1, 10_000),
+        "identification_epochs": HParam(1, "T: epochs of the ERM identification model", 1, 10_000,
+                                        search=int_uniform(1, 5)),
         "upweight": HParam(50, "lambda_up: times each error-set sample appears in stage 2",
-                           1, 100_000),
+                           1, 100_000, search=choice(5, 20, 50, 100)),
     }
 
     def __init__(self, spec, make_network, hparams=None):

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from ..losses import PerSampleEMA, generalized_cross_entropy, relative_difficulty
 from ..models.packed import forward_shared
-from .base import HParam, Method, aligned_conflicting_means, register
+from .base import HParam, Method, aligned_conflicting_means, register, uniform
 
 
 @register
@@ -25,8 +25,10 @@ class LfF(Method):
     hparams = {
         "lr": HParam(1e-3, "Adam learning rate of both models", 0.0, 10.0),
         "weight_decay": HParam(0.0, "Adam weight decay of both models", 0.0, 1.0),
-        "q": HParam(0.7, "GCE exponent q of the biased model (Eq. 2)", 0.0, 1.0),
-        "ema": HParam(0.7, "per-sample EMA decay of both models' CE losses", 0.0, 1.0),
+        "q": HParam(0.7, "GCE exponent q of the biased model (Eq. 2)", 0.0, 1.0,
+                    search=uniform(0.1, 1.0)),
+        "ema": HParam(0.7, "per-sample EMA decay of both models' CE losses", 0.0, 1.0,
+                      search=uniform(0.5, 0.99)),
         "gce_code_scale": HParam(False, "multiply GCE by q as the authors' code does"),
     }
 
