@@ -69,3 +69,20 @@ def test_groupdro_refuses_data_without_bias_labels(data_dir, tmp_path):
 def test_bad_hyperparameters(hp, msg):
     with pytest.raises(ConfigError, match=msg):
         get_method("lff").resolve_hparams(hp)
+
+
+@pytest.mark.parametrize("method", ["lff", "jtt"])
+def test_finished_runs_keep_the_training_weights(data_dir, tmp_path, method):
+    """LfF's relative difficulty and JTT's upweighting land in sample_weights.pt, with the
+    aligned flags; conflicting samples weigh more on average; ERM writes none."""
+    hp = {"identification_epochs": 1} if method == "jtt" else {}
+    train(cfg(data_dir, method, 0.02, epochs=2, hparams=hp, train_subset=None),
+          tmp_path / method)
+    saved = torch.load(tmp_path / method / "sample_weights.pt", weights_only=False)
+    weights, aligned = saved["weights"], saved["aligned"]
+    assert len(weights) == len(aligned) == len(saved["y"]) == 60000
+    assert weights[~aligned].mean() > 2 * weights[aligned].mean()
+    if method == "jtt":
+        assert set(weights.unique().tolist()) <= {1.0, 50.0}
+    train(cfg(data_dir, "erm", 0.02, epochs=1), tmp_path / "erm")
+    assert not (tmp_path / "erm" / "sample_weights.pt").exists()

@@ -7,6 +7,8 @@ Layout (DESIGN.md, Contracts)::
     checkpoint.pt    latest training state (atomic), used to resume
     summary.json     written last: the selected epoch and its metrics; marks "finished"
     model.pt         the selected networks' weights
+    sample_weights.pt  the method's per-sample training weights after the last epoch, with
+                     the samples' classes and aligned flags (methods that weight samples)
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ os.umask(_UMASK)
 
 CONFIG, METRICS, CHECKPOINT, SUMMARY, MODEL = (
     "config.json", "metrics.jsonl", "checkpoint.pt", "summary.json", "model.pt")
+#: Per-sample training weights at the end of training (methods that weight samples).
+WEIGHTS = "sample_weights.pt"
 #: Folder of a run's cached pipeline stages (:class:`debiaskit.stages.StageStore`).
 STAGES = "stages"
 

@@ -507,6 +507,11 @@ class Trainer:
             networks = best["state"]
         runs.save_torch(self.out / runs.MODEL, {"method": cfg.method, "model": cfg.model,
                                                 "networks": networks})
+        weights = method.training_weights(prep.train)
+        if weights is not None:
+            runs.save_torch(self.out / runs.WEIGHTS, {
+                "weights": weights, "y": prep.train.y,
+                "aligned": prep.train.aligned if prep.train.has_bias else None})
         summary = {
             "protocol": protocol_text(cfg, prep.evals), "selection": cfg.selection,
             "selection_description": SELECTION[cfg.selection],

@@ -289,6 +289,17 @@ class Method(nn.Module):
         """Statistics computed once per epoch on the training set (optional)."""
         return {}
 
+    def training_weights(self, train) -> torch.Tensor | None:
+        """The weight the method gives each training sample of ``train`` now (LfF's and
+        DisEnt's relative difficulty, SiH's focal weight, JTT's upweighting), for reports'
+        histograms; None for methods that weight no samples. Default: ``sample_weights``
+        over every index if the method has it."""
+        weights = getattr(self, "sample_weights", None)
+        if weights is None:
+            return None
+        device = self.spec.train_targets.device
+        return weights(torch.arange(len(train), device=device)).detach().cpu()
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.predict(x)
 

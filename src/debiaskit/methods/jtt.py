@@ -83,6 +83,13 @@ class JTT(Method):
     def auxiliary_predictors(self):
         return {"identifier": self.networks["identifier"]}
 
+    def training_weights(self, train):
+        """lambda_up for the error set, 1 for the rest (before the second stage: None)."""
+        if not self.second_stage:
+            return None
+        errors = self.tables["error_set"].errors.cpu()
+        return torch.where(errors, float(self.hp["upweight"]), 1.0)
+
     def epoch_stats(self, train):
         """Error-set size, and with bias labels the share of conflicting samples in it and
         the share of conflicting samples it catches (only reported)."""

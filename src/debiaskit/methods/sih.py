@@ -122,11 +122,9 @@ class SiH(Method):
         return {"biased": self.predict_biased}
 
     @torch.no_grad()
-    def epoch_stats(self, train):
-        """Mean focal weight over aligned and conflicting training samples, from the
-        biased classifier on latent means (needs bias labels; only reported)."""
-        if train.b is None:
-            return {}
+    def training_weights(self, train):
+        """The focal weight (Eq. 4) of every training sample, from the biased classifier on
+        latent means."""
         device = next(self.vae.parameters()).device
         was_training = self.vae.training
         self.vae.eval()
@@ -137,7 +135,14 @@ class SiH(Method):
             ce = F.cross_entropy(self.predict_biased(x), y, reduction="none")
             weights.append(focal_weight(ce, self.hp["q"]).cpu())
         self.vae.train(was_training)
-        return aligned_conflicting_means(torch.cat(weights), train)
+        return torch.cat(weights)
+
+    def epoch_stats(self, train):
+        """Mean focal weight over aligned and conflicting training samples (needs bias
+        labels; only reported)."""
+        if train.b is None:
+            return {}
+        return aligned_conflicting_means(self.training_weights(train), train)
 
 
 @register
