@@ -834,3 +834,22 @@ def test_loader_masks_follow_the_augmentation(augment):
                 assert torch.equal(batch.x[:, c], batch.mask.float())
         moved |= not torch.equal(batch.mask, ds.mask[batch.index])
     assert moved
+
+
+def test_training_on_a_folder_without_an_evaluation_split_says_what_to_do(tmp_path):
+    """A folder whose rows are all ``train``: training refuses it in one line (nothing to
+    report on) unless a held-out split of the training images is the evaluation."""
+    from debiaskit.errors import ConfigError
+    from debiaskit.train import RunConfig, train
+
+    truth = _write_folder(tmp_path / "set", n=12)
+    rows = [{"path": t["name"], "y": CLASSES[t["y"]]} for t in truth]
+    _write_csv(tmp_path / "set" / "metadata.csv", rows, fields=("path", "y"))
+    cfg = RunConfig(dataset="folder", data_params={"path": str(tmp_path / "set")}, epochs=1,
+                    progress=False, selection="last")
+    with pytest.raises(ConfigError, match="no evaluation split"):
+        train(cfg, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+    summary = train(RunConfig(**{**cfg.__dict__, "selection": "heldout",
+                                 "heldout_fraction": 0.25}), tmp_path / "run2")
+    assert list(summary["metrics"]) == ["val"]

@@ -59,6 +59,48 @@ def _add_data_options(p) -> None:
                    help="download missing datasets through torchvision")
 
 
+def _add_discover_parser(sub, cfg) -> None:
+    from .explain.discover import CLUSTER_FEATURES, SCORES, DiscoverConfig
+
+    dflt = DiscoverConfig()
+    v = sub.add_parser("discover", help="find bias-conflicting images and the shortcut "
+                       "without bias labels (GCE biased model, ranking, clusters, HTML page)")
+    v.add_argument("folder", nargs="?", metavar="FOLDER", help="folder of images: with "
+                   "--labels CSV (columns path,y), else one sub-folder per class")
+    v.add_argument("--labels", metavar="CSV", help="labels file of FOLDER's images (columns "
+                   "path,y; paths relative to FOLDER; a bias column only scores the result)")
+    v.add_argument("--image-size", type=int, help="resize FOLDER's images to N x N")
+    v.add_argument("--dataset", help="a built-in protocol instead of FOLDER; its bias labels "
+                   "are hidden and only score the discovery")
+    _add_data_options(v)
+    v.add_argument("--train-subset", type=int, help="discover on a seeded random subset of N "
+                   "training images (as 'train --train-subset N --seed S')")
+    v.add_argument("--epochs", type=int, default=dflt.epochs,
+                   help="epochs of the GCE biased model")
+    v.add_argument("--model", default=dflt.model, help="network of the biased model")
+    v.add_argument("--batch-size", type=int, default=dflt.batch_size)
+    v.add_argument("--lr", type=float, default=dflt.lr, help="Adam learning rate")
+    v.add_argument("--q", type=float, default=dflt.q, help="GCE exponent q (LfF Eq. 2)")
+    v.add_argument("--score", default=dflt.score, help="ranking score: " + "; ".join(
+        f"{k}: {d}" for k, d in SCORES.items()))
+    v.add_argument("--ema", type=float, default=dflt.ema, help="decay of --score ema")
+    v.add_argument("--cluster-on", default=dflt.cluster_on, help="; ".join(
+        f"{k}: {d}" for k, d in CLUSTER_FEATURES.items()))
+    v.add_argument("--clusters", type=int, help="k of k-means (default: number of classes)")
+    v.add_argument("--threshold", type=float, help="foreground brightness in [0, 1) for the "
+                   "colour statistics (default: each image's midpoint)")
+    v.add_argument("--top", type=int, default=dflt.top,
+                   help="top-ranked images listed and shown")
+    v.add_argument("--examples", type=int, default=dflt.examples,
+                   help="example images per cluster")
+    v.add_argument("--sih", action="store_true", help="SiH's bias visualisation (not built)")
+    v.add_argument("--seed", type=int, default=dflt.seed)
+    v.add_argument("--device", default=cfg.device)
+    v.add_argument("--threads", type=int)
+    v.add_argument("--out", required=True, help="new or empty folder for discovery.json, "
+                   "ranking.csv and discover.html")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .data.augment import AUGMENTATIONS
     from .data.protocols import PROTOCOLS
@@ -75,7 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
     cfg = RunConfig()  # every default below is the config's, not repeated here
     t.add_argument("--dataset", default=cfg.dataset,
                    help="dataset protocol (see 'debiaskit data info'): " + ", ".join(PROTOCOLS))
-    t.add_argument("--method", default=cfg.method)
+    t.add_argument("--method", help=f"method (default {cfg.method}; discovered with "
+                   "--reweight-from; see 'debiaskit methods')")
     _add_data_options(t)
     t.add_argument("--hp", action="append", metavar="KEY=VALUE", help="method hyper-parameter")
     t.add_argument("--model", default=cfg.model, help="network: " + ", ".join(MODELS))
@@ -123,6 +166,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--reuse-stages", metavar="RUN_DIR",
                    help="copy cached stages (LAD's VQ-VAE, f, walk) from another run when "
                         "their settings match, e.g. to try another --model on the same walk")
+    t.add_argument("--reweight-from", metavar="DISCOVERY", help="train the discovered method "
+                   "from a 'debiaskit discover' folder on the same training images (JTT-style "
+                   "upsampling of its error set, or --hp mode=groupdro over its clusters)")
 
     d = sub.add_parser("data", help="inspect datasets")
     dsub = d.add_subparsers(dest="data_command", required=True, parser_class=_Parser)
@@ -203,6 +249,8 @@ def build_parser() -> argparse.ArgumentParser:
     gr.add_argument("--data-dir")
     gr.add_argument("--download", action="store_true")
 
+    _add_discover_parser(sub, cfg)
+
     sub.add_parser("methods", help="list methods and their hyper-parameters")
 
     w = sub.add_parser("sweep", help="random hyper-parameter search of one method, run by the "
@@ -235,14 +283,25 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--to", default="tensorboard", help="; ".join(
         f"{k}: {v}" for k, v in TRACKERS.items()))
     x.add_argument("--out", required=True, help="new folder for the export (never overwritten)")
+
+    r = sub.add_parser("report", help="one self-contained HTML page (no server, no network) "
+                       "of run directories and bench folders: tables vs the published "
+                       "numbers, curves, sample weights, explain images")
+    r.add_argument("paths", nargs="+", metavar="PATH", help="run directory, bench folder, or "
+                   "a folder to search for both")
+    r.add_argument("--out", default="report.html", help="HTML file to write (replaced if it "
+                   "exists)")
+    r.add_argument("--max-runs", type=int, default=12, help="run folders shown per bench or "
+                   "searched folder (the rest are counted)")
     return parser
 
 
 def cmd_train(args) -> None:
     from .train import RunConfig, train
 
+    method = args.method or ("discovered" if args.reweight_from else RunConfig.method)
     cfg = RunConfig(
-        dataset=args.dataset, data_params=_data_params(args), method=args.method,
+        dataset=args.dataset, data_params=_data_params(args), method=method,
         hparams=_pairs(args.hp, "--hp"), model=args.model,
         model_options=_pairs(args.model_opt, "--model-opt"), epochs=args.epochs,
         batch_size=args.batch_size, augment=args.augment, precision=args.precision,
@@ -255,8 +314,9 @@ def cmd_train(args) -> None:
         pack=not args.no_pack, train_subset=args.train_subset, eval_subset=args.eval_subset,
         device=args.device, threads=args.threads, memory_format=args.memory_format,
         data_dir=args.data_dir,
-        download=args.download, reuse_stages=args.reuse_stages)
-    out = args.out or f"runs/{args.method}-{args.dataset}-seed{args.seed}"
+        download=args.download, reuse_stages=args.reuse_stages,
+        reweight_from=args.reweight_from)
+    out = args.out or f"runs/{method}-{args.dataset}-seed{args.seed}"
     summary = train(cfg, out)
     print(summary["protocol"])
     print(f"selected epoch {summary['selected_epoch']} of {summary['epochs_trained']} trained")
@@ -265,6 +325,71 @@ def cmd_train(args) -> None:
                           if k != "cells" and isinstance(v, float))
         print(f"{split:>14}: {shown}")
     print(f"run directory: {out}")
+
+
+def cmd_discover(args) -> None:
+    import time
+    from pathlib import Path
+
+    import torch
+
+    from .explain.discover import (DiscoverConfig, check_config, check_out_dir,
+                                   load_folder_input, load_protocol_input, run_discovery)
+
+    started = time.perf_counter()
+    if args.sih:
+        raise ConfigError("--sih (SiH's bias visualisation in discovery) is not built yet; "
+                          "leave it out, or train a sih run and use 'debiaskit explain bias'")
+    if (args.folder is None) == (args.dataset is None):
+        raise ConfigError("give either FOLDER (images) or --dataset NAME, not both or neither")
+    if args.folder is not None and (args.conflict_ratio is not None or args.data
+                                    or args.aligned_ratio is not None or args.train_subset):
+        raise ConfigError("--conflict-ratio, --aligned-ratio, --data and --train-subset are "
+                          "for --dataset; FOLDER discovers on all its images")
+    if args.dataset is not None and (args.labels or args.image_size):
+        raise ConfigError("--labels and --image-size are for FOLDER; --dataset takes data "
+                          "options (--data KEY=VALUE)")
+    cfg = DiscoverConfig(epochs=args.epochs, model=args.model, batch_size=args.batch_size,
+                         lr=args.lr, q=args.q, score=args.score, ema=args.ema,
+                         cluster_on=args.cluster_on, clusters=args.clusters,
+                         threshold=args.threshold, top=args.top, examples=args.examples,
+                         seed=args.seed)
+    check_config(cfg)
+    check_out_dir(args.out)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.folder is not None:
+        inp = load_folder_input(args.folder, args.labels, args.image_size)
+    else:
+        inp = load_protocol_input(args.dataset, args.data_dir, args.download,
+                                  _data_params(args), args.train_subset, args.seed)
+    record = run_discovery(inp, cfg, args.out, args.device, started)
+    train, biased = record["train"], record["biased_model"]
+    print(f"{train['size']} training images, {len(train['classes'])} classes; biased model "
+          f"(GCE, {cfg.epochs} epochs): training accuracy {biased['train_accuracy']:.1f} %, "
+          f"error set {biased['error_set_size']} images")
+    for c in record["cluster_summary"]:
+        print(f"cluster {c['cluster']:>2}: {c['size']:>6} images, biased accuracy "
+              f"{c['biased_accuracy']:5.1f} %, dominant class {c['dominant_class']} "
+              f"({c['dominant_class_share']:.0f} %), {c['top_ranked']} of the top {cfg.top}")
+    ev = record["evaluation"]
+    if ev is not None:
+        print(f"scored with the hidden bias labels ({ev['conflicting']} conflicting): "
+              + ", ".join(f"precision@{k} {ev[f'precision_at_{k}']:.1f} %"
+                          for k in (100, 600)) + (
+                  f", recall@600 {ev['recall_at_600']:.1f} %" if ev["recall_at_600"] is not None
+                  else "") + f", cluster NMI with the bias {ev['cluster_nmi_bias']:.3f}")
+    print(f"{record['seconds']['total']:.1f} s; wrote {args.out}/discover.html, "
+          "discovery.json, ranking.csv")
+    src = record["input"]
+    if src["dataset"] == "folder":
+        params = {**src["params"]}
+        if src.get("classes_from") == "sub-folders":
+            params["csv"] = str((Path(args.out) / "labels.csv").resolve())
+        data = " ".join(f"--data {k}={v}" for k, v in params.items() if v is not None
+                        and k in ("path", "csv", "image_size"))
+        print(f"train from it: debiaskit train --dataset folder {data} --reweight-from "
+              f"{args.out}")
 
 
 def cmd_data_info(args) -> None:
@@ -395,9 +520,15 @@ def cmd_export(args) -> None:
           f"tensorboard --logdir {args.out}")
 
 
+def cmd_report(args) -> None:
+    from .htmlreport import write_report
+
+    print(f"wrote {write_report(args.paths, args.out, args.max_runs)}")
+
+
 COMMANDS = {"train": cmd_train, "data": cmd_data_info, "bench": cmd_bench,
             "explain": cmd_explain, "methods": cmd_methods, "sweep": cmd_sweep,
-            "export": cmd_export}
+            "export": cmd_export, "discover": cmd_discover, "report": cmd_report}
 
 
 def main(argv=None) -> int:

@@ -92,6 +92,8 @@ class RunConfig:
     ``pack`` computes the first layers of networks that read the same batch (LfF's two
     MLPs, DisEnt's two encoders) as one matrix product (:mod:`debiaskit.models.packed`);
     results equal an unpacked run's up to float rounding, so it is not part of the identity.
+    ``reweight_from`` names the folder of a ``debiaskit discover`` result on the same
+    training images, which the ``discovered`` method trains from (and needs).
     """
 
     dataset: str = "colored_mnist"
@@ -126,6 +128,7 @@ class RunConfig:
     eval_every: int = 1
     force_precision: bool = False
     pack: bool = True
+    reweight_from: str | None = None
 
     def identity(self) -> dict:
         return {k: v for k, v in asdict(self).items() if k not in VOLATILE}
@@ -172,6 +175,12 @@ def check_config(cfg: RunConfig) -> RunConfig:
     if cfg.reuse_stages is not None and not (Path(cfg.reuse_stages) / runs.STAGES).is_dir():
         raise ConfigError(f"--reuse-stages {cfg.reuse_stages}: no stages folder there; name "
                           "the directory of a run that has cached stages (e.g. a LAD run)")
+    if "discovery" in method_cls.requires and cfg.reweight_from is None:
+        raise ConfigError(f"method {cfg.method} trains from a bias discovery; give "
+                          "--reweight-from DIR (the --out folder of 'debiaskit discover')")
+    if cfg.reweight_from is not None and "discovery" not in method_cls.requires:
+        raise ConfigError(f"--reweight-from is read by the discovered method, not "
+                          f"{cfg.method}; use --method discovered (or leave --method out)")
     if cfg.selection == "early_stop" and not method_cls.has_objective():
         raise ConfigError(f"method {cfg.method} has no objective to early-stop on; use "
                           "--selection last or heldout")
@@ -189,12 +198,18 @@ class Prepared:
     method: object
 
 
+def heldout_indices(n: int, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(train_idx, val_idx)``: a seeded random ``fraction`` of ``n`` indices as
+    validation, the rest for training, each in order."""
+    gen = torch.Generator().manual_seed(seed)
+    order = torch.randperm(n, generator=gen)
+    n_val = int(round(n * fraction))
+    return order[n_val:].sort().values, order[:n_val].sort().values
+
+
 def split_heldout(train: BiasedDataset, fraction: float, seed: int):
     """A seeded random ``fraction`` of the training set as validation; the rest trains."""
-    gen = torch.Generator().manual_seed(seed)
-    order = torch.randperm(len(train), generator=gen)
-    n_val = int(round(len(train) * fraction))
-    val_idx, train_idx = order[:n_val].sort().values, order[n_val:].sort().values
+    train_idx, val_idx = heldout_indices(len(train), fraction, seed)
     return train.subset(train_idx, f"{train.name}"), train.subset(val_idx, "val")
 
 
@@ -239,6 +254,7 @@ def prepare(cfg: RunConfig) -> Prepared:
     evals = {k: random_subset(v, cfg.eval_subset, cfg.seed) for k, v in bundle.evals.items()}
     if cfg.drop_bias_labels:
         train = train.without_bias()
+    full_train, kept = train, None  # (a discovery's indices are into the unsplit set)
     if "bias" in method_cls.requires and not train.has_bias:
         raise ConfigError(f"method {cfg.method} needs bias labels and the training data has "
                           "none; use a label-free method (erm, lff) or data with bias labels")
@@ -249,8 +265,13 @@ def prepare(cfg: RunConfig) -> Prepared:
         if cfg.selection == "worst_group" and not train.has_bias:
             raise ConfigError("selection worst_group needs bias labels; use --selection "
                               "heldout (label-free) or last")
+        kept = heldout_indices(len(train), cfg.heldout_fraction, cfg.seed)[0]
         train, val = split_heldout(train, cfg.heldout_fraction, cfg.seed)
         evals = {"val": val, **evals}
+    if not evals:
+        raise ConfigError(f"{cfg.dataset} has no evaluation split to report on; give some "
+                          "images another split (metadata.csv's split column, e.g. test) or "
+                          "use --selection heldout")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     device = torch.device(cfg.device)
@@ -263,6 +284,8 @@ def prepare(cfg: RunConfig) -> Prepared:
                                   normalisation_from_data(dict(cfg.model_options), train))
     method = method_cls(spec, make_network, cfg.hparams).to(device)
     method.pack = cfg.pack
+    if cfg.reweight_from is not None:
+        method.attach_discovery(cfg.reweight_from, full_train, kept)
     method.networks.to(memory_format=MEMORY_FORMATS[cfg.memory_format])  # 4-d weights only
     override = {}
     if cfg.optimizer != "adam":

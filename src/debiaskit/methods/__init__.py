@@ -1,6 +1,6 @@
 """Debiasing methods behind one registry; import this package to register them all."""
 
 from .base import METHODS, DataSpec, HParam, Method, get_method, register
-from . import cff, disent, erm, gba, groupdro, jtt, lad, lff, sih  # noqa: F401  (registration)
+from . import cff, discovered, disent, erm, gba, groupdro, jtt, lad, lff, sih  # noqa: F401  (registration)
 
 __all__ = ["METHODS", "DataSpec", "HParam", "Method", "get_method", "register"]

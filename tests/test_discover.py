@@ -1,0 +1,253 @@
+"""Bias discovery without bias labels (``debiaskit discover``) and training from its result
+(``debiaskit train --reweight-from``), on real Colored MNIST subsets and on small folders
+of PNGs written here. Bounds are measured values with a margin (measurements in
+benchmarks/results/discover_cmnist.json and docs/discover.md)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from debiaskit.cli import main
+
+SUBSET = 20_000  # Colored MNIST training images (about 200 of them conflicting at 1 %)
+FAST = ["--threads", "1"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def run(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def self_contained(page: str) -> bool:
+    """No scripts, no links to elsewhere: every image source is a data URI."""
+    lower = page.lower()
+    sources = re.findall(r'(?:src|href)\s*=\s*"([^"]*)"', page)
+    return ("<script" not in lower and "<link" not in lower and "@import" not in lower
+            and "url(" not in lower and sources and all(s.startswith("data:image/png;base64,")
+                                                        for s in sources))
+
+
+def listing(folder: Path) -> dict:
+    return {p.relative_to(folder).as_posix(): p.stat().st_mtime_ns
+            for p in sorted(folder.rglob("*"))}
+
+
+@pytest.fixture(scope="module")
+def cmnist_discovery(data_dir, tmp_path_factory):
+    """Discovery on 20,000 Colored MNIST training images at 1 % conflicting (seed 0)."""
+    out = tmp_path_factory.mktemp("cmnist") / "discovery"
+    code = main(["discover", "--dataset", "colored_mnist", "--conflict-ratio", "0.01",
+                 "--train-subset", str(SUBSET), "--data-dir", data_dir, "--out", str(out),
+                 *FAST])
+    assert code == 0
+    return out
+
+
+def test_discovery_ranks_conflicting_images_first(cmnist_discovery):
+    record = json.loads((cmnist_discovery / "discovery.json").read_text())
+    ev = record["evaluation"]
+    assert ev["conflicting"] > 150 and record["train"]["size"] == SUBSET
+    assert ev["precision_at_100"] >= 90.0  # measured 100
+    assert ev["error_set"]["precision"] >= 80.0  # measured 93
+    # the clusters of the foreground colour are the bias values
+    assert ev["cluster_nmi_bias"] >= 0.9  # measured 0.99
+    # per-image arrays over the whole training set, the ranking a permutation
+    n = record["train"]["size"]
+    assert sorted(record["order"]) == list(range(n))
+    assert len(record["scores"]) == len(record["ranks"]) == len(record["clusters"]) == n
+    assert record["top"] == record["order"][:100]
+    scores = np.array(record["scores"])
+    assert np.all(np.diff(scores[record["order"]]) <= 0)
+    assert record["train"]["bias_labels"].startswith("hidden")
+    rows = list(csv.DictReader(open(cmnist_discovery / "ranking.csv")))
+    assert len(rows) == n and [int(r["rank"]) for r in rows[:3]] == [0, 1, 2]
+    assert int(rows[0]["index"]) == record["order"][0]
+    page = (cmnist_discovery / "discover.html").read_text()
+    assert page.count("data:image/png;base64,") >= 100 + 10  # top 100, clusters, histogram
+    assert self_contained(page)
+    assert "precision at 100" in page
+
+
+def test_bg_colored_mnist_clusters_are_the_background_colours(capsys, data_dir, tmp_path):
+    out = tmp_path / "bg"
+    code, stdout, err = run(capsys, "discover", "--dataset", "bg_colored_mnist",
+                            "--conflict-ratio", "0.01", "--train-subset", 5000,
+                            "--data-dir", data_dir, "--out", out, *FAST)
+    assert code == 0, err
+    ev = json.loads((out / "discovery.json").read_text())["evaluation"]
+    assert ev["cluster_nmi_bias"] >= 0.9  # measured 1.000
+    assert ev["cluster_nmi_bias"] > ev["cluster_nmi_class"]
+    page = (out / "discover.html").read_text()
+    assert page.count("<h3>Cluster") == 10
+    assert "cluster NMI with the bias" in stdout
+
+
+def test_training_from_the_discovery_beats_erm_on_conflicting(capsys, data_dir, tmp_path,
+                                                               cmnist_discovery):
+    common = ["--conflict-ratio", "0.01", "--train-subset", SUBSET, "--eval-subset", 3000,
+              "--epochs", 5, "--eval-every", 5, "--data-dir", data_dir, *FAST]
+    conflicting = {}
+    for name, extra in (("erm", []), ("discovered", ["--reweight-from", cmnist_discovery])):
+        out = tmp_path / name
+        code, _, err = run(capsys, "train", *common, *extra, "--out", out)
+        assert code == 0, err
+        summary = json.loads((out / "summary.json").read_text())
+        conflicting[name] = summary["metrics"]["test"]["conflicting"]
+        config = json.loads((out / "config.json").read_text())
+        assert config["run"]["method"] == name
+    # measured (seeds 0 and 1): ERM 29.4 / 32.3, discovered 60.4 / 66.5
+    assert conflicting["discovered"] >= conflicting["erm"] + 15.0, conflicting
+
+
+def test_training_refuses_a_discovery_of_other_data(capsys, data_dir, tmp_path,
+                                                    cmnist_discovery):
+    out = tmp_path / "run"
+    for extra, says in (
+            (["--train-subset", 10_000, "--reweight-from", cmnist_discovery],
+             "other training data"),
+            (["--train-subset", SUBSET, "--method", "erm", "--reweight-from",
+              cmnist_discovery], "--method discovered"),
+            (["--train-subset", SUBSET, "--method", "discovered"], "--reweight-from"),
+            (["--train-subset", SUBSET, "--reweight-from", tmp_path], "no discovery.json")):
+        code, _, err = run(capsys, "train", "--conflict-ratio", "0.01", "--epochs", 1,
+                           "--data-dir", data_dir, "--out", out, *extra)
+        assert code == 2 and err.count("\n") == 1 and says in err, err
+        assert not out.exists()
+
+
+# ---------------------------------------------------------------------------------------
+# A folder of the user's images
+
+
+def write_folder(root: Path, classes=("cat", "dog"), per_class: int = 18, test: int = 4,
+                 conflicting: int = 2) -> Path:
+    """PNGs of 16 x 16: the class is the shape (a full square or a bar), the background
+    red for cat and blue for dog except in ``conflicting`` images per class; the first
+    ``test`` of each class are in split test of labels.csv."""
+    from PIL import Image
+
+    rows = [("path", "y", "split")]
+    for c, name in enumerate(classes):
+        (root / name).mkdir(parents=True)
+        for i in range(per_class):
+            red = (c == 0) != (i >= per_class - conflicting)
+            img = np.zeros((16, 16, 3), np.uint8)
+            img[:] = (200, 40, 40) if red else (40, 40, 200)
+            if c == 0:
+                img[4:12, 4:12] = 255
+            else:
+                img[2:14, 6:10] = 255
+            path = f"{name}/{i:02d}.png"
+            Image.fromarray(img).save(root / path)
+            rows.append((path, name, "test" if i < test else "train"))
+    with open(root / "labels.csv", "w", newline="") as fh:
+        csv.writer(fh).writerows(rows)
+    return root / "labels.csv"
+
+
+def test_folder_with_labels_end_to_end(capsys, tmp_path):
+    folder = tmp_path / "images"
+    labels = write_folder(folder)
+    before = listing(folder)
+    out = tmp_path / "found"
+    code, stdout, err = run(capsys, "discover", folder, "--labels", labels, "--epochs", 3,
+                            "--out", out, *FAST)
+    assert code == 0, err
+    assert listing(folder) == before  # nothing written into the user's folder
+    assert sorted(p.name for p in out.iterdir()) == ["discover.html", "discovery.json",
+                                                     "ranking.csv"]
+    record = json.loads((out / "discovery.json").read_text())
+    assert record["train"]["size"] == 28 and record["evaluation"] is None
+    assert record["train"]["classes"] == ["cat", "dog"]
+    rows = list(csv.DictReader(open(out / "ranking.csv")))
+    assert len(rows) == 28 and all(r["path"].endswith(".png") for r in rows)
+    page = (out / "discover.html").read_text()
+    assert page.count("data:image/png;base64,") >= 28 + 1
+    assert self_contained(page)
+    assert "cat/" in page  # file names as captions
+    # the two background colours are the two clusters
+    summary = record["cluster_summary"]
+    assert sorted(c["size"] for c in summary) == [14, 14]
+
+    # train from it on the same CSV (its test split evaluates)
+    run_dir = tmp_path / "run"
+    code, stdout, err = run(capsys, "train", "--dataset", "folder", "--data", f"path={folder}",
+                            "--data", "csv=labels.csv", "--reweight-from", out, "--epochs", 2,
+                            "--out", run_dir, *FAST)
+    assert code == 0, err
+    assert json.loads((run_dir / "config.json").read_text())["run"]["method"] == "discovered"
+    # with a held-out split the discovery's indices map onto the images it trains on
+    code, stdout, err = run(capsys, "train", "--dataset", "folder", "--data", f"path={folder}",
+                            "--data", "csv=labels.csv", "--reweight-from", out, "--epochs", 1,
+                            "--selection", "heldout", "--hp", "mode=upsample",
+                            "--out", tmp_path / "heldout", *FAST)
+    assert code == 0, err
+
+
+def test_folder_of_class_subfolders(capsys, tmp_path):
+    folder = tmp_path / "images"
+    write_folder(folder)
+    (folder / "labels.csv").unlink()
+    out = tmp_path / "found"
+    code, stdout, err = run(capsys, "discover", folder, "--epochs", 2, "--out", out, *FAST)
+    assert code == 0, err
+    assert (out / "labels.csv").read_text().splitlines()[:2] == ["path,y", "cat/00.png,cat"]
+    assert json.loads((out / "discovery.json").read_text())["train"]["size"] == 36
+    assert "train from it: debiaskit train --dataset folder" in stdout
+
+
+def _fails_cleanly(capsys, tmp_path, argv, says, out):
+    watched = [p for p in tmp_path.iterdir()]
+    before = {p: listing(p) if p.is_dir() else None for p in watched}
+    code, stdout, err = run(capsys, "discover", *argv, "--out", out, *FAST)
+    assert code == 2, err
+    assert err.count("\n") == 1 and err.startswith("debiaskit: error:") and says in err, err
+    assert {p: listing(p) if p.is_dir() else None for p in watched} == before
+
+
+def test_bad_input_one_line_exit_2_nothing_written(capsys, tmp_path):
+    out = tmp_path / "out"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    _fails_cleanly(capsys, tmp_path, [empty], "holds no images", out)
+    assert not out.exists()
+
+    folder = tmp_path / "images"
+    labels = write_folder(folder)
+    missing = tmp_path / "missing.csv"
+    missing.write_text(labels.read_text() + "cat/nowhere.png,cat,train\n")
+    _fails_cleanly(capsys, tmp_path, [folder, "--labels", missing], "not found", out)
+    assert not out.exists()
+
+    one_class = tmp_path / "one.csv"
+    one_class.write_text("path,y\n" + "".join(f"cat/{i:02d}.png,cat\n" for i in range(10)))
+    _fails_cleanly(capsys, tmp_path, [folder, "--labels", one_class], "only one class", out)
+    assert not out.exists()
+
+    _fails_cleanly(capsys, tmp_path, [folder, "--labels", tmp_path / "nope.csv"],
+                   "not found", out)
+    _fails_cleanly(capsys, tmp_path, [folder, "--dataset", "colored_mnist"], "not both", out)
+    _fails_cleanly(capsys, tmp_path, [folder, "--score", "loss"], "unknown score", out)
+    _fails_cleanly(capsys, tmp_path, [folder, "--sih"], "not built", out)
+    assert not out.exists()
+
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    _fails_cleanly(capsys, tmp_path, [folder, "--labels", labels], "not empty", out)
+    assert [p.name for p in out.iterdir()] == ["keep.txt"]
