@@ -271,6 +271,12 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--model-opt", action="append", metavar="KEY=VALUE")
     w.add_argument("--epochs", type=int, default=cfg.epochs)
     w.add_argument("--batch-size", type=int, default=cfg.batch_size)
+    w.add_argument("--augment", default=cfg.augment, help=", ".join(AUGMENTATIONS))
+    w.add_argument("--optimizer", default=cfg.optimizer, help=", ".join(OPTIMIZERS))
+    w.add_argument("--momentum", type=float, default=cfg.momentum)
+    w.add_argument("--schedule", default=cfg.schedule, help=", ".join(SCHEDULES))
+    w.add_argument("--lr-step", type=int, default=cfg.lr_step)
+    w.add_argument("--lr-gamma", type=float, default=cfg.lr_gamma)
     w.add_argument("--train-subset", type=int)
     w.add_argument("--eval-subset", type=int)
     w.add_argument("--workers", type=int, help="parallel runs (default: number of cores)")
@@ -501,7 +507,9 @@ def cmd_sweep(args) -> None:
     base = RunConfig(dataset=args.dataset, data_params=_data_params(args), method=args.method,
                      hparams=_pairs(args.hp, "--hp"), model=args.model,
                      model_options=_pairs(args.model_opt, "--model-opt"), epochs=args.epochs,
-                     batch_size=args.batch_size, train_subset=args.train_subset,
+                     batch_size=args.batch_size, augment=args.augment,
+                     optimizer=args.optimizer, momentum=args.momentum, schedule=args.schedule,
+                     lr_step=args.lr_step, lr_gamma=args.lr_gamma, train_subset=args.train_subset,
                      eval_subset=args.eval_subset, data_dir=args.data_dir,
                      download=args.download, threads=1)
     names = [n.strip() for n in args.search.split(",")] if args.search else None

@@ -31,7 +31,7 @@ from ..data.sources import resolve_data_dir
 from ..errors import ConfigError, unknown_name
 from ..methods import get_method
 from ..methods.base import search_of
-from ..train import RunConfig, check_config
+from ..train import RunConfig, check_config, describe_optimiser
 from .report import mean_std
 from .runner import PlannedRun, execute
 
@@ -182,7 +182,8 @@ def report_text(base: RunConfig, results: dict, seeds: int) -> str:
     names = sorted({k for t in results["trials"].values() for k in t["hparams"]})
     lines = [f"# Sweep of {base.method} on {base.dataset} {base.data_params}", "",
              f"{len(results['trials'])} trials x {seeds} seeds, {base.epochs} epochs, model "
-             f"{base.model}, batch {base.batch_size}; searched: {', '.join(names) or 'none'} "
+             f"{base.model}, batch {base.batch_size}, augmentation {base.augment}, "
+             f"{describe_optimiser(base)}; searched: {', '.join(names) or 'none'} "
              f"(trial 0: the defaults); fixed: {base.hparams or 'none'}.",
              f"Selection rule: {results['rules'][rule]}.",
              f"Separately: {results['rules']['worst_group']}.",
