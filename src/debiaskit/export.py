@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 from . import runs
@@ -71,25 +69,20 @@ def export_tensorboard(run_dirs, out) -> list[Path]:
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ConfigError(f"{out} exists and is not empty; choose a new --out folder "
                           "(exports never overwrite)")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
-        written = []
-        for run, name in zip(run_dirs, _run_names(run_dirs)):
+    names = _run_names(run_dirs)
+
+    def fill(tmp: Path) -> None:
+        for run, name in zip(run_dirs, names):
             config = runs.read_json(run / runs.CONFIG)
             writer = SummaryWriter(log_dir=str(tmp / name))
             writer.add_text("protocol", config.get("protocol", ""), 0)
             writer.add_text("config", "```\n" + json.dumps(config.get("run", {}), indent=1,
-                                                          sort_keys=True) + "\n```", 0)
+                                                           sort_keys=True) + "\n```", 0)
             for record in runs.read_metrics(run):
                 for tag, value in scalars(record).items():
                     writer.add_scalar(tag, value, record["epoch"])
             writer.close()
-            written.append(out / name)
-        if out.exists():
-            out.rmdir()
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+
+    runs.write_folder(out, fill)
+    written = [out / name for name in names]
     return written

@@ -17,6 +17,7 @@ import errno
 import json
 import math
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -86,6 +87,25 @@ def with_defaults(stored: dict, current: dict, defaults: dict) -> dict:
     a record (run config, stage key) written before a setting existed was made with the
     setting's default, so it still matches settings that leave it there."""
     return {**{k: defaults[k] for k in current if k in defaults and k not in stored}, **stored}
+
+
+def write_folder(out: Path, fill) -> Path:
+    """Create the folder ``out`` whole or not at all: ``fill(tmp)`` writes into a temporary
+    sibling folder, which is then renamed to ``out`` (an existing empty ``out`` is
+    replaced); on any failure the temporary folder is removed and ``out`` is untouched."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    os.chmod(tmp, 0o777 & ~_UMASK)  # (mkdtemp makes it private)
+    try:
+        fill(tmp)
+        if out.exists():
+            out.rmdir()
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
 
 
 def read_json(path: Path):

@@ -34,6 +34,7 @@ import torch.nn.functional as F
 
 from ..errors import ConfigError
 from .base import HParam, Method, choice, register
+from .groupdro import group_dro_step
 
 #: The file a discovery folder holds its result in.
 DISCOVERY = "discovery.json"
@@ -161,25 +162,8 @@ class Discovered(Method):
     def update(self, batch):
         if not self.attached or self.hp["mode"] != "groupdro":
             return super().update(batch)
-        logits = self.networks["model"](batch.x)
-        per_sample = F.cross_entropy(logits, batch.y, reduction="none")
-        groups = self.groups[batch.index]
-        sums = torch.zeros(self.num_groups, device=logits.device).index_add(0, groups,
-                                                                            per_sample)
-        counts = torch.bincount(groups, minlength=self.num_groups).float()
-        present = counts > 0
-        group_loss = sums / counts.clamp_min(1)
-        q = self.q
-        with torch.no_grad():
-            q[present] *= torch.exp(self.hp["eta"] * group_loss[present].detach())
-            q /= q.sum()
-        loss = (q * group_loss * present).sum()
-        opt = self.optimizers["model"]
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        return {"loss": loss.item(), "mean_loss": per_sample.mean().item(),
-                "max_group_weight": q.max().item()}
+        return group_dro_step(self.networks["model"], self.optimizers["model"], batch,
+                              self.groups[batch.index], self.q, self.hp["eta"])
 
     def predict(self, x):
         return self.networks["model"](x)

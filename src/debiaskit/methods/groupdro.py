@@ -14,6 +14,31 @@ import torch.nn.functional as F
 from .base import HParam, Method, log_uniform, register
 
 
+def group_dro_step(model, optimizer, batch, groups, q, eta: float, adjustment=None) -> dict:
+    """One step of Algorithm 1 on ``batch`` whose samples belong to ``groups``: the mean
+    cross-entropy ``L_g`` of every group present (plus ``adjustment[g]``), the
+    exponentiated-gradient update ``q_g <- q_g exp(eta L_g)`` of the weights ``q`` (in
+    place, normalised), and one ``optimizer`` step on ``sum_g q_g L_g``."""
+    logits = model(batch.x)
+    per_sample = F.cross_entropy(logits, batch.y, reduction="none")
+    num_groups = len(q)
+    sums = torch.zeros(num_groups, device=logits.device).index_add(0, groups, per_sample)
+    counts = torch.bincount(groups, minlength=num_groups).float()
+    present = counts > 0
+    group_loss = sums / counts.clamp_min(1)
+    if adjustment is not None:
+        group_loss = group_loss + adjustment
+    with torch.no_grad():
+        q[present] *= torch.exp(eta * group_loss[present].detach())
+        q /= q.sum()
+    loss = (q * group_loss * present).sum()
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return {"loss": loss.item(), "mean_loss": per_sample.mean().item(),
+            "max_group_weight": q.max().item()}
+
+
 @register
 class GroupDRO(Method):
     name = "groupdro"
@@ -39,26 +64,11 @@ class GroupDRO(Method):
             groups, minlength=self.num_groups).float(), persistent=False)
 
     def update(self, batch):
-        logits = self.networks["model"](batch.x)
-        per_sample = F.cross_entropy(logits, batch.y, reduction="none")
-        groups = batch.y * self.spec.num_bias + batch.b
-        sums = torch.zeros(self.num_groups, device=logits.device).index_add(0, groups, per_sample)
-        counts = torch.bincount(groups, minlength=self.num_groups).float()
-        present = counts > 0
-        group_loss = sums / counts.clamp_min(1)
-        if self.hp["adjustment"]:
-            group_loss = group_loss + self.hp["adjustment"] / self.group_counts.sqrt().clamp_min(1)
-        q = self.q
-        with torch.no_grad():
-            q[present] *= torch.exp(self.hp["eta"] * group_loss[present].detach())
-            q /= q.sum()
-        loss = (q * group_loss * present).sum()
-        opt = self.optimizers["model"]
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        return {"loss": loss.item(), "mean_loss": per_sample.mean().item(),
-                "max_group_weight": q.max().item()}
+        adjustment = (self.hp["adjustment"] / self.group_counts.sqrt().clamp_min(1)
+                      if self.hp["adjustment"] else None)
+        return group_dro_step(self.networks["model"], self.optimizers["model"], batch,
+                              batch.y * self.spec.num_bias + batch.b, self.q, self.hp["eta"],
+                              adjustment)
 
     def predict(self, x):
         return self.networks["model"](x)
