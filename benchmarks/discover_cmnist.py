@@ -12,6 +12,13 @@
 
     python benchmarks/discover_cmnist.py --epochs 10 --seeds 2
 
+With ``--sih`` it measures only ``debiaskit discover --sih`` on the same training set
+(SiH trained label-free for ``--sih-epochs`` epochs into the discovery's ``sih/`` run
+folder): both rankings' precision at 100 and 600 (GCE and SiH's biased classifier), the
+bias visualisation's scores and the seconds, into ``discover_cmnist_sih.json``:
+
+    python benchmarks/discover_cmnist.py --sih --seeds 1
+
 Writes the JSON (with the equivalent command lines) and prints a summary.
 """
 
@@ -45,6 +52,55 @@ def discovery(dataset: str, ratio: float, data_dir, out: Path, seed: int) -> dic
             "seconds": record["seconds"]}
 
 
+def sih_discovery(ratio: float, epochs: int, data_dir, out: Path, seed: int) -> dict:
+    """``debiaskit discover --sih`` on Colored MNIST: both rankings scored, SiH's run."""
+    started = time.perf_counter()
+    inp = load_protocol_input("colored_mnist", data_dir, params={"conflict_ratio": ratio},
+                              seed=seed)
+    record = run_discovery(inp, DiscoverConfig(seed=seed, sih=True, sih_epochs=epochs), out,
+                           started=started)
+    keep = ("train_accuracy", "error_set_size", "evaluation", "score")
+    return {"command": f"debiaskit discover --dataset colored_mnist --conflict-ratio {ratio} "
+                       f"--sih --sih-epochs {epochs} --seed {seed} --threads 1 "
+                       f"--out {out.name}",
+            "train_size": record["train"]["size"],
+            "rankings": {name: {k: r[k] for k in keep}
+                         for name, r in record["rankings"].items()},
+            "sih": {k: record["sih"][k] for k in ("settings", "protocol", "seconds",
+                                                  "biased_classifier", "visualisation")},
+            "seconds": record["seconds"]}
+
+
+def main_sih(args) -> None:
+    """The ``--sih`` measurement (see the module docstring)."""
+    work = Path(args.work or tempfile.mkdtemp(prefix="discover-cmnist-sih-"))
+    t0 = time.perf_counter()
+    result = {"issue": "19 item 3, --sih", "conflict_ratio": args.ratio,
+              "sih_epochs": args.sih_epochs,
+              "machine": {"python": platform.python_version(),
+                          "processor": platform.processor(), "torch_threads": 1},
+              "versions": versions(), "seeds": {}}
+    for seed in range(args.seeds):
+        one = sih_discovery(args.ratio, args.sih_epochs, args.data_dir,
+                            work / f"cmnist-sih-discovery-seed{seed}", seed)
+        result["seeds"][str(seed)] = one
+        print(f"seed {seed}: " + "; ".join(
+            f"{name} precision@100 {r['evaluation']['precision_at_100']:.1f} %, "
+            f"precision@600 {r['evaluation']['precision_at_600']:.1f} %"
+            for name, r in one["rankings"].items())
+            + f"; SiH {one['seconds']['sih']:.0f} s, total {one['seconds']['total']:.0f} s",
+            flush=True)
+    per_seed = list(result["seeds"].values())
+    result["summary"] = {
+        f"{name}_{key}": [s["rankings"][name]["evaluation"][key] for s in per_seed]
+        for name in ("gce", "sih") for key in ("precision_at_100", "precision_at_600")}
+    result["summary"]["sih_seconds"] = [s["seconds"]["sih"] for s in per_seed]
+    result["summary"]["discovery_seconds"] = [s["seconds"]["total"] for s in per_seed]
+    result["seconds"] = time.perf_counter() - t0
+    runs.write_json(Path(args.out), result)
+    print(f"wrote {args.out} ({result['seconds']:.0f} s)")
+
+
 def training(method: str, hparams: dict, reweight_from, epochs: int, ratio: float, data_dir,
              out: Path, seed: int) -> dict:
     cfg = RunConfig(method=method, hparams=hparams, data_params={"conflict_ratio": ratio},
@@ -72,9 +128,19 @@ def main() -> None:
     ap.add_argument("--modes", default="reweight,upsample,groupdro",
                     help="modes of the discovered method to train (first: the default)")
     ap.add_argument("--work", help="folder for discoveries and runs (default: temporary)")
-    ap.add_argument("--out", default="benchmarks/results/discover_cmnist.json")
+    ap.add_argument("--sih", action="store_true", help="measure only 'discover --sih' (GCE "
+                    "and SiH rankings) into discover_cmnist_sih.json")
+    ap.add_argument("--sih-epochs", type=int, default=DiscoverConfig.sih_epochs,
+                    help="epochs of the SiH run (--sih)")
+    ap.add_argument("--out", help="JSON to write (default benchmarks/results/"
+                    "discover_cmnist.json, with --sih discover_cmnist_sih.json)")
     args = ap.parse_args()
     torch.set_num_threads(1)
+    if args.sih:
+        args.out = args.out or "benchmarks/results/discover_cmnist_sih.json"
+        main_sih(args)
+        return
+    args.out = args.out or "benchmarks/results/discover_cmnist.json"
     work = Path(args.work or tempfile.mkdtemp(prefix="discover-cmnist-"))
     modes = args.modes.split(",")
     t0 = time.perf_counter()

@@ -5,9 +5,11 @@ benchmarks/results/discover_cmnist.json and docs/discover.md)."""
 
 from __future__ import annotations
 
+import base64
 import csv
 import json
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -136,23 +138,25 @@ def test_training_refuses_a_discovery_of_other_data(capsys, data_dir, tmp_path,
 
 
 def write_folder(root: Path, classes=("cat", "dog"), per_class: int = 18, test: int = 4,
-                 conflicting: int = 2) -> Path:
-    """PNGs of 16 x 16: the class is the shape (a full square or a bar), the background
-    red for cat and blue for dog except in ``conflicting`` images per class; the first
-    ``test`` of each class are in split test of labels.csv."""
+                 conflicting: int = 2, side: int = 16) -> Path:
+    """PNGs of ``side`` x ``side`` (16 x 16 by default): the class is the shape (a full
+    square or a bar), the background red for cat and blue for dog except in
+    ``conflicting`` images per class; the first ``test`` of each class are in split test
+    of labels.csv."""
     from PIL import Image
 
     rows = [("path", "y", "split")]
+    u = side // 16
     for c, name in enumerate(classes):
         (root / name).mkdir(parents=True)
         for i in range(per_class):
             red = (c == 0) != (i >= per_class - conflicting)
-            img = np.zeros((16, 16, 3), np.uint8)
+            img = np.zeros((side, side, 3), np.uint8)
             img[:] = (200, 40, 40) if red else (40, 40, 200)
             if c == 0:
-                img[4:12, 4:12] = 255
+                img[4 * u:12 * u, 4 * u:12 * u] = 255
             else:
-                img[2:14, 6:10] = 255
+                img[2 * u:14 * u, 6 * u:10 * u] = 255
             path = f"{name}/{i:02d}.png"
             Image.fromarray(img).save(root / path)
             rows.append((path, name, "test" if i < test else "train"))
@@ -244,10 +248,107 @@ def test_bad_input_one_line_exit_2_nothing_written(capsys, tmp_path):
                    "not found", out)
     _fails_cleanly(capsys, tmp_path, [folder, "--dataset", "colored_mnist"], "not both", out)
     _fails_cleanly(capsys, tmp_path, [folder, "--score", "loss"], "unknown score", out)
-    _fails_cleanly(capsys, tmp_path, [folder, "--sih"], "not built", out)
+    _fails_cleanly(capsys, tmp_path, [folder, "--score", "sih"], "add --sih", out)
+    _fails_cleanly(capsys, tmp_path, [folder, "--sih", "--sih-epochs", 0], "--sih-epochs", out)
     assert not out.exists()
 
     out.mkdir()
     (out / "keep.txt").write_text("mine")
     _fails_cleanly(capsys, tmp_path, [folder, "--labels", labels], "not empty", out)
     assert [p.name for p in out.iterdir()] == ["keep.txt"]
+
+
+# ---------------------------------------------------------------------------------------
+# --sih: SiH trained label-free as a second biased model, with its bias visualisation
+
+SIH_SUBSET, SIH_RATIO, SIH_EPOCHS = 3000, 0.02, 25  # about 50 conflicting images
+
+
+@pytest.fixture(scope="module")
+def sih_discovery(data_dir, tmp_path_factory):
+    """Discovery with --sih on 3,000 Colored MNIST training images at 2 % conflicting."""
+    out = tmp_path_factory.mktemp("sih") / "discovery"
+    code = main(["discover", "--dataset", "colored_mnist", "--conflict-ratio", str(SIH_RATIO),
+                 "--train-subset", str(SIH_SUBSET), "--sih", "--sih-epochs", str(SIH_EPOCHS),
+                 "--data-dir", data_dir, "--out", str(out), *FAST])
+    assert code == 0
+    return out
+
+
+def test_sih_ranks_conflicting_images_and_shows_its_bias(sih_discovery):
+    out = sih_discovery
+    assert sorted(p.name for p in out.iterdir()) == ["discover.html", "discovery.json",
+                                                     "ranking.csv", "sih", "sih_bias.png"]
+    record = json.loads((out / "discovery.json").read_text())
+    # SiH trained by the library's trainer into OUT/sih: a normal, finished run directory
+    run = out / record["sih"]["run"]
+    config = json.loads((run / "config.json").read_text())["run"]
+    assert config["method"] == "sih" and config["selection"] == "last"
+    assert config["epochs"] == SIH_EPOCHS and config["drop_bias_labels"] is True
+    assert (run / "summary.json").is_file() and (run / "model.pt").is_file()
+    assert record["sih"]["settings"]["epochs"] == SIH_EPOCHS
+    assert record["sih"]["seconds"]["train"] > 0 and record["seconds"]["sih"] > 0
+    # the GCE ranking stays the primary one; both are scored
+    assert record["ranking"] == "gce"
+    rankings = record["rankings"]
+    assert rankings["gce"]["primary"] and not rankings["sih"]["primary"]
+    assert (rankings["gce"]["evaluation"]["precision_at_100"]
+            == record["evaluation"]["precision_at_100"])
+    ev = rankings["sih"]["evaluation"]
+    share = 100.0 * ev["conflicting"] / ev["images"]
+    assert 1.0 < share < 3.0
+    assert ev["precision_at_100"] >= 25.0  # measured 37 (the conflicting share is about 2 %)
+    assert ev["precision_at_100"] >= 10 * share
+    assert len(rankings["sih"]["scores"]) == SIH_SUBSET
+    rows = list(csv.DictReader(open(out / "ranking.csv")))
+    assert len(rows) == SIH_SUBSET and {"sih_score", "sih_rank"} <= set(rows[0])
+    assert sorted(int(r["sih_rank"]) for r in rows) == list(range(SIH_SUBSET))
+    # the page embeds SiH's bias visualisation, with its caption
+    page = (out / "discover.html").read_text()
+    png = (out / "sih_bias.png").read_bytes()
+    assert png.startswith(b"\x89PNG")
+    assert "data:image/png;base64," + base64.b64encode(png).decode() in page
+    assert "bias visualisation on training images: each column is an image" in page
+    assert self_contained(page)
+    vis = record["sih"]["visualisation"]
+    assert vis["png"] == "sih_bias.png" and vis["images"] > 0 and vis["split"] == "train"
+    assert "deepfool_colour_shift" in vis  # Colored MNIST has foreground masks
+
+
+def test_sih_run_is_reused_and_can_be_the_primary_ranking(capsys, data_dir, tmp_path,
+                                                          sih_discovery):
+    """An --out holding only the finished sih/ run of an interrupted discovery (same
+    options) is resumed without training again; --score sih makes SiH's ranking primary."""
+    out = tmp_path / "again"
+    shutil.copytree(sih_discovery / "sih", out / "sih")
+    code, stdout, err = run(capsys, "discover", "--dataset", "colored_mnist",
+                            "--conflict-ratio", SIH_RATIO, "--train-subset", SIH_SUBSET,
+                            "--sih", "--sih-epochs", SIH_EPOCHS, "--score", "sih",
+                            "--data-dir", data_dir, "--out", out, *FAST)
+    assert code == 0, err
+    record = json.loads((out / "discovery.json").read_text())
+    first = json.loads((sih_discovery / "discovery.json").read_text())
+    assert record["sih"]["reused_finished_run"] is True
+    assert record["ranking"] == "sih" and record["rankings"]["sih"]["primary"]
+    assert record["rankings"]["sih"]["scores"] == first["rankings"]["sih"]["scores"]
+    assert record["scores"] == record["rankings"]["sih"]["scores"]
+    assert (record["evaluation"]["precision_at_100"]
+            == first["rankings"]["sih"]["evaluation"]["precision_at_100"])
+    assert "gce_rank" in (out / "ranking.csv").read_text().splitlines()[0]
+    assert "primary ranking: sih" in stdout
+
+
+def test_sih_refuses_images_its_vae_does_not_fit(capsys, tmp_path):
+    """SiH's MLP VAE is built for 28 x 28 images: 32 x 32 colour images are refused in one
+    line, and so are 28 x 28 images with no evaluation split; nothing is written."""
+    big = tmp_path / "big"
+    labels = write_folder(big, side=32)
+    out = tmp_path / "out"
+    _fails_cleanly(capsys, tmp_path, [big, "--labels", labels, "--sih"], "28 x 28", out)
+    _fails_cleanly(capsys, tmp_path, [big, "--sih"], "--image-size 28", out)
+    assert not out.exists()
+    small = tmp_path / "small"
+    write_folder(small, side=28)
+    (small / "labels.csv").unlink()
+    _fails_cleanly(capsys, tmp_path, [small, "--sih"], "evaluation split", out)
+    assert not out.exists()

@@ -93,7 +93,12 @@ def _add_discover_parser(sub, cfg) -> None:
                    help="top-ranked images listed and shown")
     v.add_argument("--examples", type=int, default=dflt.examples,
                    help="example images per cluster")
-    v.add_argument("--sih", action="store_true", help="SiH's bias visualisation (not built)")
+    v.add_argument("--sih", action="store_true", help="also train SiH label-free into "
+                   "OUT/sih (MLP VAE; 28 x 28 images only): a second ranking by its biased "
+                   "classifier's cross-entropy (--score sih makes it the primary one) and "
+                   "its bias visualisation on the page")
+    v.add_argument("--sih-epochs", type=int, default=dflt.sih_epochs,
+                   help="epochs of the SiH run (last epoch kept)")
     v.add_argument("--seed", type=int, default=dflt.seed)
     v.add_argument("--device", default=cfg.device)
     v.add_argument("--threads", type=int)
@@ -343,9 +348,6 @@ def cmd_discover(args) -> None:
                                    load_folder_input, load_protocol_input, run_discovery)
 
     started = time.perf_counter()
-    if args.sih:
-        raise ConfigError("--sih (SiH's bias visualisation in discovery) is not built yet; "
-                          "leave it out, or train a sih run and use 'debiaskit explain bias'")
     if (args.folder is None) == (args.dataset is None):
         raise ConfigError("give either FOLDER (images) or --dataset NAME, not both or neither")
     if args.folder is not None and (args.conflict_ratio is not None or args.data
@@ -359,9 +361,9 @@ def cmd_discover(args) -> None:
                          lr=args.lr, q=args.q, score=args.score, ema=args.ema,
                          cluster_on=args.cluster_on, clusters=args.clusters,
                          threshold=args.threshold, top=args.top, examples=args.examples,
-                         seed=args.seed)
+                         seed=args.seed, sih=args.sih, sih_epochs=args.sih_epochs)
     check_config(cfg)
-    check_out_dir(args.out)
+    check_out_dir(args.out, sih=cfg.sih)
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.folder is not None:
@@ -385,8 +387,20 @@ def cmd_discover(args) -> None:
                           for k in (100, 600)) + (
                   f", recall@600 {ev['recall_at_600']:.1f} %" if ev["recall_at_600"] is not None
                   else "") + f", cluster NMI with the bias {ev['cluster_nmi_bias']:.3f}")
+    if cfg.sih:
+        sih, ranked = record["sih"], record["rankings"]["sih"]
+        print(f"SiH ({cfg.sih_epochs} epochs, run folder {args.out}/{sih['run']}, "
+              f"{record['seconds']['sih']:.1f} s): biased classifier training accuracy "
+              f"{ranked['train_accuracy']:.1f} %, error set {ranked['error_set_size']} images"
+              + ("" if ranked["evaluation"] is None else ", its ranking's " + ", ".join(
+                  f"precision@{k} {ranked['evaluation'][f'precision_at_{k}']:.1f} %"
+                  for k in (100, 600)))
+              + f"; primary ranking: {record['ranking']}")
     print(f"{record['seconds']['total']:.1f} s; wrote {args.out}/discover.html, "
-          "discovery.json, ranking.csv")
+          "discovery.json, ranking.csv" + (", sih/" if cfg.sih else "")
+          + (", sih_bias.png" if cfg.sih and "png" in record["sih"]["visualisation"] else ""))
+    if cfg.sih and "error" in record["sih"]["visualisation"]:
+        print(f"no SiH bias visualisation: {record['sih']['visualisation']['error']}")
     src = record["input"]
     if src["dataset"] == "folder":
         params = {**src["params"]}

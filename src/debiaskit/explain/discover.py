@@ -23,13 +23,26 @@ whose bias labels are hidden from every step and used only to score the result) 
 4. with hidden bias labels, scores the discovery: precision at k (the share of truly
    bias-conflicting images among the k top-ranked), recall at k, average precision, the
    error set's precision and recall, and the normalised mutual information (NMI) between
-   the clusters and the true bias values (and, for contrast, the classes).
+   the clusters and the true bias values (and, for contrast, the classes);
+5. with ``sih`` (MNIST-size 28 x 28 images only, where SiH's MLP VAE fits), also trains
+   SiH (:mod:`debiaskit.methods.sih`) label-free with the library's trainer into the run
+   folder ``OUT/sih`` (selection "last", ``sih_epochs`` epochs, bias labels dropped), scores
+   every training image by the cross-entropy of SiH's biased classifier (the head on its
+   bias encoder's latent mean) as a second ranking, and renders SiH's bias visualisation
+   (:mod:`debiaskit.explain.bias`: DeepFool on the bias latent, next to a DisEnt-style
+   swap) on training images. The GCE ranking stays the primary one (``scores``,
+   ``order``, error set, clusters' top counts) unless ``score`` is ``sih``; both rankings
+   are scored side by side.
 
-Everything is computed before anything is written; the output folder (new or empty) is
-then written whole through a temporary folder renamed into place: ``discovery.json``,
-``ranking.csv`` and ``discover.html`` (a self-contained page: images as base64 PNG data
-URIs, no scripts, no external resources), plus ``labels.csv`` when the classes came from
-sub-folders (so that ``debiaskit train --dataset folder`` can read the same images).
+Everything but the SiH run is computed before anything is written; the output folder
+(new or empty) is then written whole through a temporary folder renamed into place:
+``discovery.json``, ``ranking.csv`` and ``discover.html`` (a self-contained page: images as
+base64 PNG data URIs, no scripts, no external resources), plus ``labels.csv`` when the
+classes came from sub-folders (so that ``debiaskit train --dataset folder`` can read the
+same images) and, with ``sih``, ``sih_bias.png``. The SiH run is a normal run directory
+written by the trainer while it trains: until the rest is written, ``OUT`` holds only
+``sih/``, and the same command run again resumes it (or reuses it once finished); the
+finished run is then moved into the temporary folder before the rename.
 ``debiaskit train --reweight-from DIR`` trains a debiased model from the result
 (:mod:`debiaskit.methods.discovered`).
 """
@@ -43,7 +56,7 @@ import os
 import shutil
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -52,22 +65,45 @@ import torch.nn.functional as F
 
 from .. import runs
 from ..data.dataset import BiasedDataset
-from ..data.loader import InMemoryLoader
+from ..data.loader import InMemoryLoader, as_float_images
 from ..data.protocols import build_data
-from ..errors import ConfigError, DataError, unknown_name
+from ..errors import ConfigError, DataError, DebiaskitError, unknown_name
 from ..losses import PerSampleEMA, generalized_cross_entropy
 from ..methods.base import adam
 from ..methods.discovered import DISCOVERY, FORMAT, training_checksum
 from ..models import MODELS, build_model
 
 RANKING, PAGE, LABELS = "ranking.csv", "discover.html", "labels.csv"
+#: The SiH run folder inside the discovery folder, and the bias visualisation's PNG.
+SIH_DIR, SIH_PNG = "sih", "sih_bias.png"
 
 #: How an image's bias-conflicting likelihood is scored (``--score``).
 SCORES = {
     "ce": "cross-entropy -log p_y of the trained biased model on each training image",
     "ema": "LfF's per-sample moving average (decay --ema) of the biased model's "
            "cross-entropy during training",
+    "sih": "cross-entropy -log p_y of SiH's biased classifier (the head on its bias "
+           "encoder's latent mean) on each training image (needs --sih)",
 }
+
+#: Image sides (height, width) SiH's MLP VAE is built for (MNIST, Colored MNIST).
+SIH_IMAGE_SIZE = (28, 28)
+
+#: Training images the SiH bias visualisation draws from (a seeded random pool), how
+#: many of them it visualises for its scores, and the columns of its PNG grid.
+SIH_POOL, SIH_VISUALISED, SIH_COLUMNS = 1000, 100, 12
+
+#: Brightness above which a pixel counts as foreground for the visualisation's shape
+#: IoU (``debiaskit explain bias``'s default).
+SIH_IOU_THRESHOLD = 0.2
+
+#: One line under the bias visualisation on the page.
+SIH_CAPTION = ("SiH's bias visualisation on training images: each column is an image, its "
+               "VAE reconstruction, the reconstruction after DeepFool moves only the bias "
+               "latent across the biased classifier's boundary to the class named above it, "
+               "and the reconstruction with another image's bias latent swapped in "
+               "(DisEnt-style); what changes from the second row to the third is what the "
+               "biased classifier relies on.")
 
 #: What the clusters are computed on (``--cluster-on``).
 CLUSTER_FEATURES = {
@@ -96,7 +132,9 @@ class DiscoverConfig:
     ``threshold`` (foreground brightness in [0, 1]; None: per image, halfway between its
     darkest and brightest pixel) set the clustering; ``top`` images are listed as the top
     of the ranking and shown on the page, ``examples`` per cluster; ``seed`` seeds the
-    network, the batches, k-means and the example choice.
+    network, the batches, k-means and the example choice. ``sih`` also trains SiH for
+    ``sih_epochs`` epochs (seeded by ``seed``; SiH's own batch size and hyper-parameters)
+    for a second ranking and its bias visualisation.
     """
 
     epochs: int = 3
@@ -112,12 +150,19 @@ class DiscoverConfig:
     top: int = 100
     examples: int = 12
     seed: int = 0
+    sih: bool = False
+    sih_epochs: int = 10
 
 
 def check_config(cfg: DiscoverConfig) -> None:
     """Range checks that need no data."""
     if cfg.score not in SCORES:
         raise unknown_name("score", cfg.score, SCORES)
+    if cfg.score == "sih" and not cfg.sih:
+        raise ConfigError("--score sih ranks by SiH's biased classifier, which only --sih "
+                          "trains; add --sih or choose --score ce or ema")
+    if cfg.sih_epochs < 1:
+        raise ConfigError(f"--sih-epochs must be >= 1, got {cfg.sih_epochs}")
     if cfg.cluster_on not in CLUSTER_FEATURES:
         raise unknown_name("cluster feature", cfg.cluster_on, CLUSTER_FEATURES)
     if cfg.model not in MODELS:
@@ -137,9 +182,13 @@ def check_config(cfg: DiscoverConfig) -> None:
         raise ConfigError(f"--threshold must be in [0, 1), got {cfg.threshold}")
 
 
-def check_out_dir(out) -> Path:
-    """``out`` must be new or an empty folder (a discovery never overwrites)."""
+def check_out_dir(out, sih: bool = False) -> Path:
+    """``out`` must be new or an empty folder (a discovery never overwrites); with ``sih``
+    it may also hold only the ``sih`` run folder of an interrupted discovery (resumed)."""
     out = Path(out)
+    if out.exists() and out.is_dir() and sih and all(
+            p.name == SIH_DIR and p.is_dir() for p in out.iterdir()):
+        return out
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ConfigError(f"{out} exists and is not empty; choose a new --out folder "
                           "(discoveries never overwrite)")
@@ -155,13 +204,19 @@ class DiscoveryInput:
     """The training images to discover on. ``data`` may carry bias labels, which only
     :func:`score_discovery` reads; ``paths`` are the images' files (folders only);
     ``source`` says how to build the same training set again (for ``debiaskit train``);
-    ``labels_csv`` is the CSV text to write beside the result (class sub-folders)."""
+    ``labels_csv`` is the CSV text to write beside the result (class sub-folders);
+    ``eval_splits`` names the evaluation splits ``debiaskit train`` would report on with
+    this data, and ``data_dir`` / ``download`` where a built-in protocol's files come from
+    (both read by ``--sih``, which trains SiH with the library's trainer)."""
 
     data: BiasedDataset
     class_names: list[str]
     source: dict
     paths: list[str] | None = None
     labels_csv: str | None = None
+    eval_splits: tuple[str, ...] = ()
+    data_dir: str | None = None
+    download: bool = False
 
 
 def _need_two_classes(data: BiasedDataset, class_names, where: str) -> None:
@@ -208,7 +263,8 @@ def load_folder_input(folder, labels=None, image_size=None) -> DiscoveryInput:
         classes = list(data.meta["classes"])
         _need_two_classes(data, classes, str(csv_path))
         return DiscoveryInput(data, classes, {"dataset": "folder", "params": bundle.params},
-                              paths=[r["path"].strip() for r in rows])
+                              paths=[r["path"].strip() for r in rows],
+                              eval_splits=tuple(bundle.evals))
     return _subfolder_input(folder, image_size)
 
 
@@ -269,7 +325,9 @@ def load_protocol_input(name: str, data_dir=None, download: bool = False,
     classes = [str(c) for c in data.meta.get("classes", range(data.num_classes))]
     source = {"dataset": name, "params": bundle.params, "train_subset": train_subset,
               "seed": seed}
-    return DiscoveryInput(data, classes, source)
+    return DiscoveryInput(data, classes, source, eval_splits=tuple(bundle.evals),
+                          data_dir=None if data_dir is None else str(data_dir),
+                          download=download)
 
 
 # ---------------------------------------------------------------------------------------
@@ -356,9 +414,39 @@ def kmeans(points: np.ndarray, k: int, seed: int) -> tuple[np.ndarray, np.ndarra
 
 
 @dataclass
+class Ranking:
+    """One biased model's ranking of the training images: per image (indexed by position
+    in the training set) its ``score`` (a key of :data:`SCORES`) and the model's
+    prediction; ``evaluation`` is filled by :func:`score_ranking` when bias labels exist."""
+
+    score: str
+    scores: np.ndarray
+    predictions: np.ndarray
+    y: np.ndarray
+    evaluation: dict | None = None
+
+    @property
+    def order(self) -> np.ndarray:
+        """Image indices, most likely bias-conflicting first."""
+        return rank(self.scores)
+
+    @property
+    def errors(self) -> np.ndarray:
+        """The model's error set: the images it misclassifies (bool per image)."""
+        return self.predictions != self.y
+
+    @property
+    def accuracy(self) -> float:
+        """The model's training accuracy (%)."""
+        return 100.0 * float((~self.errors).mean())
+
+
+@dataclass
 class Discovery:
     """A discovery's result before it is written: per-image arrays (indexed by position
-    in the training set) and the summaries."""
+    in the training set) and the summaries. ``scores``, ``order`` and ``predictions`` are
+    the primary ranking's; ``rankings`` holds every ranking computed (``gce``, and ``sih``
+    with its run record ``sih`` and bias visualisation PNG ``sih_png``)."""
 
     scores: np.ndarray
     order: np.ndarray  # image indices, most likely conflicting first
@@ -369,13 +457,15 @@ class Discovery:
     evaluation: dict | None
     seconds: dict
     colour: np.ndarray
+    rankings: dict = field(default_factory=dict)
+    primary: str = "gce"
+    sih: dict | None = None
+    sih_png: bytes | None = None
 
     @property
     def ranks(self) -> np.ndarray:
         """Each image's rank (0: most likely bias-conflicting)."""
-        ranks = np.empty(len(self.order), dtype=np.int64)
-        ranks[self.order] = np.arange(len(self.order))
-        return ranks
+        return _ranks(self.order)
 
     @property
     def errors(self) -> np.ndarray:
@@ -392,19 +482,18 @@ def rank(scores: np.ndarray) -> np.ndarray:
     return np.argsort(-scores, kind="stable")
 
 
-def score_discovery(order: np.ndarray, errors: np.ndarray, clusters: np.ndarray,
-                    data: BiasedDataset) -> dict | None:
-    """How well the ranking finds the truly bias-conflicting images and the clusters the
-    true bias values, from the hidden bias labels (None without them).
+def score_ranking(order: np.ndarray, errors: np.ndarray, data: BiasedDataset) -> dict | None:
+    """How well a ranking and an error set find the truly bias-conflicting images, from
+    the hidden bias labels (None without them).
 
     precision@k = |top k ∩ conflicting| / k; recall@k = |top k ∩ conflicting| /
-    |conflicting|; average precision over the whole ranking (scikit-learn); the error
-    set's (the biased model's misclassified images) precision and recall; NMI between the
-    cluster ids and the bias values, and between the cluster ids and the classes.
+    |conflicting|; R-precision (k = |conflicting|); average precision over the whole
+    ranking (scikit-learn); the error set's (the biased model's misclassified images)
+    precision and recall.
     """
     if not data.has_bias:
         return None
-    from sklearn.metrics import average_precision_score, normalized_mutual_info_score
+    from sklearn.metrics import average_precision_score
 
     conflicting = (~data.aligned).numpy()
     total = int(conflicting.sum())
@@ -426,6 +515,19 @@ def score_discovery(order: np.ndarray, errors: np.ndarray, clusters: np.ndarray,
     out["error_set"] = {"size": size,
                         "precision": 100.0 * caught / size if size else None,
                         "recall": 100.0 * caught / total if total else None}
+    return out
+
+
+def score_discovery(order: np.ndarray, errors: np.ndarray, clusters: np.ndarray,
+                    data: BiasedDataset) -> dict | None:
+    """:func:`score_ranking` of the primary ranking, plus the normalised mutual
+    information between the cluster ids and the bias values, and between the cluster ids
+    and the classes (None without bias labels)."""
+    out = score_ranking(order, errors, data)
+    if out is None:
+        return None
+    from sklearn.metrics import normalized_mutual_info_score
+
     out["cluster_nmi_bias"] = float(normalized_mutual_info_score(data.b.numpy(), clusters))
     out["cluster_nmi_class"] = float(normalized_mutual_info_score(data.y.numpy(), clusters))
     return out
@@ -466,36 +568,189 @@ def summarise_clusters(clusters: np.ndarray, k: int, y: np.ndarray, pred: np.nda
     return out
 
 
-def discover(inp: DiscoveryInput, cfg: DiscoverConfig, device="cpu") -> Discovery:
+# ---------------------------------------------------------------------------------------
+# SiH (--sih): a second label-free biased model, trained by the library's trainer
+
+
+def check_sih_input(inp: DiscoveryInput, cfg: DiscoverConfig) -> None:
+    """``--sih`` needs images SiH's MLP VAE is built for (28 x 28) and data the trainer
+    can build again and report on (a built-in protocol, or a labels CSV with an
+    evaluation split)."""
+    h, w = inp.data.image_shape[1:]
+    if (h, w) != SIH_IMAGE_SIZE:
+        folder = inp.source.get("dataset") == "folder"
+        raise ConfigError(
+            f"--sih trains SiH's MLP VAE, which is built for MNIST-size "
+            f"{SIH_IMAGE_SIZE[0]} x {SIH_IMAGE_SIZE[1]} images, and these are {h} x {w}; "
+            + ("resize them with --image-size 28, or " if folder else "")
+            + "leave --sih out (for larger colour images train SiH's ResNet-18 VAE with "
+            "'debiaskit train --method sih --model resnet18', then 'debiaskit explain bias')")
+    if not inp.eval_splits:
+        raise ConfigError("--sih trains SiH with debiaskit's trainer, which needs an "
+                          "evaluation split to report on, and these images have none; give "
+                          "FOLDER --labels CSV with a split column putting some images in "
+                          "split test")
+    if inp.source.get("train_subset") and inp.source.get("seed") != cfg.seed:
+        raise ConfigError(f"the training subset was drawn with seed {inp.source.get('seed')}"
+                          f" and the discovery has seed {cfg.seed}; load the input with the "
+                          "discovery's seed (SiH's run draws the same subset with it)")
+
+
+def sih_run_config(inp: DiscoveryInput, cfg: DiscoverConfig, device="cpu"):
+    """The :class:`~debiaskit.train.RunConfig` of the SiH run: method ``sih`` (its default
+    hyper-parameters and the trainer's batch size), the ``mlp`` VAE, ``cfg.sih_epochs``
+    epochs with selection "last" (evaluated after the last epoch only), seeded by
+    ``cfg.seed``, on the same training images with their bias labels dropped."""
+    from ..train import RunConfig
+
+    src = inp.source
+    return RunConfig(dataset=src["dataset"], data_params=dict(src.get("params") or {}),
+                     method="sih", model="mlp", epochs=cfg.sih_epochs, selection="last",
+                     eval_every=cfg.sih_epochs, seed=cfg.seed, drop_bias_labels=True,
+                     train_subset=src.get("train_subset"), device=str(device),
+                     progress=False, data_dir=inp.data_dir, download=inp.download)
+
+
+@torch.no_grad()
+def sih_biased_outputs(method, data: BiasedDataset, device="cpu", chunk: int = 2048):
+    """Cross-entropy and prediction of SiH's biased classifier (``predict_biased``: the
+    bias head on the bias encoder's latent mean) on every image of ``data``, in order."""
+    ce, pred = [], []
+    for lo in range(0, len(data), chunk):
+        x = as_float_images(data.x[lo:lo + chunk], device)
+        y = data.y[lo:lo + chunk].to(device)
+        logits = method.predict_biased(x).float()
+        ce.append(F.cross_entropy(logits, y, reduction="none").cpu())
+        pred.append(logits.argmax(1).cpu())
+    return torch.cat(ce), torch.cat(pred)
+
+
+def sih_visualisation(vae, data: BiasedDataset, cfg: DiscoverConfig, device="cpu"):
+    """SiH's bias visualisation (:func:`debiaskit.explain.bias.visualise_bias`) on a
+    seeded random pool of :data:`SIH_POOL` training images: the PNG grid (bytes) and its
+    scores (with foreground masks, the colour shift; always the shape IoU). When no pool
+    image is classified correctly by both of SiH's classifiers (too short a training),
+    there is nothing to visualise: the PNG is None and the scores say why."""
+    from .bias import save_grid, visualise_bias
+
+    gen = torch.Generator().manual_seed(cfg.seed)
+    pool = torch.randperm(len(data), generator=gen)[:SIH_POOL].sort().values
+    masks = None if data.mask is None else data.mask[pool].to(device)
+    try:
+        vis = visualise_bias(vae, as_float_images(data.x[pool], device),
+                             data.y[pool].to(device), masks, n=SIH_VISUALISED, seed=cfg.seed)
+    except DebiaskitError:
+        return None, {"pool": len(pool), "split": "train", "error": (
+            f"none of {len(pool)} training images is classified correctly by both of SiH's "
+            f"classifiers after {cfg.sih_epochs} epochs, so there is no bias to show; give "
+            "more --sih-epochs")}
+    with tempfile.TemporaryDirectory(prefix="debiaskit-sih-") as tmp:
+        png = save_grid(vis, Path(tmp) / SIH_PNG, columns=SIH_COLUMNS, title=(
+            f"SiH ({cfg.sih_epochs} epochs): bias visualisation on training images "
+            "(DeepFool on the bias latent vs DisEnt-style swap)")).read_bytes()
+    scores = {"pool": len(pool), "split": "train", **vis.scores(SIH_IOU_THRESHOLD)}
+    return png, scores
+
+
+def train_sih(inp: DiscoveryInput, cfg: DiscoverConfig, run_dir, device="cpu"):
+    """Train SiH label-free into the run folder ``run_dir`` with :func:`debiaskit.train.train`
+    (an unfinished run of the same settings there is resumed, a finished one reused), then
+    rank every training image by its biased classifier's cross-entropy and render its bias
+    visualisation. Returns the :class:`Ranking`, the run's record for discovery.json and the
+    visualisation's PNG bytes."""
+    from ..train import check_config as check_run_config
+    from ..train import load_trained, same_run, train
+
+    data, run_dir = inp.data, Path(run_dir)
+    run_cfg = check_run_config(sih_run_config(inp, cfg, device))
+    seconds = {}
+    t0 = time.perf_counter()
+    reused = runs.is_finished(run_dir)
+    if reused:
+        if not same_run(run_cfg, runs.read_json(run_dir / runs.CONFIG)):
+            raise ConfigError(f"{run_dir} holds a finished SiH run of other settings; choose "
+                              "a new --out folder")
+        summary = runs.read_json(run_dir / runs.SUMMARY)
+    else:
+        summary = train(run_cfg, run_dir)
+    seconds["train"] = time.perf_counter() - t0
+    stored = runs.read_json(run_dir / runs.CONFIG)
+    if stored.get("data", {}).get("train_checksum") != training_checksum(data):
+        raise DebiaskitError(f"{run_dir}: SiH trained on other images than the discovery's "
+                             "(the data or its options changed); choose a new --out folder")
+    t1 = time.perf_counter()
+    prep = load_trained(run_dir, inp.data_dir)
+    ce, pred = sih_biased_outputs(prep.method, data, device)
+    ranking = Ranking("sih", ce.double().numpy(), pred.numpy(), data.y.numpy())
+    seconds["score"] = time.perf_counter() - t1
+    t2 = time.perf_counter()
+    png, vis_scores = sih_visualisation(prep.method.vae, data, cfg, device)
+    seconds["visualise"] = time.perf_counter() - t2
+    seconds["run_train_seconds"] = summary["train_seconds"]  # every epoch, resumed or not
+    record = {
+        "run": SIH_DIR, "method": "sih", "model": "mlp",
+        "settings": {"epochs": run_cfg.epochs, "selection": run_cfg.selection,
+                     "batch_size": run_cfg.batch_size, "seed": run_cfg.seed,
+                     "hparams": dict(prep.method.hp), "bias_labels": "dropped"},
+        "protocol": summary["protocol"], "reused_finished_run": reused,
+        "biased_classifier": {"train_accuracy": ranking.accuracy,
+                              "error_set_size": int(ranking.errors.sum())},
+        "visualisation": ({"png": SIH_PNG, "caption": SIH_CAPTION, **vis_scores}
+                          if png is not None else vis_scores),
+        "seconds": seconds,
+    }
+    return ranking, record, png
+
+
+def discover(inp: DiscoveryInput, cfg: DiscoverConfig, device="cpu",
+             sih_dir=None) -> Discovery:
     """Train the biased model, score, rank and cluster ``inp.data`` (see the module
-    docstring); bias labels, if any, are read only to score the result."""
+    docstring); with ``cfg.sih`` also train SiH into the run folder ``sih_dir`` for a
+    second ranking. Bias labels, if any, are read only to score the result."""
     check_config(cfg)
     data = inp.data
     k = cfg.clusters or data.num_classes
     if k > len(data):
         raise ConfigError(f"--clusters {k} exceeds the {len(data)} images; give fewer clusters")
+    if cfg.sih:
+        check_sih_input(inp, cfg)
+        if sih_dir is None:
+            raise ConfigError("--sih trains SiH into a run folder; give sih_dir "
+                              "(run_discovery uses OUT/sih)")
     seconds = {}
     t0 = time.perf_counter()
     net, ema = train_biased_model(data, cfg, device)
     seconds["train"] = time.perf_counter() - t0
     t1 = time.perf_counter()
     ce, pred, feats = biased_outputs(net, data, cfg.cluster_on == "features", device)
-    scores = (ce if cfg.score == "ce" else ema).double().numpy()
-    order = rank(scores)
+    gce_score = "ema" if cfg.score == "ema" else "ce"
+    y = data.y.numpy()
+    rankings = {"gce": Ranking(gce_score, (ce if gce_score == "ce" else ema).double().numpy(),
+                               pred.numpy(), y)}
     seconds["score"] = time.perf_counter() - t1
+    sih = sih_png = None
+    if cfg.sih:
+        t = time.perf_counter()
+        rankings["sih"], sih, sih_png = train_sih(inp, cfg, sih_dir, device)
+        seconds["sih"] = time.perf_counter() - t
+    primary = "sih" if cfg.score == "sih" else "gce"
+    main = rankings[primary]
+    order = main.order
     t2 = time.perf_counter()
     colour = colour_statistics(data.x, cfg.threshold)
     points = colour if cfg.cluster_on == "colour" else feats.numpy()
     clusters, _ = kmeans(points, k, cfg.seed)
-    y, pred = data.y.numpy(), pred.numpy()
-    summary = summarise_clusters(clusters, k, y, pred, order, min(cfg.top, len(data)),
-                                 cfg.examples, cfg.seed, colour, inp.class_names,
-                                 data.b.numpy() if data.has_bias else None)
+    summary = summarise_clusters(clusters, k, y, main.predictions, order,
+                                 min(cfg.top, len(data)), cfg.examples, cfg.seed, colour,
+                                 inp.class_names, data.b.numpy() if data.has_bias else None)
     seconds["cluster"] = time.perf_counter() - t2
-    evaluation = score_discovery(order, pred != y, clusters, data)
-    return Discovery(scores=scores, order=order, y=y, predictions=pred, clusters=clusters,
-                     cluster_summary=summary, evaluation=evaluation, seconds=seconds,
-                     colour=colour)
+    evaluation = score_discovery(order, main.errors, clusters, data)
+    for r in rankings.values():
+        r.evaluation = score_ranking(r.order, r.errors, data)
+    return Discovery(scores=main.scores, order=order, y=y, predictions=main.predictions,
+                     clusters=clusters, cluster_summary=summary, evaluation=evaluation,
+                     seconds=seconds, colour=colour, rankings=rankings, primary=primary,
+                     sih=sih, sih_png=sih_png)
 
 
 # ---------------------------------------------------------------------------------------
@@ -503,10 +758,16 @@ def discover(inp: DiscoveryInput, cfg: DiscoverConfig, device="cpu") -> Discover
 
 
 def result_json(inp: DiscoveryInput, cfg: DiscoverConfig, res: Discovery) -> dict:
-    """The content of ``discovery.json``: indices are positions in the training set."""
+    """The content of ``discovery.json``: indices are positions in the training set.
+    ``biased_model`` is always the GCE model; the per-image fields (``scores``, ``order``,
+    ``predictions``, ``error_set`` ...) are the primary ranking's (``ranking``). With SiH,
+    ``rankings`` holds both rankings (per-image scores and predictions, accuracy, error
+    set size, evaluation) and ``sih`` what was trained (settings, run folder, seconds,
+    visualisation scores)."""
     data = inp.data
     top = min(cfg.top, len(data))
-    return {
+    gce = res.rankings.get("gce")
+    record = {
         "format": FORMAT,
         "settings": {**asdict(cfg), "clusters": cfg.clusters or data.num_classes,
                      "score_description": SCORES[cfg.score],
@@ -519,8 +780,9 @@ def result_json(inp: DiscoveryInput, cfg: DiscoverConfig, res: Discovery) -> dic
                   "checksum": training_checksum(data),
                   "bias_labels": "hidden; used only for 'evaluation'" if data.has_bias
                   else "none"},
-        "biased_model": {"train_accuracy": res.biased_accuracy,
-                         "error_set_size": int(res.errors.sum())},
+        "biased_model": {"train_accuracy": gce.accuracy if gce else res.biased_accuracy,
+                         "error_set_size": int((gce.errors if gce else res.errors).sum())},
+        "ranking": res.primary,
         "top": res.order[:top].tolist(),
         "order": res.order.tolist(),
         "scores": [round(float(s), 6) for s in res.scores],
@@ -532,21 +794,42 @@ def result_json(inp: DiscoveryInput, cfg: DiscoverConfig, res: Discovery) -> dic
         "evaluation": res.evaluation,
         "seconds": res.seconds,
     }
+    if res.sih is not None:
+        record["sih"] = res.sih
+        record["rankings"] = {name: {
+            "score": r.score, "description": SCORES[r.score], "primary": name == res.primary,
+            "train_accuracy": r.accuracy, "error_set_size": int(r.errors.sum()),
+            "evaluation": r.evaluation, "scores": [round(float(v), 6) for v in r.scores],
+            "predictions": r.predictions.tolist()} for name, r in res.rankings.items()}
+    return record
 
 
 def ranking_csv(inp: DiscoveryInput, res: Discovery) -> str:
-    """``ranking.csv``: one row per image, by rank: index, score, rank, class, the biased
-    model's prediction, cluster (and the file path for folders)."""
+    """``ranking.csv``: one row per image, by the primary rank: index, score, rank, class,
+    the biased model's prediction, cluster, with SiH the other ranking's score and rank
+    (``sih_score,sih_rank`` or ``gce_score,gce_rank``), and the file path for folders."""
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
+    others = [(name, r.scores, _ranks(r.order)) for name, r in res.rankings.items()
+              if name != res.primary and res.sih is not None]
     writer.writerow(["index", "score", "rank", "y", "predicted", "cluster"]
+                    + [f"{name}_{col}" for name, _, _ in others for col in ("score", "rank")]
                     + (["path"] if inp.paths else []))
     names, y = inp.class_names, inp.data.y.numpy()
     for r, i in enumerate(res.order):
         row = [int(i), f"{res.scores[i]:.6g}", r, names[y[i]], names[res.predictions[i]],
                int(res.clusters[i])]
+        for _, scores, ranks in others:
+            row += [f"{scores[i]:.6g}", int(ranks[i])]
         writer.writerow(row + ([inp.paths[i]] if inp.paths else []))
     return buf.getvalue()
+
+
+def _ranks(order: np.ndarray) -> np.ndarray:
+    """Each image's position in ``order`` (0: first)."""
+    ranks = np.empty(len(order), dtype=np.int64)
+    ranks[order] = np.arange(len(order))
+    return ranks
 
 
 def data_uri(png: bytes) -> str:
@@ -596,12 +879,53 @@ def _hex(rgb) -> str:
     return "#" + "".join(f"{int(round(255 * min(max(v, 0.0), 1.0))):02x}" for v in rgb)
 
 
+#: Names of the rankings on the page.
+RANKING_NAMES = {"gce": "GCE model", "sih": "SiH's biased classifier"}
+
+
+def _percent(value) -> str:
+    return "n/a" if value is None else f"{value:.1f} %"
+
+
+def sih_section(res: Discovery) -> dict | None:
+    """What the page shows of the SiH run: its settings, seconds, biased classifier, the
+    two rankings side by side (with hidden bias labels) and the bias visualisation."""
+    if res.sih is None:
+        return None
+    sih, ranking = res.sih, res.rankings["sih"]
+    rows = []
+    if all(r.evaluation for r in res.rankings.values()):
+        keys = ([(f"precision at {k}", f"precision_at_{k}") for k in PRECISION_AT]
+                + [(f"recall at {PRECISION_AT[-1]}", f"recall_at_{PRECISION_AT[-1]}"),
+                   ("R-precision", "r_precision"), ("average precision", "average_precision")])
+        rows = [{"label": label, "values": [_percent(r.evaluation[key])
+                                            for r in res.rankings.values()]}
+                for label, key in keys]
+        rows.append({"label": "error set: size, precision", "values": [
+            f"{r.evaluation['error_set']['size']}, "
+            f"{_percent(r.evaluation['error_set']['precision'])}"
+            for r in res.rankings.values()]})
+    return {"epochs": sih["settings"]["epochs"], "run": sih["run"],
+            "batch_size": sih["settings"]["batch_size"],
+            "seconds": f"{res.seconds['sih']:.1f}",
+            "train_seconds": f"{sih['seconds']['run_train_seconds']:.1f}",
+            "reused": sih["reused_finished_run"],
+            "accuracy": f"{ranking.accuracy:.1f}", "error_set": int(ranking.errors.sum()),
+            "primary": RANKING_NAMES[res.primary],
+            "columns": [RANKING_NAMES[name] + (" (primary)" if name == res.primary else "")
+                        for name in res.rankings], "rows": rows,
+            "png": None if res.sih_png is None else data_uri(res.sih_png),
+            "caption": sih["visualisation"].get("caption"),
+            "missing": sih["visualisation"].get("error")}
+
+
 def render_page(inp: DiscoveryInput, cfg: DiscoverConfig, res: Discovery) -> str:
     """``discover.html`` from the Jinja2 template ``templates/discover.html.j2``."""
     import jinja2
 
     data, names, y = inp.data, inp.class_names, res.y
     conflicting = (~data.aligned).numpy() if data.has_bias else None
+    gce = res.rankings.get("gce") or Ranking(cfg.score, res.scores, res.predictions, y)
 
     def tile(i: int) -> dict:
         i = int(i)
@@ -626,28 +950,39 @@ def render_page(inp: DiscoveryInput, cfg: DiscoverConfig, res: Discovery) -> str
         source=described, size=len(data), shape="x".join(map(str, data.image_shape)),
         classes=names, settings=cfg, score_description=SCORES[cfg.score],
         cluster_description=CLUSTER_FEATURES[cfg.cluster_on],
-        k=len(res.cluster_summary), biased_accuracy=f"{res.biased_accuracy:.1f}",
-        error_set=int(res.errors.sum()),
+        k=len(res.cluster_summary), biased_accuracy=f"{gce.accuracy:.1f}",
+        error_set=int(gce.errors.sum()), sih=sih_section(res),
         evaluation=res.evaluation, precision_at=PRECISION_AT,
         histogram=data_uri(histogram_png(res.scores, conflicting, SCORES[cfg.score])),
         top=[tile(i) for i in res.order[:top]], clusters=clusters,
         seconds={k: f"{v:.1f}" for k, v in res.seconds.items()})
 
 
-def write_discovery(out, files: dict[str, bytes]) -> Path:
+def write_discovery(out, files: dict[str, bytes], keep: tuple[str, ...] = ()) -> Path:
     """Write ``files`` (name -> bytes) into the new or empty folder ``out`` through a
-    temporary sibling folder renamed into place: ``out`` is whole or absent."""
-    out = check_out_dir(out)
+    temporary sibling folder renamed into place: ``out`` is whole or absent. ``keep``
+    names folders already in ``out`` (the SiH run) that are moved into the temporary
+    folder just before the rename (and moved back if anything fails)."""
+    out = check_out_dir(out, sih=bool(keep))
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     os.chmod(tmp, 0o777 & ~runs._UMASK)  # (mkdtemp makes it private)
+    moved = []
     try:
         for name, content in files.items():
             runs.atomic_write(tmp / name, lambda f, c=content: f.write(c))
+        for name in keep:
+            if (out / name).exists():
+                os.replace(out / name, tmp / name)
+                moved.append(name)
         if out.exists():
             out.rmdir()
         os.replace(tmp, out)
     except BaseException:
+        if moved:
+            out.mkdir(exist_ok=True)
+            for name in moved:
+                os.replace(tmp / name, out / name)
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
@@ -657,12 +992,13 @@ def run_discovery(inp: DiscoveryInput, cfg: DiscoverConfig, out, device="cpu",
                   started: float | None = None) -> dict:
     """Discover on ``inp`` and write the result into ``out``; returns discovery.json's
     content. ``started`` (a ``time.perf_counter`` value) counts loading the data into the
-    total seconds."""
+    total seconds. With ``cfg.sih`` the SiH run trains in ``out/sih`` first (``out`` may
+    already hold only that folder, from an interrupted discovery: it is resumed)."""
     import json
 
-    check_out_dir(out)
+    out = check_out_dir(out, sih=cfg.sih)
     started = time.perf_counter() if started is None else started
-    res = discover(inp, cfg, device)
+    res = discover(inp, cfg, device, sih_dir=out / SIH_DIR if cfg.sih else None)
     res.seconds["total"] = time.perf_counter() - started  # data, training, scores, clusters
     page = render_page(inp, cfg, res)
     record = result_json(inp, cfg, res)
@@ -670,5 +1006,7 @@ def run_discovery(inp: DiscoveryInput, cfg: DiscoverConfig, out, device="cpu",
              RANKING: ranking_csv(inp, res).encode(), PAGE: page.encode()}
     if inp.labels_csv is not None:
         files[LABELS] = inp.labels_csv.encode()
-    write_discovery(out, files)
+    if res.sih_png is not None:
+        files[SIH_PNG] = res.sih_png
+    write_discovery(out, files, keep=(SIH_DIR,) if cfg.sih else ())
     return record
