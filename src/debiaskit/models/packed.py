@@ -5,8 +5,9 @@ The first layer of every network reads the same (large) input, so it is computed
 them as one matrix product against their concatenated weights, ``x @ [W_1; ...; W_n]^T``,
 and its backward pass gives all first-layer weight gradients in one more product. On
 Colored MNIST that layer holds about 90 % of an MLP's training arithmetic, and one
-product of width ``n x 100`` runs faster than ``n`` products of width 100 (measured by
-``benchmarks/speed.py`` and ``benchmarks/pack_seeds.py``). The networks keep their own
+product of width ``n x 100`` may run faster than ``n`` products of width 100; whether it
+does depends on the CPU (``benchmarks/speed.py`` and ``benchmarks/pack_seeds.py``
+measure it). The networks keep their own
 parameters and state-dict keys (the concatenation is rebuilt every call, a small copy), so
 checkpoints, optimisers and explanation tools are unchanged; the outputs equal those of
 calling each network on its own up to float rounding. Networks that are not plain MLPs
