@@ -207,12 +207,6 @@ def heldout_indices(n: int, fraction: float, seed: int) -> tuple[torch.Tensor, t
     return order[n_val:].sort().values, order[:n_val].sort().values
 
 
-def split_heldout(train: BiasedDataset, fraction: float, seed: int):
-    """A seeded random ``fraction`` of the training set as validation; the rest trains."""
-    train_idx, val_idx = heldout_indices(len(train), fraction, seed)
-    return train.subset(train_idx, f"{train.name}"), train.subset(val_idx, "val")
-
-
 def random_subset(ds: BiasedDataset, size: int | None, seed: int) -> BiasedDataset:
     """A seeded random subset of ``size`` samples (for quick experiments), kept in order."""
     if size is None or size >= len(ds):
@@ -265,8 +259,8 @@ def prepare(cfg: RunConfig) -> Prepared:
         if cfg.selection == "worst_group" and not train.has_bias:
             raise ConfigError("selection worst_group needs bias labels; use --selection "
                               "heldout (label-free) or last")
-        kept = heldout_indices(len(train), cfg.heldout_fraction, cfg.seed)[0]
-        train, val = split_heldout(train, cfg.heldout_fraction, cfg.seed)
+        kept, held_out = heldout_indices(len(train), cfg.heldout_fraction, cfg.seed)
+        train, val = train.subset(kept, train.name), train.subset(held_out, "val")
         evals = {"val": val, **evals}
     if not evals:
         raise ConfigError(f"{cfg.dataset} has no evaluation split to report on; give some "

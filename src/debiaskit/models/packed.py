@@ -46,23 +46,31 @@ def _scale(linear: nn.Linear) -> float:
     return linear.scale if isinstance(linear, InputScaledLinear) else 1.0
 
 
+def _packable_stacks(modules) -> list[list[nn.Module]] | None:
+    """Each module's layers (:func:`mlp_layers`) if ``modules`` can be packed: two or more
+    MLPs whose first layers read the same input width with the same input scaling and
+    dtype; None otherwise."""
+    stacks = [mlp_layers(m) for m in modules]
+    if len(stacks) < 2 or any(s is None for s in stacks):
+        return None
+    firsts = [s[0] for s in stacks]
+    same = (len({f.in_features for f in firsts}) == 1 and len({_scale(f) for f in firsts}) == 1
+            and len({f.weight.dtype for f in firsts}) == 1)
+    return stacks if same else None
+
+
 def packable(modules) -> bool:
     """Whether :func:`forward_shared` packs ``modules`` (two or more MLPs whose first
     layers read the same input width with the same input scaling)."""
-    stacks = [mlp_layers(m) for m in modules]
-    if len(stacks) < 2 or any(s is None for s in stacks):
-        return False
-    firsts = [s[0] for s in stacks]
-    return (len({f.in_features for f in firsts}) == 1 and len({_scale(f) for f in firsts}) == 1
-            and len({f.weight.dtype for f in firsts}) == 1)
+    return _packable_stacks(modules) is not None
 
 
 def forward_shared(modules, x: torch.Tensor, pack: bool = True) -> list[torch.Tensor]:
     """``[m(x) for m in modules]``, with the first layers of packable MLPs computed as one
     matrix product (``pack=False``, or modules that are not packable: one call each)."""
-    if not pack or not packable(modules):
+    stacks = _packable_stacks(modules) if pack else None
+    if stacks is None:
         return [m(x) for m in modules]
-    stacks = [mlp_layers(m) for m in modules]
     firsts = [s[0] for s in stacks]
     weight = torch.cat([f.weight for f in firsts])
     bias = torch.cat([f.bias for f in firsts])
