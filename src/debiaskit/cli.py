@@ -226,6 +226,17 @@ def build_parser() -> argparse.ArgumentParser:
     lad.add_argument("--no-probe", action="store_true",
                      help="skip the bias probe (does the walk remove the bias or remap it?)")
     lad.add_argument("--data-dir")
+    walk = esub.add_parser("lad-walk", help="LAD walk diagnostic: per walk step, f's "
+                           "entropy, codes changed (digit vs background), step vs code gap, "
+                           "class-bias NMI and digit-shape IoU (JSON table and PNG)")
+    walk.add_argument("run_dir")
+    walk.add_argument("--hp", action="append", metavar="KEY=VALUE",
+                      help="LAD option over the run's (a hypothesis; its stages are computed "
+                      "in --out, the run's reused where they match)")
+    walk.add_argument("--images", type=int, default=2000, help="training images walked")
+    walk.add_argument("--seed", type=int, default=0, help="seed of the image sample and probe")
+    walk.add_argument("--out", help="folder (default RUN_DIR/walk_diagnostic)")
+    walk.add_argument("--data-dir")
     sal = esub.add_parser("saliency", help="CF/F's saliency focus: images, foreground masks "
                           "and saliency maps (PNG) and the saliency AUPR (JSON)")
     sal.add_argument("run_dir")
@@ -463,6 +474,16 @@ def cmd_explain(args) -> None:
                       "halfway from chance to 100 %), so its figures do not show whether the "
                       "walk removed the bias")
             print(f"wrote {png.with_name('lad_bias.json')} and lad_bias.png")
+        return
+    if args.explain_command == "lad-walk":
+        from .explain.walk_diagnostic import diagnose_run, format_table
+
+        if args.images < 1:
+            raise ConfigError(f"--images must be >= 1, got {args.images}")
+        result = diagnose_run(args.run_dir, _pairs(args.hp, "--hp"), args.out, args.images,
+                              args.seed, args.data_dir)
+        print(format_table(result))
+        print(f"wrote {result['folder']}/walk_diagnostic.json and walk_diagnostic.png")
         return
     if args.explain_command == "saliency":
         from .explain.saliency import explain_saliency_run

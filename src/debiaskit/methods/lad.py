@@ -22,6 +22,14 @@ applies twice (``alpha_twice``) and whether ``f_strong`` also sees the original 
 (``with_originals``).
 ``walk_objective="random_class"`` is our variant, not the paper's: each latent walks towards
 a random other class of ``f`` (drawn per image from the run's seed) and stops there.
+
+Options that test why a walk remaps a class's cue instead of removing it (each default
+keeps the walk as before; :mod:`debiaskit.explain.walk_diagnostic` measures them):
+``f_optimizer`` / ``f_momentum`` / ``f_steps`` / ``f_label_smoothing`` (an ``f`` that is
+not saturated), ``f_temperature`` (the walk reads ``f``'s logits divided by it),
+``walk_augment`` / ``walk_jitter`` / ``walk_views`` (walks that start from different
+points for images of one class, several per image) and ``alpha_units`` (steps measured in
+the codebook's spacing instead of gradient standard deviations).
 """
 
 from __future__ import annotations
@@ -32,18 +40,30 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..data.augment import AUGMENTATIONS
 from ..data.dataset import BiasedDataset
-from ..data.loader import InMemoryLoader
+from ..data.loader import InMemoryLoader, as_float_images
 from ..errors import ConfigError
 from ..models.vqvae import VQVAE
+from ..optim import OptimizerSpec, build_optimizer
 from .base import HParam, adam, register
 from .erm import ERM
-from .lad_walk import latent_walk, predictive_entropy
+from .lad_walk import latent_walk, predictive_entropy, spacing_scale
 
 #: Batch size of encoding, walking and decoding (no gradients to parameters: large batches).
 WALK_BATCH = 1000
 WALK_STARTS = ("quantized", "continuous")
 WALK_OBJECTIVES = ("entropy", "random_class")
+F_OPTIMIZERS = ("adam", "sgd")
+ALPHA_UNITS = ("std", "spacing")
+#: Settings of each stage, in its cache key (a stage reruns when one of them changes).
+VQ_SETTINGS = ("codebook_size", "code_dim", "vq_downsample", "vq_hidden", "vq_epochs", "vq_lr",
+               "vq_batch", "commitment", "vq_decay", "vq_restart")
+F_SETTINGS = ("f_hidden", "f_epochs", "f_lr", "f_optimizer", "f_momentum", "f_steps",
+              "f_label_smoothing")
+WALK_SETTINGS = ("walk_steps", "alpha", "alpha_twice", "walk_start", "walk_accumulate",
+                 "walk_objective", "f_temperature", "walk_augment", "walk_jitter", "walk_views",
+                 "alpha_units")
 
 
 def bias_classifier(latent_shape, num_classes: int, hidden: int = 100) -> nn.Module:
@@ -80,7 +100,16 @@ class LAD(ERM):
                              "(EMA) at a random latent of the batch (0: never)", 0.0, 1e9),
         "f_hidden": HParam(100, "hidden units of the bias classifier f (paper: 100)", 1, 100000),
         "f_epochs": HParam(1, "training epochs of f", 1, 1000),
-        "f_lr": HParam(1e-3, "Adam learning rate of f", 0.0, 10.0),
+        "f_lr": HParam(1e-3, "learning rate of f", 0.0, 10.0),
+        "f_optimizer": HParam("adam", "optimiser of f: adam, or sgd (the paper's \"standard "
+                              "SGD\"; give f_lr and f_momentum with it)", choices=F_OPTIMIZERS),
+        "f_momentum": HParam(0.0, "SGD momentum of f (f_optimizer=sgd)", 0.0, 1.0),
+        "f_steps": HParam(0, "stop f's training after this many steps of batch 256 (0: all "
+                          "f_epochs)", 0, 10**9),
+        "f_label_smoothing": HParam(0.0, "label smoothing of f's cross-entropy (keeps f "
+                                    "from saturating)", 0.0, 1.0),
+        "f_temperature": HParam(1.0, "the walk reads f's logits divided by this (above 1: "
+                                "a saturated f gives the walk gradients)", 1e-3, 1e6),
         "walk_steps": HParam(20, "walk steps (paper: BG MNIST 20, FG MNIST 7, CIFAR 4)", 0, 10000),
         "alpha": HParam(0.1, "walk step size (paper: 0.1 MNIST, 0.07 CIFAR)", 0.0, 100.0),
         "alpha_twice": HParam(False, "multiply by alpha again as Algorithm 1 does (Eq. 6 "
@@ -94,6 +123,21 @@ class LAD(ERM):
                                  "f (Eq. 5); random_class (ours, not the paper's): towards a "
                                  "random other class of f per image, stopping there",
                                  choices=WALK_OBJECTIVES),
+        "walk_augment": HParam("none", "augmentation of the image each walk starts from "
+                               "(one of the training augmentations): images of a class no "
+                               "longer start from the same code", choices=tuple(AUGMENTATIONS)),
+        "walk_jitter": HParam(0.0, "Gaussian noise on each start latent, about this many code "
+                              "spacings per latent position (0: none)", 0.0, 100.0),
+        "walk_views": HParam(1, "walks per training image, each from its own draw of "
+                             "walk_augment / walk_jitter; f_strong trains on all of them "
+                             "(an epoch costs walk_views times as much)", 1, 64),
+        "rewalk_every": HParam(0, "0: f_strong trains on every walk view each epoch; k: "
+                               "on one view per epoch, the next view every k epochs (a "
+                               "re-walk every k epochs, the walks computed once)", 0, 10**6),
+        "alpha_units": HParam("std", "std: alpha in standard deviations of the gradient "
+                              "(Eq. 6); spacing: each latent position moves about alpha "
+                              "times the median distance between neighbouring codes",
+                              choices=ALPHA_UNITS),
         "with_originals": HParam(False, "train f_strong on the original images as well"),
     }
 
@@ -105,6 +149,13 @@ class LAD(ERM):
             raise ConfigError(f"LAD's VQ-VAE with vq_downsample={down} needs image sides "
                               f"divisible by {down}, got "
                               f"{self.input_shape[1]}x{self.input_shape[2]}")
+        hp = self.hp
+        if hp["walk_views"] > 1 and hp["walk_augment"] == "none" and not hp["walk_jitter"]:
+            raise ConfigError("walk_views > 1 makes identical walks without walk_augment or "
+                              "walk_jitter; give one of them (e.g. --hp walk_augment=crop_affine)")
+        if hp["walk_objective"] == "random_class" and hp["walk_views"] > 1:
+            raise ConfigError("walk_views > 1 is for the entropy walk; use walk_views=1 with "
+                              "walk_objective=random_class")
 
     # --- the stages -------------------------------------------------------------------
     def new_vqvae(self) -> VQVAE:
@@ -138,13 +189,6 @@ class LAD(ERM):
         # the training set's codes, kept with the model so later stages need not re-encode
         return {"vqvae": vqvae.state_dict(), "codes": codes.to(torch.int32).cpu()}, stats
 
-    @staticmethod
-    def encode_continuous(vqvae: VQVAE, train: BiasedDataset, device) -> torch.Tensor:
-        """The encoder's outputs before quantisation (N x D x grid) of every image."""
-        with torch.inference_mode():
-            return torch.cat([vqvae.encode(batch.x) for batch in InMemoryLoader(
-                train, WALK_BATCH, shuffle=False, device=device).epoch(0)])
-
     def train_bias_classifier(self, vqvae: VQVAE, codes: torch.Tensor, train: BiasedDataset,
                               seed: int, device) -> tuple[dict, dict]:
         """Stage 2: fit ``f`` on the flattened quantised latents (``codes`` of ``train``)
@@ -152,21 +196,27 @@ class LAD(ERM):
         hp = self.hp
         gen = torch.Generator().manual_seed(seed)
         f = bias_classifier(vqvae.latent_shape, train.num_classes, hp["f_hidden"]).to(device)
-        optimizer = adam(f, hp["f_lr"])
+        optimizer = build_optimizer(f.parameters(), OptimizerSpec(
+            name=hp["f_optimizer"], lr=hp["f_lr"], momentum=hp["f_momentum"]))
         y = train.y.to(device)
-        correct = 0
+        correct, seen, steps = 0, 0, 0
+        limit = hp["f_steps"] or math.inf
         for _ in range(hp["f_epochs"]):
             order = torch.randperm(len(codes), generator=gen).to(device)
-            correct = 0
+            correct, seen = 0, 0
             for lo in range(0, len(order), 256):
+                if steps >= limit:
+                    break
                 idx = order[lo:lo + 256]
                 logits = f(vqvae.quantizer.lookup(codes[idx]))
-                loss = F.cross_entropy(logits, y[idx])
+                loss = F.cross_entropy(logits, y[idx], label_smoothing=hp["f_label_smoothing"])
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
                 correct += (logits.argmax(1) == y[idx]).sum().item()
-        stats = {"f_last_epoch_train_accuracy": 100.0 * correct / len(codes)}
+                seen += len(idx)
+                steps += 1
+        stats = {"f_last_epoch_train_accuracy": 100.0 * correct / max(seen, 1), "f_steps": steps}
         if train.b is not None:  # reported only: how much f follows the bias
             with torch.inference_mode():
                 pred = torch.cat([f(vqvae.quantizer.lookup(codes[lo:lo + WALK_BATCH])).argmax(1)
@@ -174,13 +224,61 @@ class LAD(ERM):
             stats["f_agrees_with_bias"] = 100.0 * (pred == train.b).float().mean().item()
         return {"f": f.state_dict()}, stats
 
+    # --- the walk ---------------------------------------------------------------------
+    def step_unit(self, vqvae: VQVAE, codes: torch.Tensor) -> float:
+        """Per-element size of one "code spacing" (:func:`spacing_scale` over the codes in
+        use): the unit of ``walk_jitter``, and of ``alpha`` with ``alpha_units="spacing"``."""
+        return spacing_scale(vqvae.quantizer.codebook, torch.unique(codes))
+
+    def walk_classifier(self, f: nn.Module):
+        """``f`` as the walk reads it: logits divided by ``f_temperature``."""
+        temperature = self.hp["f_temperature"]
+        return f if temperature == 1.0 else (lambda h: f(h) / temperature)
+
+    def start_latents(self, vqvae: VQVAE, x: torch.Tensor, codes: torch.Tensor, unit: float,
+                      gen: torch.Generator, mask: torch.Tensor | None = None):
+        """Where the walks of a batch start: the cached quantised latent (``codes``) or the
+        encoder's output of the uint8 images ``x``, of an augmented view if
+        ``walk_augment``, plus ``walk_jitter`` noise drawn from ``gen``. Returns ``(start,
+        mask)`` with the foreground ``mask`` moved as the images were (or None)."""
+        hp = self.hp
+        augment = AUGMENTATIONS[hp["walk_augment"]]()
+        with torch.inference_mode():
+            if augment is None and hp["walk_start"] == "quantized":
+                start = vqvae.quantizer.lookup(codes)
+            else:
+                images = as_float_images(x, codes.device)
+                if augment is not None:
+                    images, mask = augment.apply(images, gen, mask)
+                start = vqvae.encode(images)
+                if hp["walk_start"] == "quantized":
+                    start = vqvae.quantizer.quantize(start)
+            if hp["walk_jitter"]:
+                noise = torch.randn(start.shape, generator=gen).to(start.device)
+                start = start + noise * (hp["walk_jitter"] * unit)
+        return start.clone(), mask
+
+    def walk_latents(self, vqvae: VQVAE, f: nn.Module, start: torch.Tensor, unit: float,
+                     target: torch.Tensor | None = None, on_step=None) -> torch.Tensor:
+        """Algorithm 1 (:func:`latent_walk`) from ``start`` with this run's settings."""
+        hp = self.hp
+        return latent_walk(self.walk_classifier(f), vqvae.quantizer.quantize, start,
+                           hp["walk_steps"], hp["alpha"], hp["alpha_twice"],
+                           hp["walk_accumulate"], target,
+                           step_scale=unit if hp["alpha_units"] == "spacing" else 1.0,
+                           on_step=on_step)
+
+    @staticmethod
+    def view_generator(seed: int, view: int) -> torch.Generator:
+        """The random source of walk view ``view`` (augmentation and jitter draws)."""
+        return torch.Generator().manual_seed(seed * 1009 + view)
+
     def walk(self, vqvae: VQVAE, f: nn.Module, codes: torch.Tensor, train: BiasedDataset,
              seed: int, device) -> tuple[dict, dict]:
-        """Stage 3: walk every training latent (``codes`` of ``train``; Algorithm 1) and
-        decode it (Eq. 7)."""
+        """Stage 3: walk every training latent (``codes`` of ``train``; Algorithm 1),
+        ``walk_views`` times, and decode it (Eq. 7). The images are view after view."""
         hp = self.hp
-        continuous = (self.encode_continuous(vqvae, train, device)
-                      if hp["walk_start"] == "continuous" else None)
+        unit = self.step_unit(vqvae, codes)
         images, changed, before, after, follows, reached = [], 0.0, 0.0, 0.0, 0, 0
         y = train.y.to(device)
         targets = None
@@ -189,24 +287,27 @@ class LAD(ERM):
                                   generator=torch.Generator().manual_seed(seed))
             targets = (y + shift.to(device)) % train.num_classes
         f.eval()
-        for lo in range(0, len(codes), WALK_BATCH):
-            start = (vqvae.quantizer.lookup(codes[lo:lo + WALK_BATCH])
-                     if hp["walk_start"] == "quantized" else continuous[lo:lo + WALK_BATCH])
-            target = None if targets is None else targets[lo:lo + WALK_BATCH]
-            walked = latent_walk(f, vqvae.quantizer.quantize, start, hp["walk_steps"],
-                                 hp["alpha"], hp["alpha_twice"], hp["walk_accumulate"], target)
-            with torch.inference_mode():
-                before += predictive_entropy(f(vqvae.quantizer.lookup(
-                    codes[lo:lo + WALK_BATCH]))).sum().item()
-                logits = f(walked)
-                after += predictive_entropy(logits).sum().item()
-                follows += (logits.argmax(1) == y[lo:lo + WALK_BATCH]).sum().item()
-                if target is not None:
-                    reached += (logits.argmax(1) == target).sum().item()
-                changed += (vqvae.quantizer.nearest(walked) != codes[lo:lo + WALK_BATCH]
-                            ).float().mean((1, 2)).sum().item()
-                images.append(to_uint8(vqvae.decode(walked)).cpu())
-        n = len(codes)
+        for view in range(hp["walk_views"]):
+            gen = self.view_generator(seed, view)
+            for lo in range(0, len(codes), WALK_BATCH):
+                batch_codes = codes[lo:lo + WALK_BATCH]
+                start, _ = self.start_latents(vqvae, train.x[lo:lo + WALK_BATCH], batch_codes,
+                                              unit, gen)
+                target = None if targets is None else targets[lo:lo + WALK_BATCH]
+                walked = self.walk_latents(vqvae, f, start, unit, target)
+                with torch.inference_mode():
+                    start_codes = vqvae.quantizer.nearest(start)
+                    before += predictive_entropy(f(vqvae.quantizer.lookup(start_codes))
+                                                 ).sum().item()
+                    logits = f(walked)
+                    after += predictive_entropy(logits).sum().item()
+                    follows += (logits.argmax(1) == y[lo:lo + WALK_BATCH]).sum().item()
+                    if target is not None:
+                        reached += (logits.argmax(1) == target).sum().item()
+                    changed += (vqvae.quantizer.nearest(walked) != start_codes
+                                ).float().mean((1, 2)).sum().item()
+                    images.append(to_uint8(vqvae.decode(walked)).cpu())
+        n = len(codes) * hp["walk_views"]
         stats = {"entropy_before": before / n, "entropy_after": after / n,
                  "max_entropy": math.log(train.num_classes),
                  "codes_changed_fraction": changed / n,
@@ -216,41 +317,64 @@ class LAD(ERM):
             stats["f_predicts_target_after"] = 100.0 * reached / n
         return {"images": torch.cat(images)}, stats
 
-    def prepare_training_data(self, train: BiasedDataset, evals: dict, store, seed: int,
-                              device) -> BiasedDataset:
-        """Run (or load) the three stages; return the decoded walked training set."""
+    def fit_stages(self, train: BiasedDataset, evals: dict, store, seed: int,
+                   device) -> tuple[VQVAE, torch.Tensor, nn.Module]:
+        """Run (or load) stages 1 and 2; return the eval-mode VQ-VAE, the training set's
+        code indices and ``f``."""
         hp = self.hp
         base = {"train_checksum": train.checksum(), "seed": seed}
         # a stage cached before an option existed was made as with its default
         defaults = {name: param.default for name, param in self.hparams.items()}
-        vq_settings = ("codebook_size", "code_dim", "vq_downsample", "vq_hidden", "vq_epochs",
-                       "vq_lr", "vq_batch", "commitment", "vq_decay", "vq_restart")
-        vq_key = {**base, "layout": VQVAE.LAYOUT, **{k: hp[k] for k in vq_settings}}
+        vq_key = {**base, "layout": VQVAE.LAYOUT, **{k: hp[k] for k in VQ_SETTINGS}}
         vq_art = store.run("vqvae", vq_key, seeded(seed, lambda: self.train_vqvae(
             train, evals, seed, device)), defaults)
         vqvae = self.new_vqvae().to(device)
         vqvae.load_state_dict(vq_art["vqvae"])
         vqvae.eval()
         codes = vq_art["codes"].long().to(device)
-        f_key = {**base, "vqvae": store.checksum("vqvae"),
-                 **{k: hp[k] for k in ("f_hidden", "f_epochs", "f_lr")}}
+        f_key = {**base, "vqvae": store.checksum("vqvae"), **{k: hp[k] for k in F_SETTINGS}}
         f_art = store.run("bias_classifier", f_key, seeded(seed, lambda: self.train_bias_classifier(
             vqvae, codes, train, seed, device)), defaults)
         f = bias_classifier(vqvae.latent_shape, train.num_classes, hp["f_hidden"]).to(device)
         f.load_state_dict(f_art["f"])
-        walk_key = {**base, "vqvae": store.checksum("vqvae"),
+        f.eval()
+        return vqvae, codes, f
+
+    def prepare_training_data(self, train: BiasedDataset, evals: dict, store, seed: int,
+                              device) -> BiasedDataset:
+        """Run (or load) the three stages; return the decoded walked training set."""
+        hp = self.hp
+        vqvae, codes, f = self.fit_stages(train, evals, store, seed, device)
+        defaults = {name: param.default for name, param in self.hparams.items()}
+        walk_key = {"train_checksum": train.checksum(), "seed": seed,
+                    "vqvae": store.checksum("vqvae"),
                     "bias_classifier": store.checksum("bias_classifier"),
-                    **{k: hp[k] for k in ("walk_steps", "alpha", "alpha_twice", "walk_start",
-                                          "walk_accumulate", "walk_objective")}}
+                    **{k: hp[k] for k in WALK_SETTINGS}}
         walked = store.run("walk", walk_key, lambda: self.walk(vqvae, f, codes, train, seed,
                                                                device), defaults)
-        decoded = BiasedDataset(name=f"{train.name}+lad", x=walked["images"], y=train.y,
-                                num_classes=train.num_classes, b=train.b,
+        views = hp["walk_views"]
+        self._walk_layout = (len(train), views, hp["with_originals"])
+        labels = train if views == 1 else BiasedDataset.concatenate([train] * views, train.name)
+        decoded = BiasedDataset(name=f"{train.name}+lad", x=walked["images"], y=labels.y,
+                                num_classes=train.num_classes, b=labels.b,
                                 num_bias=train.num_bias, aligned_bias=train.aligned_bias,
                                 meta={**train.meta, "lad": "decoded walked latents"})
         if not hp["with_originals"]:
             return decoded
         return BiasedDataset.concatenate([train, decoded], name=f"{train.name}+lad+originals")
+
+
+    def begin_epoch(self, epoch: int, train_loader):
+        """With ``rewalk_every = k > 0``: this epoch's indices are one walk view's (view
+        ``(epoch // k) mod walk_views``, after the originals if ``with_originals``)."""
+        every = self.hp["rewalk_every"]
+        if not every or getattr(self, "_walk_layout", None) is None:
+            return None
+        n, views, originals = self._walk_layout
+        view = (epoch // every) % views
+        offset = n if originals else 0
+        pool = offset + view * n + torch.arange(n)
+        return torch.cat([torch.arange(n), pool]) if originals else pool
 
 
 def seeded(seed: int, compute):

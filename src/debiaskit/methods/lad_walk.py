@@ -66,19 +66,22 @@ def walk_step(f: Callable, h: torch.Tensor, alpha: float, alpha_twice: bool = Fa
 
 def latent_walk(f: Callable, quantize: Callable, h: torch.Tensor, steps: int, alpha: float,
                 alpha_twice: bool = False, accumulate: bool = False,
-                target: torch.Tensor | None = None) -> torch.Tensor:
+                target: torch.Tensor | None = None, step_scale: float = 1.0,
+                on_step: Callable | None = None) -> torch.Tensor:
     """Algorithm 1: ``steps`` entropy-ascent steps, re-quantising after every one.
 
     ``f`` maps latents (B x D x H x W) to logits, ``quantize`` maps latents to nearest
     codebook vectors. ``accumulate`` adds each step to the continuous latent ``h + delta``
     and takes the gradient at its quantisation (Eq. 5), instead of adding it to the
-    quantised ``h_delta`` (Algorithm 1). With ``target`` (one class per latent) the steps
+    quantised ``h_delta`` (Algorithm 1). ``step_scale`` multiplies every step (see
+    :func:`spacing_scale`); ``on_step(step, delta, walked)``, if given, sees each step's
+    ``delta`` and the re-quantised latent after it (the walk diagnostic records them). With ``target`` (one class per latent) the steps
     ascend ``log p_f(target)`` and a latent stops once ``f`` predicts its target. Returns
     the walked, quantised latent.
     """
     continuous = h.detach()
     walked = quantize(continuous)
-    for _ in range(steps):
+    for step in range(steps):
         if target is not None:
             with torch.no_grad():
                 moving = (f(walked).argmax(1) != target).view(-1, *[1] * (h.dim() - 1))
@@ -87,9 +90,33 @@ def latent_walk(f: Callable, quantize: Callable, h: torch.Tensor, steps: int, al
         # Algorithm 1 differentiates at h_delta: the walk's start (quantised or not, see
         # LAD's walk_start), then its quantisation
         at = walked if accumulate else continuous
-        moved = continuous + walk_step(f, at, alpha, alpha_twice, target)
+        delta = walk_step(f, at, alpha, alpha_twice, target)
+        if step_scale != 1.0:
+            delta = delta * step_scale
         if target is not None:  # latents that reached their target stay where they are
-            moved = torch.where(moving, moved, continuous)
+            delta = torch.where(moving, delta, torch.zeros_like(delta))
+        moved = continuous + delta
         walked = quantize(moved)
         continuous = moved if accumulate else walked
+        if on_step is not None:
+            on_step(step, delta, walked)
     return walked
+
+
+def nearest_other_distance(codebook: torch.Tensor) -> torch.Tensor:
+    """Per codebook vector (K x D), the Euclidean distance to the nearest other one."""
+    dist = torch.cdist(codebook, codebook)
+    dist.fill_diagonal_(float("inf"))
+    return dist.min(1).values
+
+
+def spacing_scale(codebook: torch.Tensor, used: torch.Tensor | None = None) -> float:
+    """The factor that turns Eq. 6's standardised step (about ``sqrt(D)`` long per latent
+    position) into one of about the codebook's spacing: the median distance from a code
+    (among ``used`` code indices, if given) to its nearest other code, over ``sqrt(D)``.
+    With it, ``alpha`` counts code spacings per step instead of gradient standard
+    deviations (LAD's ``alpha_units="spacing"``)."""
+    nearest = nearest_other_distance(codebook)
+    if used is not None:
+        nearest = nearest[used]
+    return float(torch.quantile(nearest, 0.5)) / math.sqrt(codebook.shape[1])
