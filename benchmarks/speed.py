@@ -6,8 +6,8 @@ Measures, in one run on this machine and with one thread (as each bench worker u
     SiH and DisEnt (its 16-d network, with feature swapping on), or of any registered
     method named in ``--methods`` (e.g. gba,adversarial,domain_independent), through the
     library's own loader and ``Method.update``, and each one's time relative to Vanilla's;
-    LfF and DisEnt both packed (their networks' first layers as one product, the default)
-    and unpacked (``--no-pack``);
+    LfF and DisEnt both packed (their networks' first layers as one product, `--pack on`)
+    and unpacked (``--pack off``); ``--pack auto``, the default, picks one of the two per run;
   * the whole LfF Table 2 Colored MNIST preset's training time on 2 workers at the
     matmul rate (its floor in float32 on this CPU) and at the measured epoch times;
   * the speed targets (Vanilla's share of the matmul rate, LfF's and DisEnt's epoch time

@@ -1,5 +1,7 @@
 """Packed arithmetic of networks that read the same batch: equal to one call each."""
 
+from dataclasses import replace
+
 import pytest
 import torch
 from torch import nn
@@ -71,3 +73,31 @@ def test_a_packed_run_equals_an_unpacked_one(data_dir, tmp_path, method, hparams
         torch.testing.assert_close(value, weights[False][key], rtol=1e-3, atol=1e-4)
     for split, metrics in summaries[True]["metrics"].items():
         assert abs(metrics["accuracy"] - summaries[False]["metrics"][split]["accuracy"]) <= 0.3
+
+
+def test_pack_auto_times_both_once_and_the_run_records_the_decision(data_dir, tmp_path):
+    from debiaskit.bench.report import packing_lines
+    from debiaskit.models import packed
+
+    nets = [build_model("mlp", (3, 28, 28), 10) for _ in range(2)]
+    x = torch.rand(64, 3, 28, 28)
+    decision = packed.pack_decision(nets, x, steps=2, repeats=1)
+    assert isinstance(decision["packed"], bool)
+    assert decision["packed"] == (decision["packed_ms"] < decision["separate_ms"])
+    assert all(p.grad is None for net in nets for p in net.parameters())  # copies were timed
+    assert packed.pack_decision(nets, x, steps=2, repeats=1) == decision  # memoised
+    convs = [build_model("resnet20", (3, 32, 32), 10) for _ in range(2)]
+    assert packed.pack_decision(convs, torch.rand(2, 3, 32, 32))["packed"] is False
+    cfg = RunConfig(method="lff", data_params={"conflict_ratio": 0.02}, epochs=1,
+                    train_subset=1000, eval_subset=500, data_dir=data_dir, progress=False,
+                    threads=1)
+    assert cfg.pack == "auto"
+    summary = train(cfg, tmp_path / "auto")
+    assert summary["pack"]["mode"] == "auto" and summary["pack"]["separate_ms"] > 0
+    assert "pack" not in train(replace(cfg, method="erm"), tmp_path / "erm")
+    lines = packing_lines([{"mode": "auto", "packed": True, "packed_ms": 9.0,
+                            "separate_ms": 10.0},
+                           {"mode": "auto", "packed": False, "packed_ms": 11.0,
+                            "separate_ms": 10.0}, {"mode": "on", "packed": True}])
+    assert lines == ["Packing: pack auto packed 1 of 2 runs with networks to pack (packed / "
+                     "one-by-one time per step 0.90-1.10x, timed on each run's first batch)."]

@@ -157,8 +157,11 @@ def build_parser() -> argparse.ArgumentParser:
                    "patience in epochs (selection early_stop; SiH: 2 for mlp, 20 for resnet18)")
     t.add_argument("--eval-every", type=int, default=cfg.eval_every, metavar="N",
                    help="evaluate every N-th epoch and the last (selection last only)")
-    t.add_argument("--no-pack", action="store_true", help="compute networks that read the "
-                   "same batch one by one instead of packed (equal up to float rounding)")
+    t.add_argument("--pack", choices=("auto", "on", "off"), default="auto",
+                   help="networks that read the same batch: first layers as one product "
+                   "(on), one by one (off), or whichever the first batch times faster on this "
+                   "CPU (auto) (equal up to float rounding)")
+    t.add_argument("--no-pack", action="store_true", help="same as --pack off")
     t.add_argument("--train-subset", type=int, help="train on a seeded random subset of N images")
     t.add_argument("--eval-subset", type=int, help="evaluate on seeded random subsets of N images")
     t.add_argument("--no-bias-labels", action="store_true",
@@ -191,8 +194,11 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--precision", help="fp32 (the papers') or bf16 autocast (stated in report)")
     b.add_argument("--force-precision", action="store_true",
                    help="run bf16 even without native bf16 (to measure it)")
-    b.add_argument("--no-pack", action="store_true", help="compute networks that read the "
-                   "same batch one by one instead of packed (stated in report)")
+    b.add_argument("--pack", choices=("auto", "on", "off"), default="auto",
+                   help="networks that read the same batch: first layers as one product "
+                   "(on), one by one (off), or whichever the first batch times faster on this "
+                   "CPU (auto) (stated in report)")
+    b.add_argument("--no-pack", action="store_true", help="same as --pack off")
     b.add_argument("--hp", action="append", metavar="KEY=VALUE",
                    help="method hyper-parameter over the preset's, for every chosen method "
                         "(stated in report; give a new --out)")
@@ -333,7 +339,7 @@ def cmd_train(args) -> None:
         selection=args.selection,
         heldout_fraction=args.heldout_fraction, patience=args.patience,
         eval_every=args.eval_every, drop_bias_labels=args.no_bias_labels,
-        pack=not args.no_pack, train_subset=args.train_subset, eval_subset=args.eval_subset,
+        pack=_pack_mode(args), train_subset=args.train_subset, eval_subset=args.eval_subset,
         device=args.device, threads=args.threads, memory_format=args.memory_format,
         data_dir=args.data_dir,
         download=args.download, reuse_stages=args.reuse_stages,
@@ -446,7 +452,12 @@ def cmd_bench(args) -> None:
     print(run_bench(args.preset, args.out, args.seeds, args.workers, methods, args.epochs,
                     args.data_dir, ray_address=args.ray, rows=rows, precision=args.precision,
                     hparams=_pairs(args.hp, "--hp"), force_precision=args.force_precision,
-                    pack=not args.no_pack))
+                    pack=_pack_mode(args)))
+
+
+def _pack_mode(args):
+    """RunConfig.pack from --pack / --no-pack."""
+    return False if args.no_pack else {"auto": "auto", "on": True, "off": False}[args.pack]
 
 
 def cmd_explain(args) -> None:

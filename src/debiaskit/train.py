@@ -90,8 +90,10 @@ class RunConfig:
     alone: the other policies choose among every epoch); it changes what metrics.jsonl
     records, not what is trained, so it is not part of the run's identity.
     ``pack`` computes the first layers of networks that read the same batch (LfF's two
-    MLPs, DisEnt's two encoders) as one matrix product (:mod:`debiaskit.models.packed`);
-    results equal an unpacked run's up to float rounding, so it is not part of the identity.
+    MLPs, DisEnt's two encoders) as one matrix product (:mod:`debiaskit.models.packed`):
+    True, False, or "auto" (default: the first batch times both and keeps the faster; the
+    decision is in summary.json's ``pack``); results equal an unpacked run's up to float
+    rounding, so it is not part of the identity.
     ``reweight_from`` names the folder of a ``debiaskit discover`` result on the same
     training images, which the ``discovered`` method trains from (and needs).
     """
@@ -127,7 +129,7 @@ class RunConfig:
     reuse_stages: str | None = None
     eval_every: int = 1
     force_precision: bool = False
-    pack: bool = True
+    pack: bool | str = "auto"
     reweight_from: str | None = None
 
     def identity(self) -> dict:
@@ -146,6 +148,8 @@ def check_config(cfg: RunConfig) -> RunConfig:
     if cfg.augment not in AUGMENTATIONS:
         raise unknown_name("augmentation", cfg.augment, AUGMENTATIONS)
     check_precision(cfg.precision, cfg.device, cfg.force_precision)
+    if cfg.pack not in (True, False, "auto"):
+        raise ConfigError(f"pack must be true, false or auto, got {cfg.pack!r}")
     if cfg.memory_format not in MEMORY_FORMATS:
         raise unknown_name("memory format", cfg.memory_format, MEMORY_FORMATS)
     optim.check(cfg.optimizer, cfg.schedule)
@@ -538,6 +542,8 @@ class Trainer:
             "train_seconds": sum(r["train_seconds"] for r in records),
             "peak_rss_mib": peak_rss_mib(),
         }
+        if method.pack_info is not None:
+            summary["pack"] = method.pack_info
         if self.stage_records:
             summary["stages"] = {}
             for name, rec in self.stage_records.items():

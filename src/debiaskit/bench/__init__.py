@@ -13,7 +13,7 @@ def run_bench(name: str, out, seeds: int | None = None, workers: int | None = No
               methods=None, epochs: int | None = None, data_dir=None, log=print,
               ray_address: str | None = None, rows=None, precision: str | None = None,
               hparams: dict | None = None, force_precision: bool = False,
-              pack: bool = True) -> str:
+              pack: bool | str = "auto") -> str:
     """Run preset ``name`` into ``out/name`` (skipping finished runs); return the report.
 
     ``ray_address`` sends the runs to a Ray cluster instead of a local process pool;
@@ -21,7 +21,7 @@ def run_bench(name: str, out, seeds: int | None = None, workers: int | None = No
     with autocast (refused without native bf16 unless ``force_precision``; the report says
     so); ``hparams`` sets
     method hyper-parameters over the preset's for every chosen method (stated in the report);
-    ``pack`` False computes networks that read the same batch one by one (stated too).
+    ``pack`` (True, False or "auto") packs networks that read the same batch (stated too).
     """
     preset = get_preset(name)
     out = Path(out) / name

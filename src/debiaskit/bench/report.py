@@ -34,13 +34,15 @@ def collect(preset: TablePreset, planned: list[PlannedRun]) -> dict:
     cells = defaultdict(list)
     best = defaultdict(list)
     curves = defaultdict(list)
-    stages, rss = {}, []
+    stages, rss, packs = {}, [], []
     for p in planned:
         if not runs.is_finished(p.run_dir):
             continue
         summary = runs.read_json(p.run_dir / runs.SUMMARY)
         if summary.get("peak_rss_mib") is not None:
             rss.append(summary["peak_rss_mib"])
+        if summary.get("pack"):
+            packs.append(summary["pack"])
         if summary.get("stages"):
             stages[f"{p.method}/{p.row}/seed{p.seed}"] = summary["stages"]
         row = preset.row(p.row)
@@ -56,7 +58,25 @@ def collect(preset: TablePreset, planned: list[PlannedRun]) -> dict:
         curves[(p.method, p.row)].append(
             [(r["epoch"], r["eval"][split].get("aligned"), r["eval"][split].get("conflicting"))
              for r in evals])
-    return {"cells": cells, "best": best, "curves": curves, "stages": stages, "rss": rss}
+    return {"cells": cells, "best": best, "curves": curves, "stages": stages, "rss": rss,
+            "packs": packs}
+
+
+PACK_TEXT = {True: "packed", False: "unpacked",
+             "auto": "packed where timing the first batch on the worker's CPU found it faster "
+                     "(pack auto, see Packing below)"}
+
+
+def packing_lines(decisions: list[dict]) -> list[str]:
+    """What pack "auto" decided in the finished runs (their summaries' ``pack``)."""
+    auto = [d for d in decisions if d.get("mode") == "auto" and "packed_ms" in d]
+    if not auto:
+        return []
+    packed = sum(d["packed"] for d in auto)
+    ratios = sorted(d["packed_ms"] / d["separate_ms"] for d in auto)
+    return [f"Packing: pack auto packed {packed} of {len(auto)} runs with networks to pack "
+            f"(packed / one-by-one time per step {ratios[0]:.2f}-{ratios[-1]:.2f}x, timed on "
+            "each run's first batch)."]
 
 
 def _selection_text(cfg) -> str:
@@ -96,7 +116,7 @@ def protocol_lines(preset: TablePreset, planned: list[PlannedRun]) -> list[str]:
         f"Training: model {cfg.model}{' ' + str(cfg.model_options) if cfg.model_options else ''}"
         f", batch {cfg.batch_size}, augmentation {cfg.augment}, {describe_optimiser(cfg)}, "
         f"{describe_precision(cfg.precision)}, "
-        f"{'packed' if cfg.pack else 'unpacked'} first layers of networks that read the same "
+        f"{PACK_TEXT[cfg.pack]} first layers of networks that read the same "
         f"batch (LfF, DisEnt; equal to one call each up to float rounding), "
         f"method hyper-parameters {hparams or 'the paper defaults'}. {preset.notes}",
     ]
@@ -229,7 +249,7 @@ def write_report(preset: TablePreset, planned: list[PlannedRun], out: Path) -> s
                f"(the largest of {len(results['rss'])} runs' peak_rss_mib, which covers the "
                "worker's earlier runs too)."] if results["rss"] else [])
     text = "\n".join([f"# {preset.title}", "", md_table, "", *reference_lines(preset, planned),
-                      *protocol, *memory, *oracle, *stage_lines(results["stages"])])
+                      *protocol, *packing_lines(results["packs"]), *memory, *oracle, *stage_lines(results["stages"])])
     markdown = (text + "\n\n![curves](curves.png)\n").encode()
     runs.atomic_write(out / "report.md", lambda f: f.write(markdown))
     runs.write_json(out / "results.json", {"preset": preset.name, "numbers": numbers,

@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError, unknown_name
+from ..models import packed
 from ..optim import OptimizerSpec, build_optimizer
 
 METHODS: dict[str, type["Method"]] = {}
@@ -157,9 +158,11 @@ class Method(nn.Module):
     #: Model-selection policy (see ``debiaskit.train.SELECTION``) when a run names none.
     default_selection: ClassVar[str] = "last"
     #: Whether networks that read the same batch share packed arithmetic
-    #: (:mod:`debiaskit.models.packed`; equal results up to float rounding). The trainer sets
-    #: it from the run's ``pack`` option.
-    pack: bool = True
+    #: (:mod:`debiaskit.models.packed`; equal results up to float rounding): True, False, or
+    #: "auto" (decided by timing both on the first batch). The trainer sets it from the
+    #: run's ``pack`` option; :attr:`pack_info` then records the decision.
+    pack: bool | str = "auto"
+    pack_info: dict | None = None
     #: The run's length in epochs, set by the trainer before training (for methods whose
     #: schedule follows the run's progress, e.g. GBA's dann lambda); None outside a run.
     total_epochs: int | None = None
@@ -257,6 +260,18 @@ class Method(nn.Module):
         for opt in self.optimizers.values():
             opt.step()
         return stats
+
+    def forward_shared(self, modules, x: torch.Tensor) -> list:
+        """``[m(x) for m in modules]`` for networks that read the same batch, packed per
+        :attr:`pack` (:func:`debiaskit.models.packed.forward_shared`); with "auto" the first
+        call decides (:func:`~debiaskit.models.packed.pack_decision`) and records it in
+        :attr:`pack_info`."""
+        if self.pack == "auto":
+            self.pack_info = {"mode": "auto", **packed.pack_decision(modules, x)}
+            self.pack = self.pack_info["packed"]
+        elif self.pack_info is None:
+            self.pack_info = {"mode": "on" if self.pack else "off", "packed": bool(self.pack)}
+        return packed.forward_shared(modules, x, self.pack)
 
     def begin_epoch(self, epoch: int, train_loader) -> torch.Tensor | None:
         """Called before training epoch ``epoch`` (0-based) with the training loader (also

@@ -28,7 +28,6 @@ from torch import nn
 
 from ..losses import PerSampleEMA, generalized_cross_entropy, relative_difficulty
 from ..models import feature_extractor
-from ..models.packed import forward_shared
 from .base import HParam, Method, aligned_conflicting_means, log_uniform, register
 
 
@@ -88,8 +87,8 @@ class DisEnt(Method):
 
     def _features(self, x):
         """(z_i, z_b); both encoders read ``x``: their first layers as one product (packed)."""
-        return forward_shared([self.networks["intrinsic"]["encoder"],
-                               self.networks["bias"]["encoder"]], x, self.pack)
+        return self.forward_shared([self.networks["intrinsic"]["encoder"],
+                                    self.networks["bias"]["encoder"]], x)
 
     def loss(self, batch, training=True):
         z_i, z_b = self._features(batch.x)

@@ -14,7 +14,6 @@ import torch
 import torch.nn.functional as F
 
 from ..losses import PerSampleEMA, generalized_cross_entropy, relative_difficulty
-from ..models.packed import forward_shared
 from .base import HParam, Method, aligned_conflicting_means, register, uniform
 
 
@@ -45,8 +44,8 @@ class LfF(Method):
 
     def update(self, batch):
         # both models read the same batch: their first layers as one product (packed)
-        logits_b, logits_d = forward_shared(
-            [self.networks["biased"], self.networks["debiased"]], batch.x, self.pack)
+        logits_b, logits_d = self.forward_shared(
+            [self.networks["biased"], self.networks["debiased"]], batch.x)
         ce_b = F.cross_entropy(logits_b, batch.y, reduction="none")
         ce_d = F.cross_entropy(logits_d, batch.y, reduction="none")
         self.tables["biased"].update(batch.index, ce_b)

@@ -7,7 +7,8 @@ and its backward pass gives all first-layer weight gradients in one more product
 Colored MNIST that layer holds about 90 % of an MLP's training arithmetic, and one
 product of width ``n x 100`` may run faster than ``n`` products of width 100; whether it
 does depends on the CPU (``benchmarks/speed.py`` and ``benchmarks/pack_seeds.py``
-measure it). The networks keep their own
+measure it; ``pack="auto"``, the default, times both on the run's first batch and keeps
+the faster, :func:`pack_decision`). The networks keep their own
 parameters and state-dict keys (the concatenation is rebuilt every call, a small copy), so
 checkpoints, optimisers and explanation tools are unchanged; the outputs equal those of
 calling each network on its own up to float rounding. Networks that are not plain MLPs
@@ -15,6 +16,10 @@ calling each network on its own up to float rounding. Networks that are not plai
 """
 
 from __future__ import annotations
+
+import copy
+import math
+import time
 
 import torch
 from torch import nn
@@ -81,3 +86,45 @@ def forward_shared(modules, x: torch.Tensor, pack: bool = True) -> list[torch.Te
             h = layer(h)
         outs.append(h)
     return outs
+
+
+#: ``pack="auto"`` decisions, made once per process for each (first layers, batch shape,
+#: dtype, threads): timing the same work on this CPU is the only way to know.
+_AUTO: dict[tuple, dict] = {}
+PACK_MODES = (True, False, "auto")
+
+
+def _time_steps(modules, x: torch.Tensor, pack: bool, steps: int) -> float:
+    started = time.perf_counter()
+    for _ in range(steps):
+        outs = forward_shared(modules, x, pack)
+        sum(o.float().sum() for o in outs).backward()
+    return time.perf_counter() - started
+
+
+def pack_decision(modules, x: torch.Tensor, steps: int = 10, repeats: int = 3) -> dict:
+    """Whether packing ``modules`` pays for batches like ``x`` on this CPU: forward and
+    backward passes of copies of the networks on ``x``, ``steps`` packed and ``steps`` one
+    by one, alternating, ``repeats`` times after a warm-up; packed if its best time is the
+    lower. Returns ``{"packed", "packed_ms", "separate_ms"}`` (per step; ``{"packed":
+    False, "reason": ...}`` for networks that cannot be packed). Memoised per process;
+    uses no random numbers, so the run's results do not depend on it beyond float rounding."""
+    stacks = _packable_stacks(modules)
+    if stacks is None:
+        return {"packed": False, "reason": "the networks cannot be packed"}
+    key = (tuple((s[0].in_features, s[0].out_features) for s in stacks), tuple(x.shape),
+           x.dtype, torch.get_num_threads())
+    if key not in _AUTO:
+        with torch.inference_mode(False), torch.enable_grad():
+            copies = [copy.deepcopy(m) for m in modules]
+            batch = x.detach().clone()
+            for pack in (True, False):
+                _time_steps(copies, batch, pack, 2)
+            best = {True: math.inf, False: math.inf}
+            for _ in range(repeats):
+                for pack in (True, False):
+                    best[pack] = min(best[pack], _time_steps(copies, batch, pack, steps))
+        _AUTO[key] = {"packed": best[True] < best[False],
+                      "packed_ms": 1000 * best[True] / steps,
+                      "separate_ms": 1000 * best[False] / steps}
+    return dict(_AUTO[key])
