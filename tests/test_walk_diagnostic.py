@@ -95,7 +95,7 @@ def test_walk_diagnostic_records_every_step_and_leaves_the_run_alone(small_lad_r
     assert steps[-1]["entropy"] > steps[0]["entropy"]      # the walk ascends f's entropy
     # rho = 1: the reconstructions keep the class colour, which the probe reads
     assert result["probe_split"] == "unbiased" and steps[0]["class_bias_nmi"] > 0.8
-    assert steps[0]["bias_kept"] > 80
+    assert steps[0]["bias_kept"] > 50          # chance: 10 %
     assert 0 < steps[0]["shape_iou"] <= 1 and steps[1]["step_norm"] > 0
     assert (tmp_path / "diag" / "walk_diagnostic.png").stat().st_size > 5000
     assert runs.read_json(tmp_path / "diag" / "walk_diagnostic.json")["steps"] == steps

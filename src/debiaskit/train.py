@@ -449,6 +449,8 @@ class Trainer:
                 sched.load_state_dict(ckpt["schedulers"][k])
             torch.set_rng_state(ckpt["rng"])
             start, best = ckpt["epoch"], ckpt["best"]
+            if ckpt.get("pack_info") is not None:
+                method.pack, method.pack_info = ckpt["pack"], ckpt["pack_info"]
             runs.rewrite_metrics(self.out, runs.read_metrics(self.out, up_to_epoch=start))
         else:  # interrupted before the first checkpoint: start over, keep the config
             runs.rewrite_metrics(self.out, [])
@@ -509,7 +511,9 @@ class Trainer:
             runs.save_torch(self.out / runs.CHECKPOINT, {
                 "epoch": epoch + 1, "method": method.training_state(),
                 "rng": torch.get_rng_state(),
-                "best": best, "schedulers": {k: v.state_dict() for k, v in schedulers.items()}})
+                "best": best, "schedulers": {k: v.state_dict() for k, v in schedulers.items()},
+                # a resumed run keeps the packing its first epochs used (pack auto decides once)
+                "pack": method.pack, "pack_info": method.pack_info})
             main = next(iter(prep.evals))
             if evaluated:
                 bar.set_postfix({k: f"{evals[main][k]:.1f}" for k in
