@@ -28,8 +28,7 @@ import torch
 from debiaskit import runs
 from debiaskit.bench.presets import get_preset
 from debiaskit.bench.runner import plan
-from debiaskit.explain.bias_probe import most_independent_split, train_probe
-from debiaskit.explain.walk_diagnostic import GOOD, diagnose_config
+from debiaskit.explain.walk_diagnostic import GOOD, bias_probe, diagnose_config
 from debiaskit.train import prepare
 
 #: name -> (hypothesis, LAD options over the preset's BG-100 row)
@@ -138,11 +137,8 @@ def main() -> None:
         if (folder / "walk_diagnostic.json").exists():
             print(f"{name}: done before")
             continue
-        if probe is None:
-            prep = prepare(base)
-            split = most_independent_split(prep.evals)
-            net, accuracy = train_probe(prep.evals[split], "b", seed=args.seed)
-            probe = (net, accuracy, split)
+        if probe is None:  # one probe for every setting (the data are the same)
+            probe = bias_probe(prepare(base).evals, args.seed)
         cfg = replace(base, hparams={**base.hparams, **SETTINGS[name][1]})
         reuse = out / "default" / runs.STAGES
         result = diagnose_config(cfg, folder, reuse if reuse.is_dir() else None, args.images,

@@ -32,6 +32,7 @@ from .errors import ConfigError, DebiaskitError, unknown_name
 from .methods import DataSpec, get_method
 from .metrics import classification_metrics
 from .models import NetworkFactory
+from .models.packed import PACK_MODES
 from .precision import check_precision, describe_precision
 from .precision import arithmetic as precision_context
 from .stages import StageStore
@@ -148,7 +149,7 @@ def check_config(cfg: RunConfig) -> RunConfig:
     if cfg.augment not in AUGMENTATIONS:
         raise unknown_name("augmentation", cfg.augment, AUGMENTATIONS)
     check_precision(cfg.precision, cfg.device, cfg.force_precision)
-    if cfg.pack not in (True, False, "auto"):
+    if cfg.pack not in PACK_MODES:
         raise ConfigError(f"pack must be true, false or auto, got {cfg.pack!r}")
     if cfg.memory_format not in MEMORY_FORMATS:
         raise unknown_name("memory format", cfg.memory_format, MEMORY_FORMATS)

@@ -90,6 +90,15 @@ def verdict(final: dict, num_classes: int) -> dict:
     return {**checks, "good": all(checks.values())}
 
 
+def bias_probe(evals: dict, seed: int = 0) -> tuple:
+    """``(bias probe, its held-out accuracy, split)``: the probe of
+    :mod:`~debiaskit.explain.bias_probe` trained on the evaluation split whose bias is most
+    independent of the class (one probe can serve several diagnostics of the same data)."""
+    split = most_independent_split(evals)
+    net, accuracy = train_probe(evals[split], "b", seed=seed)
+    return net, accuracy, split
+
+
 def diagnose_walk(method, vqvae, f, codes: torch.Tensor, train, evals: dict, dataset: str,
                   images: int = 2000, seed: int = 0, probe=None) -> dict:
     """Walk a seeded sample of ``images`` training images (first walk view) with
@@ -102,10 +111,7 @@ def diagnose_walk(method, vqvae, f, codes: torch.Tensor, train, evals: dict, dat
         raise ConfigError(f"{train.name} has no foreground masks; the walk diagnostic needs "
                           "them to tell digit from background positions")
     read_stroke = stroke_rule(dataset)
-    if probe is None:
-        split = most_independent_split(evals)
-        net, accuracy = train_probe(evals[split], "b", seed=seed)
-        probe = (net, accuracy, split)
+    probe = probe or bias_probe(evals, seed)
     bias_net = probe[0]
     pick = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))
     pick = pick[:images].sort().values
@@ -114,12 +120,12 @@ def diagnose_walk(method, vqvae, f, codes: torch.Tensor, train, evals: dict, dat
     gaps = nearest_other_distance(vqvae.quantizer.codebook)
     gen = method.view_generator(seed, 0)
     sums = {name: [0.0] * (method.hp["walk_steps"] + 1) for name in RECORDED}
-    probed = {"b_hat": [[] for _ in range(method.hp["walk_steps"] + 1)]}
+    b_hats = [[] for _ in range(method.hp["walk_steps"] + 1)]  # probed bias per step
     n = len(pick)
     for lo in range(0, n, 500):
         hi = min(lo + 500, n)
-        start, mask = method.start_latents(vqvae, x[lo:hi], codes[pick[lo:hi]].to(
-            codes.device), unit, gen, train.mask[pick[lo:hi]])
+        start, mask = method.start_latents(vqvae, x[lo:hi], codes[pick[lo:hi]], unit, gen,
+                                           train.mask[pick[lo:hi]])
         with torch.inference_mode():
             start_codes = vqvae.quantizer.nearest(start)
         digit = digit_positions(mask, tuple(start_codes.shape[1:]))
@@ -140,7 +146,7 @@ def diagnose_walk(method, vqvae, f, codes: torch.Tensor, train, evals: dict, dat
                 sums["code_gap"][step] += gaps[now].mean((1, 2)).sum().item()
                 decoded = vqvae.decode(walked)
                 sums["shape_iou"][step] += mask_iou(read_stroke(decoded), mask).sum().item()
-                probed["b_hat"][step].append(predict(bias_net, to_uint8(decoded)))
+                b_hats[step].append(predict(bias_net, to_uint8(decoded)))
 
         with torch.inference_mode():
             record(0, None, vqvae.quantizer.quantize(start))
@@ -150,7 +156,7 @@ def diagnose_walk(method, vqvae, f, codes: torch.Tensor, train, evals: dict, dat
     for step in range(method.hp["walk_steps"] + 1):
         row = {"step": step, **{k: sums[k][step] / n for k in RECORDED
                                 if k not in ("class_bias_nmi", "bias_kept")}}
-        dependence = bias_dependence(y, torch.cat(probed["b_hat"][step]), train.num_classes,
+        dependence = bias_dependence(y, torch.cat(b_hats[step]), train.num_classes,
                                      train.num_bias, b)
         row["class_bias_nmi"] = dependence["class_bias_nmi"]
         row["bias_kept"] = dependence["bias_kept"]

@@ -317,14 +317,20 @@ class LAD(ERM):
             stats["f_predicts_target_after"] = 100.0 * reached / n
         return {"images": torch.cat(images)}, stats
 
-    def fit_stages(self, train: BiasedDataset, evals: dict, store, seed: int,
-                   device) -> tuple[VQVAE, torch.Tensor, nn.Module]:
+    @classmethod
+    def stage_defaults(cls) -> dict:
+        """Default of every option: a stage cached before an option existed was made as
+        with its default."""
+        return {name: param.default for name, param in cls.hparams.items()}
+
+    def fit_stages(self, train: BiasedDataset, evals: dict, store, seed: int, device,
+                   base: dict | None = None) -> tuple[VQVAE, torch.Tensor, nn.Module]:
         """Run (or load) stages 1 and 2; return the eval-mode VQ-VAE, the training set's
-        code indices and ``f``."""
+        code indices and ``f``. ``base`` is the key part every stage shares (the training
+        set's checksum and the seed), computed here if not given."""
         hp = self.hp
-        base = {"train_checksum": train.checksum(), "seed": seed}
-        # a stage cached before an option existed was made as with its default
-        defaults = {name: param.default for name, param in self.hparams.items()}
+        base = base or {"train_checksum": train.checksum(), "seed": seed}
+        defaults = self.stage_defaults()
         vq_key = {**base, "layout": VQVAE.LAYOUT, **{k: hp[k] for k in VQ_SETTINGS}}
         vq_art = store.run("vqvae", vq_key, seeded(seed, lambda: self.train_vqvae(
             train, evals, seed, device)), defaults)
@@ -344,16 +350,14 @@ class LAD(ERM):
                               device) -> BiasedDataset:
         """Run (or load) the three stages; return the decoded walked training set."""
         hp = self.hp
-        vqvae, codes, f = self.fit_stages(train, evals, store, seed, device)
-        defaults = {name: param.default for name, param in self.hparams.items()}
-        walk_key = {"train_checksum": train.checksum(), "seed": seed,
-                    "vqvae": store.checksum("vqvae"),
+        base = {"train_checksum": train.checksum(), "seed": seed}
+        vqvae, codes, f = self.fit_stages(train, evals, store, seed, device, base)
+        walk_key = {**base, "vqvae": store.checksum("vqvae"),
                     "bias_classifier": store.checksum("bias_classifier"),
                     **{k: hp[k] for k in WALK_SETTINGS}}
         walked = store.run("walk", walk_key, lambda: self.walk(vqvae, f, codes, train, seed,
-                                                               device), defaults)
+                                                               device), self.stage_defaults())
         views = hp["walk_views"]
-        self._walk_layout = (len(train), views, hp["with_originals"])
         labels = train if views == 1 else BiasedDataset.concatenate([train] * views, train.name)
         decoded = BiasedDataset(name=f"{train.name}+lad", x=walked["images"], y=labels.y,
                                 num_classes=train.num_classes, b=labels.b,
@@ -363,17 +367,16 @@ class LAD(ERM):
             return decoded
         return BiasedDataset.concatenate([train, decoded], name=f"{train.name}+lad+originals")
 
-
     def begin_epoch(self, epoch: int, train_loader):
         """With ``rewalk_every = k > 0``: this epoch's indices are one walk view's (view
-        ``(epoch // k) mod walk_views``, after the originals if ``with_originals``)."""
+        ``(epoch // k) mod walk_views`` of the data :meth:`prepare_training_data` built,
+        after the originals if ``with_originals``)."""
         every = self.hp["rewalk_every"]
-        if not every or getattr(self, "_walk_layout", None) is None:
+        if not every:
             return None
-        n, views, originals = self._walk_layout
-        view = (epoch // every) % views
-        offset = n if originals else 0
-        pool = offset + view * n + torch.arange(n)
+        n, originals = self.spec.num_train, self.hp["with_originals"]
+        view = (epoch // every) % self.hp["walk_views"]
+        pool = (n if originals else 0) + view * n + torch.arange(n)
         return torch.cat([torch.arange(n), pool]) if originals else pool
 
 

@@ -75,9 +75,9 @@ def latent_walk(f: Callable, quantize: Callable, h: torch.Tensor, steps: int, al
     and takes the gradient at its quantisation (Eq. 5), instead of adding it to the
     quantised ``h_delta`` (Algorithm 1). ``step_scale`` multiplies every step (see
     :func:`spacing_scale`); ``on_step(step, delta, walked)``, if given, sees each step's
-    ``delta`` and the re-quantised latent after it (the walk diagnostic records them). With ``target`` (one class per latent) the steps
-    ascend ``log p_f(target)`` and a latent stops once ``f`` predicts its target. Returns
-    the walked, quantised latent.
+    ``delta`` and the re-quantised latent after it (the walk diagnostic records them).
+    With ``target`` (one class per latent) the steps ascend ``log p_f(target)`` and a
+    latent stops once ``f`` predicts its target. Returns the walked, quantised latent.
     """
     continuous = h.detach()
     walked = quantize(continuous)
