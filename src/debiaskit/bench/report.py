@@ -62,9 +62,9 @@ def collect(preset: TablePreset, planned: list[PlannedRun]) -> dict:
             "packs": packs}
 
 
-PACK_TEXT = {True: "packed", False: "unpacked",
-             "auto": "packed where timing the first batch on the worker's CPU found it faster "
-                     "(pack auto, see Packing below)"}
+PACK_TEXT = {True: "as one product", False: "one by one",
+             "auto": "as one product where timing the first batch on the worker's CPU found "
+                     "that faster (pack auto, see Packing below)"}
 
 
 def packing_lines(decisions: list[dict]) -> list[str]:
@@ -116,8 +116,8 @@ def protocol_lines(preset: TablePreset, planned: list[PlannedRun]) -> list[str]:
         f"Training: model {cfg.model}{' ' + str(cfg.model_options) if cfg.model_options else ''}"
         f", batch {cfg.batch_size}, augmentation {cfg.augment}, {describe_optimiser(cfg)}, "
         f"{describe_precision(cfg.precision)}, "
-        f"{PACK_TEXT[cfg.pack]} first layers of networks that read the same "
-        f"batch (LfF, DisEnt; equal to one call each up to float rounding), "
+        f"the first layers of networks that read the same batch (LfF, DisEnt) computed "
+        f"{PACK_TEXT[cfg.pack]} (equal up to float rounding), "
         f"method hyper-parameters {hparams or 'the paper defaults'}. {preset.notes}",
     ]
 
