@@ -542,6 +542,8 @@ def cmd_methods(_args) -> None:
         for key, hp in cls.hparams.items():
             search = search_of(key, hp)
             print(f"    {key} = {hp.default!r}: {hp.doc}"
+                  + (" [only to match the authors' code: docs/parity.md]"
+                     if hp.authors_code else "")
                   + (f" [sweep: {search.describe()}]" if search else ""))
 
 

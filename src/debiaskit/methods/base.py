@@ -95,7 +95,9 @@ class HParam:
     """A hyper-parameter: the paper's default, a one-line doc, its valid range or, for a
     named option, its valid ``choices``, and the distribution sweeps draw it from
     (``search``; None: not searched unless it is a learning rate or weight decay, which
-    :func:`search_of` gives a standard distribution)."""
+    :func:`search_of` gives a standard distribution). ``authors_code`` marks an option
+    that exists only to reproduce the authors' code where it differs from the paper
+    (docs/parity.md); ``debiaskit methods`` says so."""
 
     default: float | int | bool | str
     doc: str
@@ -103,6 +105,7 @@ class HParam:
     high: float | None = None
     choices: tuple | None = None
     search: Search | None = None
+    authors_code: bool = False
 
 
 def search_of(name: str, hp: HParam) -> Search | None:

@@ -28,7 +28,8 @@ class LfF(Method):
                     search=uniform(0.1, 1.0)),
         "ema": HParam(0.7, "per-sample EMA decay of both models' CE losses", 0.0, 1.0,
                       search=uniform(0.5, 0.99)),
-        "gce_code_scale": HParam(False, "multiply GCE by q as the authors' code does"),
+        "gce_code_scale": HParam(False, "multiply GCE by q as the authors' code does",
+                                 authors_code=True),
     }
 
     def __init__(self, spec, make_network, hparams=None):
