@@ -5,6 +5,7 @@ known-wrong option) fails the same comparison (docs/parity.md)."""
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from pathlib import Path
 
 import pytest
@@ -46,12 +47,72 @@ def test_negative_control_fails(manifest):
 
 
 def test_fixtures_are_complete_and_small():
-    names = [p.stem for p in MANIFESTS]
-    assert len(names) >= 8, names
-    total = 0
+    """At least 8 training-step fixtures, each of >= 20 steps (so it crosses an epoch
+    boundary with a partial batch), every manifest complete, all files <= 25 MiB."""
+    training, total = [], 0
     for manifest in MANIFESTS:
         fixture = load_fixture(manifest)
         assert all(k in fixture.manifest for k in MANIFEST_FIELDS)
-        assert fixture.manifest["steps"] >= 20 or fixture.manifest.get("short_reason"), fixture.name
+        if fixture.manifest.get("kind", "training") == "training":
+            training.append(fixture.name)
+            assert fixture.manifest["steps"] >= 20, fixture.name
         total += manifest.stat().st_size + manifest.with_suffix(".npz").stat().st_size
+    assert len(training) >= 8, training
     assert total <= MAX_TOTAL_BYTES, f"fixtures take {total / 2**20:.1f} MiB"
+
+
+def test_docs_table_is_the_manifests():
+    """docs/parity.md shows exactly what the committed manifests say."""
+    spec = importlib.util.spec_from_file_location(
+        "parity_table", Path(__file__).parents[1] / "tools" / "parity" / "table.py")
+    table = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(table)
+    doc = table.DOC.read_text()
+    assert f"{table.BEGIN}\n{table.render()}\n{table.END}" in doc, \
+        "docs/parity.md is stale: run python tools/parity/table.py --write"
+
+
+def test_sketch_is_the_seeded_projection_over_tensors_in_order():
+    import numpy as np
+
+    from debiaskit.parity import Sketch
+    a, b = torch.tensor([[1.0, -2.0], [0.5, 4.0]]), torch.tensor([3.0])
+    sketch = Sketch.of([a, b], rows=4, seed=7)
+    P = np.random.default_rng(7).standard_normal((4, 5), dtype=np.float32) * np.float32(1 / np.sqrt(5))
+    theta = np.array([1.0, -2.0, 0.5, 4.0, 3.0])
+    np.testing.assert_allclose(sketch([a, b]), P.astype(np.float64) @ theta, rtol=1e-12)
+    assert not np.allclose(sketch([b, a.flip(0)]), sketch([a, b]))   # order matters
+    with pytest.raises(ValueError):
+        sketch([a])
+
+
+def test_comparison_keeps_the_worst_and_the_first_failure():
+    from debiaskit.parity import Comparison, relative_error
+    assert relative_error([1.0, 2.0, 2.0], [1.0, 0.0, 0.0]) == pytest.approx(8 ** 0.5)
+    c = Comparison({"abs": 0.1, "rel": 0.01})
+    c.absolute(0, "ce", [1.0, 2.0], [1.05, 2.0])
+    assert c.passed
+    c.absolute(1, "ce", [1.0, 2.0], [1.0, 2.3])
+    c.relative(2, "sketch", [1.0, 0.0], [0.0, 1.0])
+    c.absolute(3, "ce", [float("nan")], [0.0])
+    assert not c.passed and c.first_failure[:2] == (1, "ce")
+    assert c.worst == {"ce": float("inf"), "sketch": pytest.approx(2 ** 0.5)}
+    assert c.steps == 4 and not Comparison().passed   # nothing compared never passes
+
+
+def test_fixture_round_trip(tmp_path):
+    import numpy as np
+
+    from debiaskit.parity import load_fixture, write_fixture
+    manifest = {k: None for k in MANIFEST_FIELDS}
+    path = write_fixture(tmp_path / "m-d-n-2steps", {"batch_sizes": np.array([2, 1]),
+                                                    "ce": np.array([1.0, 2.0, 3.0]),
+                                                    "init_b/w": np.ones(2)}, manifest)
+    fixture = load_fixture(path)
+    assert [len(s) for s in fixture.per_step("ce")] == [2, 1]
+    assert list(fixture.prefixed("init_b/")) == ["w"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m-d-n-2steps.json", "m-d-n-2steps.npz"]
+    del manifest["measured"]
+    write_fixture(tmp_path / "bad", {"x": np.zeros(1)}, manifest)
+    with pytest.raises(ValueError, match="measured"):
+        load_fixture(tmp_path / "bad.json")
