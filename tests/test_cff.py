@@ -69,10 +69,11 @@ def test_gradmask_on_a_linear_model_by_hand():
         want.append((w[y[i]] ** 2)[outside].sum() / outside.sum())
     assert gradmask(model, x, y, foreground).item() == pytest.approx(
         torch.stack(want).mean().item(), rel=1e-5)
-    # the code's variant: the gradient of the sum of the logits of the batch's labels
+    # the code's variant: the gradient of logits[:, y].sum() (each label once per image
+    # carrying it), averaged over the images that have a foreground (image 0 only)
     g = w[1] + w[2]
-    outside = (~foreground)[:, None].expand(2, 3, 4, 4)
-    code = ((g ** 2)[None].expand(2, 3, 4, 4) * outside).mean()
+    outside = (~foreground)[:1, None].expand(1, 3, 4, 4)
+    code = ((g ** 2)[None].expand(1, 3, 4, 4) * outside).mean()
     assert gradmask(model, x, y, foreground, "code").item() == pytest.approx(code.item(),
                                                                               rel=1e-5)
 
@@ -117,7 +118,8 @@ def test_sal_adds_lambda_times_gradmask_to_the_loss():
     batch = _batch()
     base, _ = plain.loss(batch, training=False)
     loss, stats = with_sal.loss(batch, training=False)
-    penalty = gradmask(with_sal.networks["model"], batch.x, batch.y, batch.mask)
+    # the gradient in [-1, 1] units (sal_range signed): half the [0, 1] gradient
+    penalty = gradmask(with_sal.networks["model"], batch.x, batch.y, batch.mask, scale=0.5)
     assert stats["loss_sal"] == pytest.approx(penalty.item(), rel=1e-5)
     assert loss.item() == pytest.approx(base.item() + 3.0 * penalty.item(), rel=1e-5)
 
@@ -161,3 +163,84 @@ def test_step_seed_fits_a_generator_for_any_run_seed():
     for steps in (0, 1, 10 ** 6):
         torch.Generator().manual_seed(step_seed(big, torch.tensor(steps)))
     assert step_seed(torch.tensor(3), torch.tensor(4)) == 3 * 1_000_003 + 4
+
+
+# --- parity with the authors' code (tests/parity/fixtures/cff-*) ---------------------------
+
+def test_code_logp_loss_saturates_like_the_authors_code():
+    from debiaskit.methods.cff import code_logp_loss
+    logits = torch.tensor([[2.0, 0.0, -1.0], [0.5, 1.5, -0.5]])
+    y = torch.tensor([0, 2])
+    assert torch.allclose(code_logp_loss(logits, y), counterfactual_loss(logits, y), atol=1e-6)
+    # p_y rounds to 1: the authors' guard caps the loss at -log(1e-20) with no gradient
+    sure = torch.tensor([[150.0, 0.0, 0.0]], requires_grad=True)
+    loss = code_logp_loss(sure, torch.tensor([0]))
+    assert loss.item() == pytest.approx(-math.log(1e-20), rel=1e-6)
+    assert counterfactual_loss(sure, torch.tensor([0])).item() == pytest.approx(
+        150.0 - math.log(2))
+    loss.backward()
+    assert sure.grad.abs().max() == 0
+    two = torch.tensor([[3.0, 1.0]])
+    assert code_logp_loss(two, torch.tensor([0])).item() == pytest.approx(
+        nn.functional.cross_entropy(two, torch.tensor([1])).item())
+    method = _cff(cf="grey", cf_logp_code=True)
+    assert METHODS["cff"].hparams["cf_logp_code"].authors_code
+    loss, stats = method.loss(_batch(), training=False)
+    assert torch.isfinite(loss)
+
+
+def test_gradmask_code_variant_counts_each_label_of_the_batch_per_image():
+    model = _linear_model()
+    x = torch.rand(3, 3, 4, 4)
+    y = torch.tensor([1, 1, 2])  # label 1 twice: its logit's gradient counts twice
+    foreground = torch.zeros(3, 4, 4, dtype=torch.bool)
+    foreground[:, :2] = True
+    w = model[1].weight.detach().view(3, 3, 4, 4)
+    g = 2 * w[1] + w[2]
+    outside = (~foreground)[:, None].expand(3, 3, 4, 4)
+    want = ((g[None] * outside) ** 2).mean()
+    assert gradmask(model, x, y, foreground, "code").item() == pytest.approx(want.item(),
+                                                                              rel=1e-5)
+    assert gradmask(model, x, y, foreground, "code", scale=0.5).item() == pytest.approx(
+        want.item() / 4, rel=1e-5)
+    none = torch.zeros(3, 4, 4, dtype=torch.bool)
+    assert gradmask(model, x, y, none, "code").item() == 0.0
+
+
+def test_sal_range_unit_is_four_times_signed():
+    torch.manual_seed(0)
+    signed, unit = _cff(sal_lambda=1.0), _cff(sal_lambda=1.0, sal_range="unit")
+    unit.load_state_dict(signed.state_dict())
+    batch = _batch()
+    a = signed.loss(batch, training=False)[1]["loss_sal"]
+    b = unit.loss(batch, training=False)[1]["loss_sal"]
+    assert b == pytest.approx(4 * a, rel=1e-5)
+
+
+def test_with_sal_the_originals_go_through_the_network_alone_first():
+    spec = DataSpec(input_shape=(3, 8, 8), num_classes=3, num_train=6,
+                    train_targets=torch.arange(6) % 3)
+    torch.manual_seed(0)
+    sizes = []
+    for sal in (0.0, 1.0):
+        method = METHODS["cff"](spec, NetworkFactory("resnet20", (3, 8, 8), 3),
+                                {"cf": "grey", "factual": "random", "sal_lambda": sal})
+        hook = method.networks["model"].register_forward_hook(
+            lambda m, i, o: sizes.append(len(i[0])))
+        method.loss(_batch(), training=False)
+        hook.remove()
+    assert sizes == [16, 6, 10]  # one pass without Sal; originals, then CF + F with it
+
+
+def test_grad_clip_bounds_the_gradient_norm_of_every_step():
+    torch.manual_seed(0)
+    method = _cff(cf="grey", grad_clip=0.01, lr=0.0)
+    assert METHODS["cff"].hparams["grad_clip"].authors_code
+    norms = []
+    opt = method.optimizers["model"]
+    step = opt.step
+    opt.step = lambda *a, **k: (norms.append(torch.norm(torch.stack(
+        [p.grad.norm() for p in method.networks["model"].parameters()])).item()),
+        step(*a, **k))[1]
+    method.update(_batch())
+    assert norms and norms[0] == pytest.approx(0.01, rel=1e-3)

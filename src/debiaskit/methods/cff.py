@@ -11,12 +11,23 @@ Per batch (PROTOCOLS.md, CF/F), with foreground masks ``r`` and their bounding b
   [0, 1] images; the network stays in its training mode during the attack);
 - originals, counterfactuals and factuals go through the network as one concatenated
   batch (as the authors' code; batch-norm statistics cover all of it), and their losses
-  are summed and divided by its size;
+  are summed and divided by its size; with GradMask on, the originals go through alone
+  first (the pass whose input gradient GradMask takes) and the counterfactuals and
+  factuals together in a second pass, as the authors' code does;
 - ``sal_lambda`` > 0 adds GradMask (``sal_variant`` ``paper``: the squared input gradient
   of the target logit on the background, summed and divided by the background's size,
-  per image, then averaged; ``code``: the authors' code's version as PROTOCOLS.md reads it,
-  the gradient of the sum of the logits of every label present in the batch, its square
-  averaged over all input values with the background weight).
+  per image, then averaged; ``code``: the authors' code's version, the gradient of
+  ``logits[:, y].sum()`` (every image's logits of every label of the batch, a label
+  counted once per image carrying it), its square times the background averaged over
+  all input values of the images that have a foreground). The gradient is taken in the
+  paper's input units, images scaled to [-1, 1] (``sal_range`` ``signed``: half the
+  gradient in our [0, 1] units, a quarter of the penalty), or in [0, 1] units (``unit``).
+- ``cf_logp_code`` computes ``-log(1 - p_y)`` as the authors' code does (max-shifted
+  exponentials in float32, ``log(sum - exp_y + 1e-20) - log(sum + 1e-20)``): once ``p_y``
+  rounds to 1 the loss is capped near ``-log(1e-20)`` = 46.05 and its gradient vanishes
+  or explodes; with two classes their code takes the cross-entropy to the other class.
+- ``grad_clip`` > 0 clips the gradient's total L2 norm before each step, as the authors'
+  runs do (PyTorch Lightning's ``gradient_clip_val=1.0``).
 Images whose mask is empty get no counterfactual or factual copy. The augmentations draw
 from a generator seeded by (the run's torch seed, the step), so a resumed run repeats them.
 """
@@ -36,6 +47,9 @@ from .base import HParam, Method, choice, log_uniform, register
 
 FACTUAL = infill.FACTUAL + ("fgsm",)
 SAL_VARIANTS = ("paper", "code")
+SAL_RANGES = ("signed", "unit")
+#: the authors' code's guard inside the logarithms of -log(1 - p_y)
+CODE_LOGP_EPS = 1e-20
 
 
 def step_seed(seed: torch.Tensor, steps: torch.Tensor) -> int:
@@ -56,26 +70,46 @@ def fgsm_background(model, x, y, background, eps, gen):
     return torch.min(torch.max(adv, x - eps), x + eps).clamp(0, 1).detach()
 
 
-def gradmask(model, x, y, foreground, variant="paper") -> torch.Tensor:
-    """GradMask's saliency penalty (before ``lambda``), differentiable in the parameters."""
+def gradmask(model, x, y, foreground, variant="paper", scale=1.0) -> torch.Tensor:
+    """GradMask's saliency penalty (before ``lambda``), differentiable in the parameters;
+    ``scale`` multiplies the input gradient (0.5: the gradient in [-1, 1] units of [0, 1]
+    images ``x``)."""
     x = x.detach().requires_grad_(True)
-    return gradmask_of(model(x), x, y, foreground, variant)
+    return gradmask_of(model(x), x, y, foreground, variant, scale)
 
 
-def gradmask_of(logits, x, y, foreground, variant="paper") -> torch.Tensor:
+def gradmask_of(logits, x, y, foreground, variant="paper", scale=1.0) -> torch.Tensor:
     """:func:`gradmask` from ``logits`` already computed on ``x`` (which requires grad), so
     that the training step shares one forward pass between cross-entropy and GradMask."""
     if variant == "paper":
         target = logits.gather(1, y[:, None]).sum()
     else:
-        target = logits[:, y.unique()].sum()
+        target = logits[:, y].sum()
     grad, = torch.autograd.grad(target, x, create_graph=True)
+    if scale != 1.0:
+        grad = grad * scale
     outside = (~foreground)[:, None].expand_as(x).to(x.dtype)
     if variant == "paper":
         per_image = (grad.pow(2) * outside).flatten(1).sum(1) / outside.flatten(1).sum(1) \
             .clamp_min(1.0)
         return per_image.mean()
-    return (grad.pow(2) * outside).mean()
+    has_foreground = foreground.flatten(1).any(1)
+    if not has_foreground.any():
+        return grad.sum() * 0.0
+    return (grad[has_foreground] * outside[has_foreground]).pow(2).mean()
+
+
+def code_logp_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Per-sample ``-log(1 - p_y)`` as the authors' code computes it (``cf_logp_code``):
+    exponentials shifted by the row maximum, ``log(sum - exp_y + eps) - log(sum + eps)``
+    with ``eps`` = 1e-20, so the loss saturates near 46.05 once ``p_y`` rounds to 1; with
+    two classes, the cross-entropy to the other class."""
+    if logits.shape[1] == 2:
+        return F.cross_entropy(logits, 1 - y, reduction="none")
+    shifted = torch.exp(logits - logits.max(1, keepdim=True).values)
+    total = shifted.sum(1)
+    rest = total - shifted[torch.arange(len(y), device=y.device), y]
+    return -(torch.log(rest + CODE_LOGP_EPS) - torch.log(total + CODE_LOGP_EPS))
 
 
 @register
@@ -99,6 +133,15 @@ class CounterfactualFactual(Method):
                              search=log_uniform(1e-4, 1e3)),
         "sal_variant": HParam("paper", "paper (target logit, background mean) | code",
                               choices=SAL_VARIANTS),
+        "sal_range": HParam("signed", "GradMask's input units: signed (images in [-1, 1], "
+                                      "the paper's and the authors') | unit ([0, 1]: 4x)",
+                            choices=SAL_RANGES),
+        "cf_logp_code": HParam(False, "logp as the authors' code computes it (1e-20 inside "
+                                      "the logs: capped near 46.05 once p_y rounds to 1)",
+                               authors_code=True),
+        "grad_clip": HParam(0.0, "clip the gradient's L2 norm to this (0: off; the authors' "
+                                 "runs: 1.0, Lightning's gradient_clip_val)", 0.0, 1e6,
+                            authors_code=True),
     }
 
     def __init__(self, spec, make_network, hparams=None):
@@ -138,19 +181,28 @@ class CounterfactualFactual(Method):
         parts = [(x, batch.y, "ce")] + ([(cf[0], cf[1], "cf")] if cf is not None else []) \
             + ([(fact[0], fact[1], "factual")] if fact is not None else [])
         # one forward pass over the concatenated batch (originals + CF + F), as the authors'
-        # code does, so batch-norm statistics cover all of it; GradMask needs the input
-        # gradient even where the caller disabled gradients (early stopping's objective)
+        # code does, so batch-norm statistics cover all of it; with GradMask, as theirs, the
+        # originals alone (the pass GradMask differentiates) and then the CF + F images.
+        # GradMask needs the input gradient even where the caller disabled gradients
+        # (early stopping's objective)
         with torch.enable_grad() if sal else contextlib.nullcontext():
-            logits = model(torch.cat([p[0] for p in parts]))
-            own = logits[:len(batch.y)]
-            penalty = (gradmask_of(own, x, batch.y, batch.mask, self.hp["sal_variant"])
-                       if sal else None)
+            if sal:
+                own = model(x)
+                scale = 0.5 if self.hp["sal_range"] == "signed" else 1.0
+                penalty = gradmask_of(own, x, batch.y, batch.mask, self.hp["sal_variant"],
+                                      scale)
+                logits = torch.cat([own, model(torch.cat([p[0] for p in parts[1:]]))]) \
+                    if len(parts) > 1 else own
+            else:
+                logits = model(torch.cat([p[0] for p in parts]))
         total, count, stats, start = 0.0, 0, {}, 0
         for _, labels, kind in parts:
             part = logits[start:start + len(labels)]
             start += len(labels)
             if kind == "cf":
-                value = counterfactual_loss(part, labels, self.hp["cf_loss"]).sum()
+                value = (code_logp_loss(part, labels) if self.hp["cf_logp_code"]
+                         and self.hp["cf_loss"] == "logp"
+                         else counterfactual_loss(part, labels, self.hp["cf_loss"])).sum()
             else:
                 value = F.cross_entropy(part, labels, reduction="sum")
             total, count = total + value, count + len(labels)
@@ -164,6 +216,19 @@ class CounterfactualFactual(Method):
             self.steps += 1
         stats["loss"] = loss.item()
         return loss, stats
+
+    def update(self, batch):
+        """One step on :meth:`loss`, the gradient's L2 norm first clipped to ``grad_clip``
+        when it is set (as the authors' runs)."""
+        if self.hp["grad_clip"] <= 0:
+            return super().update(batch)
+        loss, stats = self.loss(batch)
+        opt = self.optimizers["model"]
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.networks["model"].parameters(), self.hp["grad_clip"])
+        opt.step()
+        return stats
 
     def predict(self, x):
         return self.networks["model"](x)
