@@ -18,6 +18,9 @@ then 0.005, ...), the last incomplete batch of every epoch dropped, 50k steps (a
 epochs of 60k images at batch 256; set by the preset). Their network is 2352-100-100-16
 per branch (``--model-opt feature_dim=16`` with the MLP; the sih-cmnist preset sets it)
 and divides its [0, 1] inputs by 255 once more (``--model-opt input_scale_quirk=true``).
+Their GCE (LfF's class) returns CE * p_y^q * q, whose gradient is q times the paper's GCE
+gradient; ``gce_code_scale=true`` does the same (the bias branch's Adam steps then match
+theirs: tests/parity/fixtures/disent-cmnist-mlp-24steps).
 """
 
 from __future__ import annotations
@@ -52,6 +55,8 @@ class DisEnt(Method):
         "lr_decay_start": HParam(10_000, "step from which the decay schedule counts (the "
                                  "first decay comes lr_decay_step steps later)", 0, 10**9),
         "drop_last": HParam(True, "drop each epoch's last incomplete batch (authors' loader)"),
+        "gce_code_scale": HParam(False, "multiply both GCE terms by q as the authors' code "
+                                 "does (LfF's GCE class)", authors_code=True),
     }
 
     def __init__(self, spec, make_network, hparams=None):
@@ -101,9 +106,9 @@ class DisEnt(Method):
             weight = self.sample_weights(batch.index)
         else:  # held-out samples have no EMA: the instantaneous relative difficulty
             weight = relative_difficulty(ce_b.detach(), ce_i.detach())
-        q = self.hp["q"]
+        q, code_scale = self.hp["q"], self.hp["gce_code_scale"]
         loss_dis = ((weight * ce_i).mean() + self.hp["lambda_dis"]
-                    * generalized_cross_entropy(logits_b, batch.y, q, ce=ce_b).mean())
+                    * generalized_cross_entropy(logits_b, batch.y, q, code_scale, ce=ce_b).mean())
         stats = {"loss_dis": loss_dis.item(), "weight_mean": weight.mean().item()}
         loss = loss_dis
         if int(self.steps) > self.hp["swap_start"]:  # the authors' `step > curr_step`
@@ -113,7 +118,7 @@ class DisEnt(Method):
             swap_b = self._classify("bias", z_i, z_b_swap)
             loss_swap = ((weight * F.cross_entropy(swap_i, batch.y, reduction="none")).mean()
                          + self.hp["lambda_swap_b"]
-                         * generalized_cross_entropy(swap_b, y_swap, q).mean())
+                         * generalized_cross_entropy(swap_b, y_swap, q, code_scale).mean())
             loss = loss + self.hp["lambda_swap"] * loss_swap
             stats["loss_swap"] = loss_swap.item()
         stats["loss"] = loss.item()
