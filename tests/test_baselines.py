@@ -112,3 +112,48 @@ def test_disent_gce_code_scale_multiplies_the_bias_branch_gradient_by_q():
     for plain, scaled in zip(grads[False]["intrinsic"], grads[True]["intrinsic"]):
         torch.testing.assert_close(scaled, plain)
 
+
+def test_groupdro_adjust_absent_raises_missing_groups():
+    # the authors' LossComputer updates every group's q with its batch loss (0 when absent)
+    # plus C / sqrt(n_g); Algorithm 1 (the default) leaves absent groups' q alone
+    from debiaskit.data.loader import Batch
+    from debiaskit.methods.groupdro import GroupDRO, group_dro_step
+
+    assert GroupDRO.hparams["adjust_absent"].authors_code
+    assert GroupDRO.hparams["adjust_absent"].default is False
+    x = torch.rand(6, 5, generator=torch.Generator().manual_seed(0))
+    y = torch.tensor([0, 1, 0, 1, 0, 1])
+    groups = torch.tensor([0, 1, 0, 1, 0, 1])          # groups 2 and 3 absent
+    adjustment = torch.tensor([0.5, 0.25, 1.0, 2.0])   # C / sqrt(n_g)
+    eta = 0.1
+    qs, losses = {}, {}
+    for absent in (False, True):
+        torch.manual_seed(0)
+        model = torch.nn.Linear(5, 2)
+        opt = torch.optim.SGD(model.parameters(), lr=0.0)
+        q = torch.full((4,), 0.25)
+        losses[absent] = group_dro_step(model, opt, Batch(x=x, y=y, index=torch.arange(6)),
+                                        groups, q, eta, adjustment, absent)["loss"]
+        qs[absent] = q
+        with torch.no_grad():
+            ce = torch.nn.functional.cross_entropy(model(x), y, reduction="none")
+        group_loss = torch.stack([ce[groups == g].mean() for g in (0, 1)])
+    present_factor = torch.exp(eta * (group_loss + adjustment[:2]))
+    # default: absent groups keep their unnormalised weight (factor 1)
+    raw = torch.cat([0.25 * present_factor, torch.full((2,), 0.25)])
+    torch.testing.assert_close(qs[False], raw / raw.sum())
+    # authors' code: absent groups grow by exp(eta C / sqrt(n_g))
+    raw = 0.25 * torch.cat([present_factor, torch.exp(eta * adjustment[2:])])
+    torch.testing.assert_close(qs[True], raw / raw.sum())
+    assert abs(losses[True] - (qs[True] * torch.cat([group_loss, torch.zeros(2)])
+                               + qs[True] * adjustment).sum().item()) < 1e-5
+    # without the adjustment the option changes nothing
+    q_off = {}
+    for absent in (False, True):
+        torch.manual_seed(0)
+        model = torch.nn.Linear(5, 2)
+        q_off[absent] = torch.full((4,), 0.25)
+        group_dro_step(model, torch.optim.SGD(model.parameters(), lr=0.0),
+                       Batch(x=x, y=y, index=torch.arange(6)), groups, q_off[absent], eta,
+                       None, absent)
+    torch.testing.assert_close(q_off[True], q_off[False])
