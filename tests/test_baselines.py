@@ -157,3 +157,59 @@ def test_groupdro_adjust_absent_raises_missing_groups():
                        Batch(x=x, y=y, index=torch.arange(6)), groups, q_off[absent], eta,
                        None, absent)
     torch.testing.assert_close(q_off[True], q_off[False])
+
+
+def test_jtt_training_pass_error_set_and_code_options():
+    # the authors' code (tests/parity/fixtures/jtt-*): the error set is the last
+    # identification epoch's training-pass predictions (each made before its batch's step),
+    # error samples appear upweight + 1 times, the final model starts where the identifier did
+    from debiaskit.data.dataset import BiasedDataset
+    from debiaskit.methods.base import DataSpec
+    from debiaskit.methods.jtt import JTT
+
+    for key in ("error_set_from", "upweight_adds_copies", "same_init"):
+        assert JTT.hparams[key].authors_code
+    gen = torch.Generator().manual_seed(0)
+    n = 37
+    train_set = BiasedDataset(name="t", x=torch.randint(0, 256, (n, 3, 4, 4), dtype=torch.uint8,
+                                                        generator=gen),
+                              y=torch.randint(0, 3, (n,), generator=gen), num_classes=3)
+    spec = DataSpec((3, 4, 4), 3, n, train_set.y)
+    factory = NetworkFactory("mlp", (3, 4, 4), 3, {"hidden": 8})
+    torch.manual_seed(0)
+    default = JTT(spec, factory, {})
+    assert not torch.equal(default.networks["final"].head.weight,
+                           default.networks["identifier"].head.weight)
+    hp = {"identification_epochs": 2, "upweight": 3, "error_set_from": "training_pass",
+          "upweight_adds_copies": True, "same_init": True, "lr": 0.1}
+    method = JTT(spec, factory, hp)
+    ident, final = method.networks["identifier"], method.networks["final"]
+    for k, v in ident.state_dict().items():
+        assert torch.equal(v, final.state_dict()[k])
+    loader = InMemoryLoader(train_set, 8, seed=0)
+    expected = torch.zeros(n, dtype=torch.bool)
+    for epoch in range(2):
+        assert method.begin_epoch(epoch, loader) is None
+        for batch in loader.epoch(epoch):
+            with torch.no_grad():
+                wrong = ident(batch.x).argmax(1) != batch.y
+            if epoch == 1:
+                expected[batch.index] = wrong
+            method.update(batch)
+            method.loss(batch, training=False)  # held-out objective: logs nothing
+    assert not method.second_stage
+    assert torch.equal(method.tables["error_set"].errors, expected)
+    pool = method.begin_epoch(2, loader)
+    assert method.second_stage and torch.equal(method.tables["error_set"].errors, expected)
+    counts = torch.bincount(pool, minlength=n)
+    assert bool((counts[expected] == 4).all()) and bool((counts[~expected] == 1).all())
+    assert set(method.training_weights(train_set).unique().tolist()) <= {1.0, 4.0}
+    # the paper's default: lambda_up appearances, errors of the finished identifier
+    paper = JTT(spec, factory, {**hp, "error_set_from": "model", "upweight_adds_copies": False})
+    paper.networks["identifier"].load_state_dict(ident.state_dict())
+    pool = paper.begin_epoch(2, loader)
+    with torch.no_grad():
+        after = ident(train_set.x.float() / 255).argmax(1) != train_set.y
+    assert torch.equal(paper.tables["error_set"].errors, after)
+    counts = torch.bincount(pool, minlength=n)
+    assert bool((counts[after] == 3).all()) and bool((counts[~after] == 1).all())

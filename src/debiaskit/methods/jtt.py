@@ -11,6 +11,14 @@ setting) the defaults are fixed beforehand and stated: T = 1 (on Colored MNIST t
 is learnt within the first epoch, so its errors are mostly the conflicting samples) and
 lambda_up = 50 (from JTT's search grid). Until stage 2 starts, ``predict`` is the
 identification model, so the curves show both stages.
+
+Three options reproduce the authors' code (anniesch/jtt) where it differs from the
+paper's Algorithm 1 (tests/parity/fixtures/jtt-*): ``error_set_from="training_pass"``
+(their error set is the ERM run's logged training-pass predictions of one epoch, not a
+pass of the finished identification model), ``upweight_adds_copies`` (they append
+lambda_up copies of the error set to the training set, so its samples appear
+lambda_up + 1 times) and ``same_init`` (both of their runs build the network after the
+same seed, so the final model starts from the identification model's initial weights).
 """
 
 from __future__ import annotations
@@ -42,13 +50,31 @@ class JTT(Method):
                                         search=int_uniform(1, 5)),
         "upweight": HParam(50, "lambda_up: times each error-set sample appears in stage 2",
                            1, 100_000, search=choice(5, 20, 50, 100)),
+        "error_set_from": HParam(
+            "model", "the predictions that define the error set: 'model' (the paper: the "
+            "identification model after its T epochs, one pass over the training set) or "
+            "'training_pass' (JTT's code: the predictions made during the training pass of "
+            "the last identification epoch, each before its batch's step; their "
+            "--final_epoch K is T = K + 1 here)", choices=("model", "training_pass"),
+            authors_code=True),
+        "upweight_adds_copies": HParam(
+            False, "lambda_up counts added copies: each error-set sample appears lambda_up + 1 "
+            "times in stage 2 (JTT's code appends lambda_up copies of the error set); off: "
+            "lambda_up times (the paper)", authors_code=True),
+        "same_init": HParam(
+            False, "the final model starts from the identification model's initial weights "
+            "(JTT's code: both runs build their network after the same seed); off: its own "
+            "initialisation", authors_code=True),
     }
 
     def __init__(self, spec, make_network, hparams=None):
         super().__init__(spec, make_network, hparams)
         for role in ("identifier", "final"):
             self.add_network(role, make_network())
+        if self.hp["same_init"]:
+            self.networks["final"].load_state_dict(self.networks["identifier"].state_dict())
         self.tables["error_set"] = ErrorSet(spec.num_train, spec.train_targets.device)
+        self.logging_errors = False  # in the epoch whose training pass gives the error set
 
     @property
     def second_stage(self) -> bool:
@@ -62,19 +88,35 @@ class JTT(Method):
             table.errors[batch.index] = net(batch.x).argmax(1) != batch.y
         table.ready.fill_(True)
 
+    @property
+    def copies(self) -> int:
+        """Times each error-set sample appears in a stage-2 epoch."""
+        return self.hp["upweight"] + int(self.hp["upweight_adds_copies"])
+
     def begin_epoch(self, epoch, train_loader):
-        if epoch < self.hp["identification_epochs"]:
+        table, last = self.tables["error_set"], self.hp["identification_epochs"] - 1
+        from_pass = self.hp["error_set_from"] == "training_pass"
+        self.logging_errors = from_pass and epoch == last and not self.second_stage
+        if self.logging_errors:
+            table.errors.zero_()
+        if epoch <= last:
             return None
         if not self.second_stage:
-            self._find_errors(train_loader)
-        errors = self.tables["error_set"].errors
+            if from_pass:
+                table.ready.fill_(True)
+            else:
+                self._find_errors(train_loader)
+        errors = table.errors
         everyone = torch.arange(len(errors), device=errors.device)
-        extra = torch.nonzero(errors).flatten().repeat(self.hp["upweight"] - 1)
+        extra = torch.nonzero(errors).flatten().repeat(self.copies - 1)
         return torch.cat([everyone, extra])
 
     def loss(self, batch, training=True):
         role = "final" if self.second_stage else "identifier"
-        loss = F.cross_entropy(self.networks[role](batch.x), batch.y)
+        logits = self.networks[role](batch.x)
+        loss = F.cross_entropy(logits, batch.y)
+        if training and self.logging_errors:
+            self.tables["error_set"].errors[batch.index] = logits.detach().argmax(1) != batch.y
         return loss, {"loss": loss.item()}
 
     def predict(self, x):
@@ -84,11 +126,12 @@ class JTT(Method):
         return {"identifier": self.networks["identifier"]}
 
     def training_weights(self, train):
-        """lambda_up for the error set, 1 for the rest (before the second stage: None)."""
+        """The error set's copies (lambda_up), 1 for the rest (before the second stage:
+        None)."""
         if not self.second_stage:
             return None
         errors = self.tables["error_set"].errors.cpu()
-        return torch.where(errors, float(self.hp["upweight"]), 1.0)
+        return torch.where(errors, float(self.copies), 1.0)
 
     def epoch_stats(self, train):
         """Error-set size, and with bias labels the share of conflicting samples in it and
