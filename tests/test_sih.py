@@ -224,3 +224,69 @@ def test_resnet_vae_learns_to_reconstruct_real_cifar_images(data_dir):
         torch.set_num_threads(threads)
     best_constant = float(x[:256].var(dim=(0, 2, 3), unbiased=False).mean())
     assert last < 0.7 * first and last < best_constant, (first, last, best_constant)
+
+
+def _tiny_sih(**hparams):
+    from debiaskit.methods.base import DataSpec
+    from debiaskit.methods.sih import SiH
+    from debiaskit.models import NetworkFactory
+    torch.manual_seed(0)
+    y = torch.arange(8) % 10
+    method = SiH(DataSpec((3, 28, 28), 10, 8, y), NetworkFactory("mlp", (3, 28, 28), 10),
+                 {"latent_dim": 4, **hparams})
+    method.pack = False
+    return method
+
+
+def _tiny_batch():
+    from debiaskit.data.loader import Batch
+    x = torch.rand(8, 3, 28, 28, generator=torch.Generator().manual_seed(1))
+    return Batch(x=x, y=torch.arange(8) % 10, index=torch.arange(8))
+
+
+def test_sih_takes_its_reparameterisation_noise_from_the_noise_seam():
+    """``SiH.noise`` supplies the reparameterisation noise (parity replays inject a
+    reference code's draws): zero noise trains on the latent means, and the seam is asked
+    for the signal latent's noise first, then the bias latent's."""
+    method, batch = _tiny_sih(), _tiny_batch()
+    assert method.noise is None  # default: torch.randn_like at each call
+    torch.manual_seed(3)
+    default = method.loss(batch)[0]
+    torch.manual_seed(3)
+    draws = []
+    method.noise = lambda mean: draws.append(torch.randn_like(mean)) or draws[-1]
+    assert torch.equal(method.loss(batch)[0], default)
+    assert len(draws) == 2 and draws[0].shape == (8, 4)
+    method.noise = torch.zeros_like
+    at_mean = method.loss(batch)[0]
+    del method.noise
+    means = _tiny_sih(classify_sample=False)
+    assert torch.allclose(at_mean, means.loss(batch)[0], atol=0, rtol=0)
+    # the signal latent's draw comes first: noise on it alone moves only the signal logits
+    calls = []
+    method.noise = lambda mean: calls.append(len(calls)) or (
+        torch.full_like(mean, 3.0) if len(calls) == 1 else torch.zeros_like(mean))
+    stats = method.loss(batch)[1]
+    assert stats["loss_bias"] == means.loss(batch)[1]["loss_bias"]
+    assert stats["loss_signal"] != means.loss(batch)[1]["loss_signal"]
+
+
+def test_sih_gce_code_value_changes_the_objective_not_the_gradient():
+    """SiH's code gives the biased term the value CE * p_y^q (p_y detached), not GCE's
+    (1 - p_y^q) / q; the gradients agree, the objective (held-out early stopping) does not."""
+    from debiaskit.losses import generalized_cross_entropy
+    method = _tiny_sih(gce_code_value=True)
+    logits = torch.randn(6, 10, requires_grad=True)
+    y = torch.tensor([0, 1, 2, 3, 4, 5])
+    ce = torch.nn.functional.cross_entropy(logits, y, reduction="none")
+    code = method.bias_loss(logits, y, ce)
+    p_y = logits.softmax(1).gather(1, y[:, None]).squeeze(1)
+    assert torch.allclose(code, ce * p_y.detach() ** 0.7, atol=1e-6)
+    gce = generalized_cross_entropy(logits, y, 0.7)
+    grad_code, = torch.autograd.grad(code.sum(), logits, retain_graph=True)
+    grad_gce, = torch.autograd.grad(gce.sum(), logits)
+    assert torch.allclose(grad_code, grad_gce, atol=1e-6)
+    assert not torch.allclose(code, gce, atol=1e-2)
+    assert torch.allclose(_tiny_sih().bias_loss(logits, y, ce), gce)
+    assert type(method).hparams["gce_code_value"].authors_code
+    assert _tiny_sih(drop_last=True).drop_last and not _tiny_sih().drop_last

@@ -17,6 +17,12 @@ Choices the paper leaves open, as options: the classifiers see a reparameterised
 of the latent while training and its mean when evaluating (``classify_sample``); held-out
 losses (early stopping) use the latent means. Selection by default is SiH's label-free
 protocol: early stopping on this loss over a 10 % held-out split (``early_stop``).
+
+Where SiH's code differs from the paper, options reproduce it (``authors_code``; step
+parity with it in tests/parity/fixtures/sih-*): ``gce_code_value`` gives the biased term
+the value CE * p_y^q (same gradient as GCE, another objective for early stopping) and
+``drop_last`` drops each epoch's incomplete last batch. ``SiH.noise`` can supply the
+reparameterisation noise from outside (default ``torch.randn_like``).
 """
 
 from __future__ import annotations
@@ -69,7 +75,20 @@ class SiH(Method):
                              0, 4096),
         "classify_sample": HParam(True, "classifiers see a latent sample while training "
                                   "(False: the mean)"),
+        "gce_code_value": HParam(False, "the biased classifier's term takes the value "
+                                 "CE * p_y^q (p_y detached) as SiH's code computes it, not "
+                                 "GCE (1 - p_y^q) / q: the same gradient, another value of the "
+                                 "objective (held-out early stopping and the LR plateaus "
+                                 "compare it)", authors_code=True),
+        "drop_last": HParam(False, "drop each epoch's last incomplete batch, as SiH's "
+                            "training loader does", authors_code=True),
     }
+
+    #: The reparameterisation noise: a function of a latent mean returning standard normal
+    #: noise of its shape (default ``torch.randn_like``, looked up at each call). A parity
+    #: replay sets it on an instance to inject a reference code's recorded draws
+    #: (tests/parity/replay_sih.py); it is called for the signal latent, then the bias one.
+    noise = None
 
     def __init__(self, spec, make_network, hparams=None):
         super().__init__(spec, make_network, hparams)
@@ -80,17 +99,31 @@ class SiH(Method):
         self.pixels = math.prod(spec.input_shape)
 
     @property
+    def drop_last(self) -> bool:
+        return self.hp["drop_last"]
+
+    @property
     def vae(self) -> TwoEncoderVAE:
         return self.networks["vae"]
 
     def _latent(self, mean, log_var, training: bool):
         if training and self.hp["classify_sample"]:
-            return mean + torch.randn_like(mean) * (0.5 * log_var).exp()
+            noise = (self.noise or torch.randn_like)(mean)
+            return mean + noise * (0.5 * log_var).exp()
         return mean
 
     def weights(self, batch, ce_signal, ce_bias, training: bool):
         """The unbiased classifier's per-sample weight (focal factor, Eq. 4), detached."""
         return focal_weight(ce_bias, self.hp["q"])
+
+    def bias_loss(self, logits_b, y, ce_b):
+        """The biased classifier's per-sample term: GCE (1 - p_y^q) / q, or with
+        ``gce_code_value`` the value SiH's code gives it, CE * p_y^q with p_y detached (the
+        same gradient)."""
+        q = self.hp["gce_q"]
+        if self.hp["gce_code_value"]:
+            return ce_b * torch.exp(-q * ce_b.detach())
+        return generalized_cross_entropy(logits_b, y, q, ce=ce_b)
 
     def loss(self, batch, training=True):
         mean_s, log_var_s, mean_b, log_var_b = self.vae.encode(batch.x)
@@ -102,7 +135,7 @@ class SiH(Method):
         weight = self.weights(batch, ce_s, ce_b, training)
 
         loss_signal = (weight * ce_s).mean()
-        loss_bias = generalized_cross_entropy(logits_b, batch.y, self.hp["gce_q"], ce=ce_b).mean()
+        loss_bias = self.bias_loss(logits_b, batch.y, ce_b).mean()
         recon_logits = self.vae.decode_logits(z_s, z_b)
         recon = RECONSTRUCTION[self.hp["reconstruction"]](recon_logits, batch.x).mean()
         kl = (gaussian_kl(mean_s, log_var_s) + gaussian_kl(mean_b, log_var_b)).mean()
