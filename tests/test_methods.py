@@ -86,3 +86,38 @@ def test_finished_runs_keep_the_training_weights(data_dir, tmp_path, method):
         assert set(weights.unique().tolist()) <= {1.0, 50.0}
     train(cfg(data_dir, "erm", 0.02, epochs=1), tmp_path / "erm")
     assert not (tmp_path / "erm" / "sample_weights.pt").exists()
+
+
+def test_lff_gce_code_scale_is_the_authors_surrogate():
+    """With gce_code_scale the biased model's loss is CE * (p_y^q * q), p_y detached, as
+    LfF's code computes it (the lff-cc10 parity fixture needs its rounding): q times the
+    gradient of GCE (1 - p_y^q) / q; without it the GCE itself. The logged biased loss is
+    the GCE value (times q with the option) either way."""
+    from debiaskit.data.loader import Batch
+    from debiaskit.losses import generalized_cross_entropy
+    from debiaskit.methods.base import DataSpec
+    from debiaskit.methods.lff import LfF
+    from debiaskit.models import NetworkFactory
+
+    torch.manual_seed(0)
+    y = torch.tensor([0, 1, 2, 1, 0, 2])
+    logits = torch.randn(6, 3, requires_grad=True)
+    spec = DataSpec((3, 4, 4), 3, 6, y, 3, y)
+    grads = {}
+    for scale in (False, True):
+        m = LfF(spec, NetworkFactory("mlp", (3, 4, 4), 3), {"gce_code_scale": scale})
+        ce = torch.nn.functional.cross_entropy(logits, y, reduction="none")
+        loss = m.biased_loss(logits, y, ce)
+        grads[scale], = torch.autograd.grad(loss, logits)
+        if scale:
+            p_y = logits.detach().softmax(1)[torch.arange(6), y]
+            assert torch.equal(loss, (ce * ((p_y ** 0.7) * 0.7)).mean())
+        else:
+            assert torch.allclose(loss, generalized_cross_entropy(logits, y, 0.7).mean())
+        m.pack = False
+        seen = {}
+        m.networks["biased"].register_forward_hook(lambda mod, i, out: seen.update(out=out))
+        stats = m.update(Batch(x=torch.rand(6, 3, 4, 4), y=y, index=torch.arange(6), b=y))
+        logged = generalized_cross_entropy(seen["out"].detach(), y, 0.7, scale).mean()
+        assert stats["loss_biased"] == pytest.approx(logged.item(), rel=1e-6)
+    assert torch.allclose(grads[True], 0.7 * grads[False], atol=1e-7)

@@ -196,3 +196,19 @@ def test_one_sgd_step_on_real_cifar_images_changes_the_loss(cifar):
         after = float(nn.functional.cross_entropy(net(x), y))
     before = float(loss.detach())
     assert math.isfinite(after) and after < before - 1e-3, (before, after)
+
+
+def test_resnet20_pools_the_final_map_as_lffs_resnet20():
+    """ResNet-20's pooled features are the mean over the final map computed as LfF's
+    ResNet-20 does (avg_pool2d with the map as kernel: bit-equal, which the lff-cc10
+    parity fixture needs), the same value as adaptive average pooling, for non-square
+    maps too."""
+    torch.manual_seed(0)
+    net = build_model("resnet20", (3, 32, 24), 10)
+    seen = {}
+    net.stages.register_forward_hook(lambda m, i, out: seen.__setitem__("map", out))
+    feats = net.forward_features(torch.rand(2, 3, 32, 24))
+    fmap = seen["map"]
+    assert fmap.shape[-2:] == (8, 6)
+    assert torch.equal(feats, nn.functional.avg_pool2d(fmap, (8, 6)).flatten(1))
+    assert torch.allclose(feats, fmap.mean((2, 3)), atol=1e-6)
