@@ -156,7 +156,8 @@ def replay(fixture, options: dict, full: bool = False) -> Comparison:
         named_buffers = dict(net.named_buffers())
         params[role] = [state[k] for k in keys if not k.endswith(BUFFER_SUFFIXES)]
         buffers[role] = [named_buffers[k] for k in keys if k.endswith(BUFFER_SUFFIXES[:2])]
-        net.register_forward_hook(lambda mod, i, out, role=role: logits.__setitem__(role, out.detach()))
+        net.register_forward_hook(
+            lambda mod, i, out, role=role: logits.__setitem__(role, out.detach()))
     method.train(True)
     sketch_p = Sketch.of(params["biased"])
     sketch_b = Sketch.of(buffers["biased"]) if "bn_b" in fixture.arrays else None
@@ -179,13 +180,15 @@ def replay(fixture, options: dict, full: bool = False) -> Comparison:
         weight = method.sample_weights(idx)  # the step does not touch the tables
         cmp.absolute(step, "ce_biased", ce["b"], per_step["ce_b"][step])
         cmp.absolute(step, "ce_debiased", ce["d"], per_step["ce_d"][step])
-        cmp.absolute(step, "ema_biased", method.tables["biased"].values[idx], per_step["ema_b"][step])
+        cmp.absolute(step, "ema_biased", method.tables["biased"].values[idx],
+                     per_step["ema_b"][step])
         cmp.absolute(step, "ema_debiased", method.tables["debiased"].values[idx],
                      per_step["ema_d"][step])
         cmp.absolute(step, "weight", weight, per_step["weight"][step])
         cmp.absolute(step, "loss_debiased", ce["d"] * weight, per_step["loss_d_update"][step])
         for role, r in (("biased", "b"), ("debiased", "d")):
-            cmp.relative(step, f"params_{role}", sketch_p(params[role]), fixture[f"sketch_{r}"][step])
+            cmp.relative(step, f"params_{role}", sketch_p(params[role]),
+                         fixture[f"sketch_{r}"][step])
             if sketch_b is not None:
                 cmp.relative(step, f"bn_stats_{role}", sketch_b(buffers[role]),
                              fixture[f"bn_{r}"][step])

@@ -296,7 +296,8 @@ def main(argv=None) -> Path:
         arrays[f"final_ema_{role}"] = ema.parameter.numpy().astype(np.float32)
         arrays[f"final_updated_{role}"] = ema.updated.numpy().astype(np.uint8)
     for role, model in zip("bd", REC.models):
-        tracked = [int(v) for k, v in model.state_dict().items() if k.endswith("num_batches_tracked")]
+        tracked = [int(v) for k, v in model.state_dict().items()
+                   if k.endswith("num_batches_tracked")]
         if tracked:
             arrays[f"final_bn_tracked_{role}"] = np.array(tracked, np.int64)
 
@@ -327,8 +328,8 @@ def build_manifest(which, name, steps, ref, sha, command, updates, setup) -> dic
             "changes": (
                 "The authors' train.py runs as its sacred experiment (ex.run with named configs "
                 + " ".join(setup["named_configs"]) + " and config updates "
-                + json.dumps(changed) + ", after a paths config file giving data_dir and log_dir in a "
-                "scratch folder); nothing "
+                + json.dumps(changed) + ", after a paths config file giving data_dir and "
+                "log_dir in a scratch folder); nothing "
                 "in the checkout is edited. Monkeypatched from outside: train.DataLoader (a "
                 "subclass forcing num_workers=0 that records each training batch's indices "
                 "and the augmentation draws of its fetch), train.get_model (keeps the two "
