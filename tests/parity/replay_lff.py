@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
 import re
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -99,7 +101,8 @@ _IMAGES: dict[str, torch.Tensor] = {}  # sha256 -> images rebuilt from a protoco
 def training_images(fixture) -> torch.Tensor:
     """The fixture's uint8 training images: stored (``x``), or rebuilt with debiaskit's own
     protocol (``manifest.data.protocol``) at the stored indices (``pick``) from the data in
-    ``DEBIASKIT_DATA`` (skips the test when that lacks the source); checked by sha256."""
+    ``DEBIASKIT_DATA``, else the sibling ``../shared/data`` (skips the test when that lacks
+    the source); checked by sha256."""
     sha = fixture.manifest["data"]["sha256"]
     if "x" in fixture.arrays:
         x = np.ascontiguousarray(fixture["x"])
@@ -111,8 +114,11 @@ def training_images(fixture) -> torch.Tensor:
         from debiaskit.data.protocols import build_data
         from debiaskit.errors import DataError
         protocol = fixture.manifest["data"]["protocol"]
+        data_dir = (os.environ.get("DEBIASKIT_DATA")
+                    or Path(__file__).resolve().parents[3] / "shared" / "data")
         try:
-            train = build_data(protocol["name"], **protocol["params"]).train
+            train = build_data(protocol["name"], data_dir=str(data_dir),
+                               **protocol["params"]).train
         except DataError as err:
             pytest.skip(f"{fixture.name} rebuilds its images from the {protocol['name']} "
                         f"source data: {err}")
