@@ -58,8 +58,11 @@ MANIFESTS = {
             "selection": "numpy.random.default_rng(12345).choice(60000, 4000, replace=False), "
                          "sorted, of debiaskit's colored_mnist training split "
                          "(tools/parity/lff/prepare_data.py cmnist); 4,000 = 15 x 256 + 160, so "
-                         "step 15 is a partial batch and steps 16-29 revisit samples. The uint8 "
-                         "images are stored in the npz (x, y, b)."},
+                         "step 15 is a partial batch and steps 16-29 revisit samples. The images "
+                         "are not stored (they would double the npz, with the initial weights "
+                         "3.8 MiB): the replay rebuilds them with debiaskit's protocol "
+                         "(data.protocol) at the stored indices (pick), checks them against "
+                         "sha256 (and y, b against the stored labels) and skips without MNIST."},
         "options": {"hparams": {"gce_code_scale": True},
                     "model_options": {"input_scale_quirk": True}, "augment": "none",
                     "adam": "fused"},
