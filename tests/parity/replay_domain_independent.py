@@ -151,28 +151,6 @@ def per_sample_ce(store: list):
         functional.cross_entropy = original
 
 
-@contextlib.contextmanager
-def full_map_average_pool(active: bool):
-    """Within the block (if ``active``), a global average pool ``adaptive_avg_pool2d(x, 1)``
-    is computed as ``avg_pool2d`` with the whole map as kernel: the same mean, summed in the
-    order of the reference's ``avg_pool2d(x, 4)`` on 4 x 4 maps (the two differ by float
-    rounding, 2.4e-7 on the first step's logits, which a chaotic recipe amplifies)."""
-    functional = torch.nn.functional
-    original = functional.adaptive_avg_pool2d
-
-    def pool(x, output_size):
-        if output_size not in (1, (1, 1)):
-            return original(x, output_size)
-        return functional.avg_pool2d(x, tuple(x.shape[-2:]))
-
-    if active:
-        functional.adaptive_avg_pool2d = pool
-    try:
-        yield
-    finally:
-        functional.adaptive_avg_pool2d = original
-
-
 #: a first step that differs by no more than this (relative, parameters) or the absolute
 #: tolerance (per-sample CE), but not by zero, differs by float rounding only
 ROUNDING = 1e-6
@@ -257,11 +235,6 @@ def reference_state(method, keys: list) -> dict:
 
 
 def replay(fixture, options: dict) -> Comparison:
-    with full_map_average_pool(bool(options.get("full_map_average_pool", False))):
-        return _replay(fixture, options)
-
-
-def _replay(fixture, options: dict) -> Comparison:
     from debiaskit.data.augment import AUGMENTATIONS, RandomCropFlip
     from debiaskit.data.loader import Batch, as_float_images
 

@@ -30,7 +30,7 @@ NAME = "domain_independent-cifar10s-resnet18_cifar-{steps}steps"
 REF_FILES = ["main.py", "parse_args.py", "utils.py", "models/cifar_domain_independent.py",
              "models/cifar_core.py", "models/basenet.py", "models/dataloader.py"]
 OPTIONS = {"preset": "gba-cifar10s", "row": "Domain-Ind", "hparams": {},
-           "full_map_average_pool": True, "skip_if_rounding_differs": True}
+           "skip_if_rounding_differs": True}
 NEGATIVE = {**OPTIONS, "hparams": {"weight_decay": 0.0}}
 
 
@@ -123,12 +123,9 @@ def manifest(record: dict, arrays: dict, steps: int) -> dict:
                       "everything else, inputs, normalisation, augmentation, loss, gradients, "
                       "SGD, is bit-identical). The recipe amplifies it: without the option the "
                       "replay fails at step 2 (CE 1.8e-3 with batch 8)."),
-             "action": ("replay option full_map_average_pool (the replay computes that global "
-                        "pool as avg_pool2d over the whole map, the reference's operation); "
-                        "then all steps are bit-identical. Not changed in "
-                        "src/debiaskit/models/resnet18_cifar.py (not this helper's file): "
-                        "pooling with F.avg_pool2d(x, x.shape[-2:]) there, as resnet_cifar.py's "
-                        "ResNet-20 does, would make the option change nothing.")},
+             "action": ("fixed: resnet18_cifar pools with avg_pool2d over the whole map (the "
+                        "reference's operation; tests/test_models_cifar.py); then all steps "
+                        "are bit-identical")},
         ],
         "deviations": [
             {"what": ("DomainIndependent's own defaults are debiaskit's generic Adam, lr 1e-3, "
