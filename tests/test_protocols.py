@@ -120,3 +120,15 @@ def test_summary_table(lff99):
     n_aligned = int(lff99.train.counts().trace())
     assert text[1].startswith(f"aligned {n_aligned} (")
     assert text[3].split()[:2] == ["0", "5864"]  # row of class 0 starts with its aligned cell
+
+
+def test_lff_mean_colours_are_the_float32_values_of_colors_th():
+    """MEAN_COLORS are LfF's data/resource/colors.th bit for bit (sha256 of the (10, 3)
+    little-endian float32 array), not a 6-decimal rounding (parity fixture data-lff-cmnist:
+    the rounding changed about 0.7 % of the images by one level)."""
+    import hashlib
+    colours = np.ascontiguousarray(colored_mnist.MEAN_COLORS, dtype="<f4")
+    assert colours.shape == (10, 3) and colored_mnist.MEAN_COLORS.dtype == np.float32
+    assert hashlib.sha256(colours.tobytes()).hexdigest() == (
+        "9529cab5a137035a3f859ae6752bd3ffa80d8d73b7f8eb78b1c6806a99a58aa3")
+    assert colours[0, 0] != np.float32(0.983682)
