@@ -16,9 +16,9 @@ Per batch (PROTOCOLS.md, CF/F), with foreground masks ``r`` and their bounding b
   factuals together in a second pass, as the authors' code does;
 - ``sal_lambda`` > 0 adds GradMask (``sal_variant`` ``paper``: the squared input gradient
   of the target logit on the background, summed and divided by the background's size,
-  per image, then averaged; ``code``: the authors' code's version, the gradient of
-  ``logits[:, y].sum()`` (every image's logits of every label of the batch, a label
-  counted once per image carrying it), its square times the background averaged over
+  per image, then averaged; ``code``: the authors' code's version, the gradient of the
+  sum over all images of their logits at every label of the batch (a label counted once
+  per image of the batch carrying it), its square times the background averaged over
   all input values of the images that have a foreground). The gradient is taken in the
   paper's input units, images scaled to [-1, 1] (``sal_range`` ``signed``: half the
   gradient in our [0, 1] units, a quarter of the penalty), or in [0, 1] units (``unit``).
@@ -84,7 +84,7 @@ def gradmask_of(logits, x, y, foreground, variant="paper", scale=1.0) -> torch.T
     if variant == "paper":
         target = logits.gather(1, y[:, None]).sum()
     else:
-        target = logits[:, y].sum()
+        target = logits.index_select(1, y).sum()
     grad, = torch.autograd.grad(target, x, create_graph=True)
     if scale != 1.0:
         grad = grad * scale
