@@ -20,6 +20,8 @@ the batch-norm running statistics after the step, with the count of batch-norm u
 
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -105,6 +107,8 @@ def replay(fixture, options, stop_early=True) -> Comparison:
     kinds = manifest["data"]["draw_kinds"]
     noise_std = manifest["data"]["their_noise_std"]
     cmp = Comparison(manifest["tolerances"])
+    digest = hashlib.sha256(fixture["x"].tobytes() + np.packbits(fixture["masks"]).tobytes())
+    cmp.absolute(0, "data checksum", [digest.hexdigest() != manifest["data"]["sha256"]], [0])
 
     outputs, seen = [], {}
     model.register_forward_hook(lambda m, i, o: outputs.append(o.detach()))

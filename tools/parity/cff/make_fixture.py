@@ -179,7 +179,9 @@ def main(record_base: str, name: str) -> None:
                                f">= 2 of 4 pixels; the mask of the sixth image cleared (an "
                                f"image without foreground); {n} images, batch {bs}: "
                                f"{-(-n // bs)} steps per epoch, the last of {n % bs or bs}"),
-                 "sha256": meta["sha256"], "stored": "images and masks in the npz",
+                 "sha256": meta["sha256"],
+                 "sha256_of": "the uint8 images (x) followed by np.packbits(masks)",
+                 "stored": "images and masks in the npz",
                  "draw_kinds": meta["draw_kinds"], "buffer_names": meta["buffer_names"],
                  "their_noise_std": 0.2},
         "network": "resnet20",

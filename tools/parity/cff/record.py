@@ -295,7 +295,10 @@ def record(ref: str, variant: str, steps: int, batch: int, n: int, seed: int, da
 
 def arrays_of(rec, variant):
     rows = rec["rows"]
-    cat = lambda key, dtype: np.concatenate([np.asarray(r[key]) for r in rows]).astype(dtype)  # noqa: E731
+
+    def cat(key, dtype):
+        return np.concatenate([np.asarray(r[key]) for r in rows]).astype(dtype)
+
     out = {"x": rec["x"], "masks": rec["masks"], "y": rec["y"], **rec["init"],
            "batch_sizes": np.array([len(r["index"]) for r in rows], np.int64),
            "kept_sizes": np.array([r["n_kept"] for r in rows], np.int64),
