@@ -116,3 +116,13 @@ def test_fixture_round_trip(tmp_path):
     write_fixture(tmp_path / "bad", {"x": np.zeros(1)}, manifest)
     with pytest.raises(ValueError, match="measured"):
         load_fixture(tmp_path / "bad.json")
+
+
+def test_state_arrays_are_copies():
+    from debiaskit.parity import state_arrays
+    net = torch.nn.Linear(2, 1)
+    arrays = state_arrays("init/", net.state_dict())
+    before = arrays["init/weight"].copy()
+    with torch.no_grad():
+        net.weight.add_(1.0)
+    assert (arrays["init/weight"] == before).all() and list(arrays) == ["init/weight", "init/bias"]

@@ -190,5 +190,6 @@ def write_fixture(path: str | os.PathLike, arrays: dict, manifest: dict) -> Path
 
 def state_arrays(prefix: str, state: dict) -> dict:
     """A state dict as fixture arrays named ``prefix + key``, each in its own dtype
-    (buffers such as BatchNorm's running statistics and counters included)."""
-    return {f"{prefix}{k}": v.detach().cpu().numpy() for k, v in state.items()}
+    (buffers such as BatchNorm's running statistics and counters included): copies, so
+    later training steps do not change them."""
+    return {f"{prefix}{k}": v.detach().cpu().numpy().copy() for k, v in state.items()}
