@@ -59,7 +59,7 @@ DEVIATIONS = [
     {"what": "Inputs: their MLP_DISENTANGLE divides the [0, 1] images by 255 a second time; "
              "debiaskit's MLP does so only with model option input_scale_quirk (default "
              "off; the sih-cmnist preset's 'DisEnt' row runs [0, 1] inputs, its 'DisEnt "
-             "(double scaling)' row sets the quirk).",
+             "(authors' code)' row sets the quirk and gce_code_scale).",
      "why": "the second division is a bug of LfF's code that SiH's comparison did not keep"},
     {"what": "gce_code_scale defaults to False (the paper's GCE).",
      "why": "the paper defines GCE as (1 - p^q) / q; the factor q is their code's"},
