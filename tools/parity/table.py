@@ -31,6 +31,14 @@ def _worst(measured: dict) -> str:
     return "; ".join(f"{k} {v:.1e}" for k, v in sorted(worst.items())) or "-"
 
 
+def _largest(measured: dict) -> str:
+    worst = measured.get("worst", {})
+    if not worst:
+        return "-"
+    name = max(worst, key=worst.get)
+    return f"{worst[name]:.1e} ({name})".replace("|", "\\|")  # a table cell
+
+
 def _first_failure(measured: dict) -> str:
     fail = measured.get("first_failure")
     if not fail:
@@ -43,24 +51,32 @@ def manifests() -> list[dict]:
 
 
 def render() -> str:
-    rows = ["| fixture | method | reference | data | network | steps | compared | largest difference (faithful options) | tolerance | options | negative control: option, first failure |",
-            "|---|---|---|---|---|---|---|---|---|---|---|"]
-    notes = []
+    rows = ["| fixture | method | reference | network | steps | largest difference, faithful options | negative control fails at |",
+            "|---|---|---|---|---|---|---|"]
+    sections = []
     for m in manifests():
-        ref = m["reference"]
-        tol = m["tolerances"]
-        neg = m["negative_control"]
-        rows.append(" | ".join([
-            f"| `{m['_name']}`", m["method"], f"{ref['repo']}@{ref['commit'][:7]}",
-            m["data"]["name"], str(m["network"] or "-"), str(m["steps"]),
-            "; ".join(m["compared"]), _worst(m["measured"]["options"]),
-            f"abs {tol['abs']:.0e}, rel {tol['rel']:.0e}", _options(m["options"]),
-            f"{_options(neg['options'])}: {_first_failure(m['measured']['negative_control'])} |"]))
-        for d in m.get("divergences", []):
-            notes.append(f"- `{m['_name']}`, divergence: {d['what']} **Done:** {d['action']}")
-        for d in m.get("deviations", []):
-            notes.append(f"- `{m['_name']}`, deliberate deviation of our defaults: {d['what']} **Why:** {d['why']}")
-    return "\n".join(rows + ["", "Divergences found and deviations kept:", ""] + (notes or ["- none"]))
+        ref, tol, neg = m["reference"], m["tolerances"], m["negative_control"]
+        name = m["_name"]
+        rows.append(f"| [`{name}`](#{name}) | {m['method']} | {ref['repo']}@{ref['commit'][:7]} | "
+                    f"{m['network'] or '-'} | {m['steps']} | {_largest(m['measured']['options'])} | "
+                    f"{_first_failure(m['measured']['negative_control'])} |")
+        lines = [f"### {name}", "",
+                 f"- Reference: {ref['repo']} at {ref['commit']}; recorded with "
+                 f"`{m['record']['recorder']}` (torch {m['record']['torch']}, "
+                 f"{m['record']['threads']} thread).",
+                 f"- Data: {m['data']['name']}; {m['data']['selection']}",
+                 f"- Compared (tolerances: absolute {tol['abs']:.0e}, relative {tol['rel']:.0e}): "
+                 + "; ".join(m["compared"]) + ".",
+                 f"- Largest differences with the faithful options: {_worst(m['measured']['options'])}.",
+                 f"- Options: {_options(m['options'])}.",
+                 f"- Negative control: {_options(neg['options'])} ({neg['why']}): "
+                 f"{_first_failure(m['measured']['negative_control'])}."]
+        lines += [f"- Divergence: {d['what']} **Done:** {d['action']}"
+                  for d in m.get("divergences", [])]
+        lines += [f"- Deliberate deviation of our defaults: {d['what']} **Why:** {d['why']}"
+                  for d in m.get("deviations", [])]
+        sections.append("\n".join(lines))
+    return "\n".join(rows) + "\n\n" + "\n\n".join(sections)
 
 
 def main(argv: list[str]) -> int:
