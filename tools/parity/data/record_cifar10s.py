@@ -99,6 +99,7 @@ def record(ref: str, data: str) -> tuple[dict, dict]:
 
 
 def manifest(ref: str, info: dict, command: str) -> dict:
+    import PIL
     import torch
     return {
         "kind": "data",
@@ -107,6 +108,8 @@ def manifest(ref: str, info: dict, command: str) -> dict:
                       "files": ["preprocess_data.py"]},
         "record": {"recorder": "tools/parity/data/record_cifar10s.py", "command": command,
                    "torch": torch.__version__, "threads": 1,
+                   "libraries": {"python": sys.version.split()[0], "numpy": np.__version__,
+                                 "pillow": PIL.__version__},
                    "changes": "their preprocess_data module imported from the checkout; "
                               "create_cifar_s_data(train_imgs, train_labels, 0.95) called "
                               "directly (create_cifar_data would first read the CIFAR-10 python "

@@ -42,8 +42,12 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(REPO / "src"))
 from common import FP_SEED, fingerprint, git_head, sha256  # noqa: E402
 
-TYPE0 = ["Snow", "Frost", "Fog", "Brightness", "Contrast", "Spatter", "Elastic", "JPEG",
-         "Pixelate", "Saturate"]
+#: make_dataset's corruption lists, class k aligned with entry k
+TYPES = {"type0": ["Snow", "Frost", "Fog", "Brightness", "Contrast", "Spatter", "Elastic",
+                   "JPEG", "Pixelate", "Saturate"],
+         "type1": ["Gaussian Noise", "Shot Noise", "Impulse Noise", "Speckle Noise",
+                   "Gaussian Blur", "Defocus Blur", "Glass Blur", "Motion Blur", "Zoom Blur",
+                   "Original"]}
 
 
 class _Dataset:
@@ -126,11 +130,14 @@ def record_cmnist(ref: str, data: str, skewed_ratio: float, severity: int, seed:
 
 
 def record_cc10(ref: str, data: str, skewed_ratio: float, severity: int, seed: int,
-                n_train: int, n_test: int):
+                n_train: int, n_test: int, kind: str = "type0"):
     theirs = _import_theirs(ref)
     with np.load(os.path.join(data, "cifar10.npz")) as npz:
-        lossless = npz["test_lossless"]
-        test_pick = np.flatnonzero(lossless)[:n_test]
+        lossless, y_test = npz["test_lossless"], npz["y_test"]
+        # the local test set is grouped by class: the first n_test / 10 exact (lossless)
+        # images of every class, in local order
+        test_pick = np.sort(np.concatenate([np.flatnonzero(lossless & (y_test == c))
+                                            [:n_test // 10] for c in range(10)]))
         splits = {"train": (npz["x_train"][:n_train], npz["y_train"][:n_train]),
                   "test": (npz["x_test"][test_pick], npz["y_test"][test_pick])}
     proxy = _NumpyProxy()
@@ -152,7 +159,7 @@ def record_cc10(ref: str, data: str, skewed_ratio: float, severity: int, seed: i
             return out
         return call
 
-    for v, name in enumerate(TYPE0):
+    for v, name in enumerate(TYPES[kind]):
         protocol[name] = wrap(v, originals[name])
     real_make_attr = theirs.make_attr_labels
     calls = []
@@ -165,7 +172,8 @@ def record_cc10(ref: str, data: str, skewed_ratio: float, severity: int, seed: i
     theirs.make_attr_labels = make_attr_labels
     with tempfile.TemporaryDirectory() as tmp:
         theirs.make_corrupted_cifar10(data_dir=tmp, skewed_ratio=skewed_ratio,
-                                      corruption_names=TYPE0, severity=severity, postfix="0")
+                                      corruption_names=TYPES[kind], severity=severity,
+                                      postfix=kind[-1])
     # the assignment rule on the whole training and test sets (their own function)
     import torch
     with np.load(os.path.join(data, "cifar10.npz")) as npz:
@@ -183,7 +191,7 @@ def record_cc10(ref: str, data: str, skewed_ratio: float, severity: int, seed: i
         arrays[f"raw_{key}"] = images[pick]
     arrays["test_pick"] = test_pick.astype(np.int64)
     info = {"x_sha256": sha256(splits["train"][0]), "x_test_sha256": sha256(splits["test"][0]),
-            "ratios": calls}
+            "ratios": calls, "type": kind, "n_train": n_train, "n_test": n_test}
     return arrays, info
 
 
@@ -214,9 +222,11 @@ def main() -> None:
     parser.add_argument("--severity", type=int, default=4)
     parser.add_argument("--n-train", type=int, default=1000)
     parser.add_argument("--n-test", type=int, default=500)
+    parser.add_argument("--type", default="type0", choices=sorted(TYPES))
     args = parser.parse_args()
     ref, data = os.path.abspath(args.ref), os.path.abspath(args.data)
-    out = os.path.abspath(args.out or REPO / f"tests/parity/fixtures/data-lff-{args.what}")
+    name = args.what if args.what == "cmnist" else f"cc10-{args.type}"
+    out = os.path.abspath(args.out or REPO / f"tests/parity/fixtures/data-lff-{name}")
     from debiaskit.parity import write_fixture
     if args.what == "cmnist":
         ratio = 0.01 if args.skewed_ratio is None else args.skewed_ratio
@@ -224,7 +234,7 @@ def main() -> None:
     else:
         ratio = 0.05 if args.skewed_ratio is None else args.skewed_ratio
         arrays, info = record_cc10(ref, data, ratio, args.severity, args.seed, args.n_train,
-                                   args.n_test)
+                                   args.n_test, args.type)
     info.update(versions=versions(), skewed_ratio=ratio, severity=args.severity, seed=args.seed)
     command = ("OMP_NUM_THREADS=1 python tools/parity/data/record_lff.py "
                + " ".join(a for a in sys.argv[1:] if not a.startswith("/")
@@ -310,7 +320,89 @@ def cmnist_manifest(ref: str, info: dict, command: str) -> dict:
 
 
 def cc10_manifest(ref: str, info: dict, command: str) -> dict:
-    raise NotImplementedError
+    kind, ratio, severity = info["type"], info["skewed_ratio"], info["severity"]
+    n_train, n_test = info["n_train"], info["n_test"]
+    steps = -(-n_train // 50) + -(-n_test // 50) + 1
+    return {
+        "kind": "data",
+        "method": "protocol:corrupted_cifar10",
+        "reference": {"repo": "alinlab/LfF", "commit": git_head(ref),
+                      "files": ["make_dataset.py", "data/corrupted_cifar10_protocol.py"]
+                      + (["data/resource/frost1.png", "data/resource/frost2.png",
+                          "data/resource/frost3.png", "data/resource/frost4.jpg",
+                          "data/resource/frost5.jpg"] if kind == "type0" else [])},
+        "record": _record(info, command,
+                          "their make_dataset.make_corrupted_cifar10(data_dir=<temporary "
+                          f"folder>, skewed_ratio={ratio}, corruption_names=<make_dataset's "
+                          f"{kind} list>, severity={severity}, postfix='{kind[-1]}') called "
+                          "directly (not through sacred's command line), working directory "
+                          "the checkout, in LfF's pinned environment (requirements.txt: Python "
+                          "3.7, numpy 1.18.2, scipy 1.3.0, scikit-image 0.15.0, Pillow 7.1.1, "
+                          "torch 1.4.0, torchvision 0.5.0, Wand 0.5.8; OpenCV 4.2.0 as "
+                          "opencv-python-headless 4.2.0.34 instead of opencv-python 4.2.0.32, "
+                          "which has no wheel left for Python 3.7; ImageMagick 6.9.11-60 Q16 "
+                          "from Debian 12); make_dataset.CIFAR10 replaced by a stand-in serving "
+                          "a subset of cifar10.npz (.data uint8 N x 32 x 32 x 3, .targets "
+                          f"list): the first {n_train} training images and {n_test // 10} exact "
+                          "(test_lossless) test images per class; make_dataset.np replaced by "
+                          "a numpy proxy whose save() keeps the arrays in memory; each "
+                          "CORRUPTED_CIFAR10_PROTOCOL entry wrapped so that the global "
+                          "np.random state is that of RandomState([seed, split, v]) for the "
+                          "image's corruption v, continued from the previous image of v "
+                          "(their script draws from one unseeded global stream); "
+                          "make_attr_labels wrapped only to know which split is running"),
+        "data": {"name": "cifar10.npz (DEBIASKIT_DATA)",
+                 "selection": f"training: the first {n_train} images (official order); test: "
+                              f"the first {n_test // 10} images of each class among the 1,000 "
+                              "exact ones (test_lossless), in local order (indices stored as "
+                              "test_pick); the assignment rule also on all 50,000 training "
+                              "images. Images are NOT stored except 3 per corruption and "
+                              "split: the replay corrupts with debiaskit and compares "
+                              f"fingerprints (tools/parity/data/common.py, seed {FP_SEED})",
+                 "sha256": info["x_sha256"], "sha256_test": info["x_test_sha256"]},
+        "network": None,
+        "steps": steps,
+        "replay": "data_lff_cc10",
+        "options": {"conflict_ratio": ratio, "type": kind, "severity": severity, "seed": 0},
+        "negative_control": {"options": {"conflict_ratio": ratio, "type": kind,
+                                         "severity": severity - 1, "seed": 0},
+                             "why": f"LfF's severity {severity} taken as Hendrycks' severity "
+                                    f"{severity} (LfF calls Hendrycks' corruption at severity "
+                                    f"+ 1 = {severity + 1})"},
+        "compared": [
+            f"steps 0-{-(-n_train // 50) - 1}: chunks of 50 training images in dataset order: "
+            "the corruption index of every image (abs 0) and, per corruption, the number of "
+            "images differing from LfF's output (fingerprints; abs 0)",
+            f"steps {-(-n_train // 50)}-{steps - 2}: the same for chunks of 50 test images "
+            "(LfF's 'valid' split, 10 % aligned = uniform)",
+            f"step {steps - 1}: the assignment on all 50,000 training images (LfF's "
+            "make_attr_labels vs debiaskit's block_assignment), counts per (class, "
+            "corruption) of both subsets, and per corruption the largest pixel difference "
+            "over 3 stored raw images of each split",
+            "given: the same random stream per corruption (the recorder runs LfF's functions "
+            "on debiaskit's RandomState([seed, split, v]) streams)"],
+        "tolerances": {"abs": 1e-5, "rel": 1e-4},
+        "measured": {},
+        "divergences": [],
+        "deviations": [
+            {"what": "debiaskit draws each corruption's randomness from its own stream "
+                     "RandomState([seed, split, v]) in dataset order; LfF draws all from the "
+                     "unseeded global np.random in dataset order",
+             "why": "reproducible from debiaskit's seed and batchable per corruption; given "
+                    "the same streams the images are identical"}],
+        "notes": "Recorded in LfF's pinned environment. debiaskit's corruptions are a batched "
+                 "re-implementation (no ImageMagick, no Wand): the replay runs only debiaskit's "
+                 "code. JPEG in debiaskit needs the jpeglib package (libjpeg 9d, as Pillow 7.1 "
+                 "bundled); without it debiaskit falls back to Pillow's libjpeg-turbo."
+                 + (" The pinned environment matters: LfF's own code run with numpy 1.26.4, "
+                    "scipy 1.10.1, scikit-image 0.20.0, OpenCV 4.8.1, Pillow 9.5.0 "
+                    "(libjpeg-turbo) on the same subset and streams gave other images for "
+                    "elastic (about 60 % of its images, up to 60 levels: SciPy 1.6 changed "
+                    "map_coordinates' 'reflect'), JPEG (about 60 %, up to 40 levels: "
+                    "libjpeg-turbo) and snow (8 %, OpenCV's float grey conversion), while the "
+                    "7 others stayed bit-identical; debiaskit follows the pinned versions, "
+                    "which made LfF's datasets." if kind == "type0" else ""),
+    }
 
 
 if __name__ == "__main__":
