@@ -305,6 +305,7 @@ def main() -> None:
     stub_wandb()
 
     sys.path.insert(0, str(ref))
+    args.out = str(Path(args.out).resolve())  # relative to where the recorder was started
     os.makedirs(args.run_dir, exist_ok=True)
     os.chdir(args.run_dir)
     import yaml
@@ -425,7 +426,7 @@ def build_manifest(rec, args, selection, commit, argv, n_steps, init_sha) -> dic
     manifest["record"].update(
         command=("OMP_NUM_THREADS=1 python tools/parity/sih/record.py --ref REF --data DATA "
                  f"--run-dir RUN --epochs {args.epochs} --out {Path(args.out).relative_to(REPO)}"
-                 if Path(args.out).resolve().is_relative_to(REPO) else " ".join(sys.argv)),
+                 if Path(args.out).is_relative_to(REPO) else " ".join(sys.argv)),
         torch=torch.__version__, threads=torch.get_num_threads(),
         their_argv=" ".join(argv))
     manifest["data"].update(sha256=selection["train_sha256"], params=selection["params"],
