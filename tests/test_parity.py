@@ -126,3 +126,17 @@ def test_state_arrays_are_copies():
     with torch.no_grad():
         net.weight.add_(1.0)
     assert (arrays["init/weight"] == before).all() and list(arrays) == ["init/weight", "init/bias"]
+
+
+def test_fingerprint_is_the_weighted_pixel_sum_modulo_the_prime():
+    import numpy as np
+
+    from debiaskit.parity import FINGERPRINT_PRIME, FINGERPRINT_SEED, fingerprint
+    images = np.random.default_rng(1).integers(0, 256, (3, 4, 4, 3), dtype=np.uint8)
+    w = np.random.default_rng(FINGERPRINT_SEED).integers(1, 2 ** 16, size=(4, 4, 3),
+                                                         dtype=np.int64)
+    by_hand = [int((img.astype(np.int64) * w).sum() % FINGERPRINT_PRIME) for img in images]
+    assert fingerprint(images).tolist() == by_hand
+    changed = images.copy()
+    changed[1, 3, 2, 0] ^= 1                      # one pixel, one grey level
+    assert (fingerprint(changed) != fingerprint(images)).tolist() == [False, True, False]

@@ -188,6 +188,26 @@ def write_fixture(path: str | os.PathLike, arrays: dict, manifest: dict) -> Path
     return path.with_suffix(".json")
 
 
+#: Image fingerprints (:func:`fingerprint`): weights in 1 .. 2^16 drawn from this seed,
+#: sums taken modulo this prime.
+FINGERPRINT_SEED, FINGERPRINT_PRIME = 20261207, 2_147_483_647
+
+
+def fingerprint(images: np.ndarray) -> np.ndarray:
+    """One uint32 per uint8 image of ``images`` (N, ...): ``sum(pixel * W) mod P`` with
+    weights ``W`` of one image's shape drawn from ``default_rng(FINGERPRINT_SEED)`` in
+    1 .. 2^16 and ``P`` prime, so any change of one pixel changes the fingerprint (data
+    fixtures compare every image this way instead of storing it)."""
+    images = np.asarray(images)
+    w = np.random.default_rng(FINGERPRINT_SEED).integers(
+        1, 2 ** 16, size=images.shape[1:], dtype=np.int64).ravel()
+    flat = images.reshape(len(images), -1)
+    out = np.empty(len(images), dtype=np.int64)
+    for lo in range(0, len(images), 4096):
+        out[lo:lo + 4096] = (flat[lo:lo + 4096].astype(np.int64) @ w) % FINGERPRINT_PRIME
+    return out.astype(np.uint32)
+
+
 def state_arrays(prefix: str, state: dict) -> dict:
     """A state dict as fixture arrays named ``prefix + key``, each in its own dtype
     (buffers such as BatchNorm's running statistics and counters included): copies, so

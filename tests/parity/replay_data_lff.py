@@ -33,24 +33,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from debiaskit.parity import Comparison
+from debiaskit.parity import Comparison, fingerprint
 
 DATA_DIR = Path(os.environ.get("DEBIASKIT_DATA") or
                 Path(__file__).resolve().parents[3] / "shared" / "data")
-FP_PRIME, FP_SEED = 2_147_483_647, 20261207
 CHUNKS = {"train": 3000, "test": 2500}  # Colored MNIST
 CHUNK = 50  # Corrupted CIFAR-10
-
-
-def fingerprint(images: np.ndarray) -> np.ndarray:
-    """As tools/parity/data/common.py: ``sum(pixel * W) mod P`` per image."""
-    w = np.random.default_rng(FP_SEED).integers(1, 2 ** 16, size=images.shape[1:],
-                                                 dtype=np.int64).ravel()
-    flat = images.reshape(len(images), -1)
-    out = np.empty(len(images), dtype=np.int64)
-    for lo in range(0, len(images), 4096):
-        out[lo:lo + 4096] = (flat[lo:lo + 4096].astype(np.int64) @ w) % FP_PRIME
-    return out.astype(np.uint32)
 
 
 class RecordedNormal:

@@ -125,7 +125,7 @@ def manifest(ref: str, info: dict, command: str) -> dict:
                  "selection": "the whole training set (the selection draws per class of "
                               "5,000); test set in the local order; images are NOT stored: "
                               "the replay rebuilds them from DEBIASKIT_DATA and compares "
-                              "fingerprints (fingerprint in tools/parity/data/common.py, "
+                              "fingerprints (debiaskit.parity.fingerprint, "
                               f"seed {FP_SEED})",
                  "sha256": info["x_train_sha256"], "sha256_test": info["x_test_sha256"]},
         "network": None,

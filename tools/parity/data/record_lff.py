@@ -274,7 +274,7 @@ def cmnist_manifest(ref: str, info: dict, command: str) -> dict:
                  "selection": "the whole sets (the bias assignment is by dataset order over "
                               "each class); images are NOT stored: the replay rebuilds them "
                               "with debiaskit's protocol and compares fingerprints "
-                              f"(tools/parity/data/common.py, seed {FP_SEED}) and 60 raw images",
+                              f"(debiaskit.parity.fingerprint, seed {FP_SEED}) and 60 raw images",
                  "sha256": info["x_sha256"], "sha256_test": info["x_test_sha256"],
                  "draws_sha256": info["draws_sha256"]},
         "network": None,
@@ -358,7 +358,7 @@ def cc10_manifest(ref: str, info: dict, command: str) -> dict:
                               "test_pick); the assignment rule also on all 50,000 training "
                               "images. Images are NOT stored except 3 per corruption and "
                               "split: the replay corrupts with debiaskit and compares "
-                              f"fingerprints (tools/parity/data/common.py, seed {FP_SEED})",
+                              f"fingerprints (debiaskit.parity.fingerprint, seed {FP_SEED})",
                  "sha256": info["x_sha256"], "sha256_test": info["x_test_sha256"]},
         "network": None,
         "steps": steps,
