@@ -97,9 +97,11 @@ def test_walk_diagnostic_records_every_step_and_leaves_the_run_alone(small_lad_r
     assert result["probe_split"] == "unbiased" and steps[0]["class_bias_nmi"] > 0.8
     assert steps[0]["bias_kept"] > 50          # chance: 10 %
     assert 0 < steps[0]["shape_iou"] <= 1 and steps[1]["step_norm"] > 0
+    assert steps[1]["step_spacings"] == steps[1]["step_norm"] / steps[1]["code_gap"]
+    assert steps[0]["step_spacings"] == 0      # step 0 is the start: no step yet
     assert (tmp_path / "diag" / "walk_diagnostic.png").stat().st_size > 5000
     assert runs.read_json(tmp_path / "diag" / "walk_diagnostic.json")["steps"] == steps
-    assert "good walk" in format_table(result)
+    assert "good walk" in format_table(result) and "step/gap" in format_table(result)
     # a hypothesis (f read at a temperature) reuses the run's VQ-VAE and f, changes the walk
     hot = diagnose_run(small_lad_run, {"f_temperature": 20.0}, images=300,
                        out=tmp_path / "hot", data_dir=data_dir)

@@ -12,7 +12,8 @@ after every step:
   dataset's foreground mask, max-pooled to the latent grid);
 - ``step_norm`` and ``code_gap``: the mean length of a step per latent position, next to
   the mean distance from each position's current code to the nearest other code (a step
-  much shorter than the gap is undone by re-quantisation; much longer jumps past codes);
+  much shorter than the gap is undone by re-quantisation; much longer jumps past codes),
+  and ``step_spacings``, their ratio: the step's length in code spacings;
 - ``class_bias_nmi`` / ``bias_kept``: the normalised mutual information of class and the
   bias attribute read by a bias probe from the decoded images
   (:mod:`debiaskit.explain.bias_probe`; 0 when the cue is independent of the class, 1 when
@@ -156,6 +157,8 @@ def diagnose_walk(method, vqvae, f, codes: torch.Tensor, train, evals: dict, dat
     for step in range(method.hp["walk_steps"] + 1):
         row = {"step": step, **{k: sums[k][step] / n for k in RECORDED
                                 if k not in ("class_bias_nmi", "bias_kept")}}
+        # the step's length in code spacings (the unit of alpha_units=spacing)
+        row["step_spacings"] = row["step_norm"] / row["code_gap"] if row["code_gap"] else 0.0
         dependence = bias_dependence(y, torch.cat(b_hats[step]), train.num_classes,
                                      train.num_bias, b)
         row["class_bias_nmi"] = dependence["class_bias_nmi"]
@@ -257,12 +260,13 @@ def plot_walk_diagnostic(result: dict, path: Path) -> Path:
 def format_table(result: dict) -> str:
     """The per-step record as a plain-text table, with the verdict under it."""
     header = ("step", "entropy", "chg digit %", "chg bg %", "step L2", "code gap",
-              "NMI", "bias kept %", "IoU")
+              "step/gap", "NMI", "bias kept %", "IoU")
     lines = [" ".join(f"{h:>11}" for h in header)]
     for row in result["steps"]:
         values = (row["step"], row["entropy"], 100 * row["changed_digit"],
                   100 * row["changed_background"], row["step_norm"], row["code_gap"],
-                  row["class_bias_nmi"], row["bias_kept"], row["shape_iou"])
+                  row["step_spacings"], row["class_bias_nmi"], row["bias_kept"],
+                  row["shape_iou"])
         lines.append(" ".join(f"{v:>11}" if isinstance(v, int) else f"{v:>11.3f}"
                               for v in values))
     good = result["verdict"]
