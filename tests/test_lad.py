@@ -169,6 +169,31 @@ def test_vqvae_reconstructs_and_f_follows_the_colour(small_bg, trained_lad):
     assert f_stats["f_last_epoch_train_accuracy"] > 40.0       # chance is 10 %
 
 
+def test_f_stopping_rule_constrains_f(small_bg, trained_lad):
+    """f_stop_accuracy / f_stop_entropy stop f once the mean over the last 10 batches reaches
+    the level (never before 10 batches); without them f trains all its epochs. 3,000
+    images at batch 256: 12 batches per epoch."""
+    tr, _ = small_bg
+    method, vqvae, _, _, _ = trained_lad
+    codes = method.train_vqvae(tr, {}, seed=0, device="cpu")[0]["codes"].long()
+
+    def fit(**hp):
+        m = LAD(method.spec, NetworkFactory("mlp", (3, 28, 28), 10), {"f_epochs": 3, **hp})
+        return m.train_bias_classifier(vqvae, codes, tr, seed=0, device="cpu")[1]
+
+    full = fit()
+    assert full["f_steps"] == 36 and full["f_stopped_by"] == "f_epochs"
+    # the entropy of 10 classes never exceeds log 10 = 2.30: the rule fires as soon as the
+    # window is full, at step 10 (a rule without the window would stop at step 1)
+    by_entropy = fit(f_stop_entropy=2.5)
+    assert (by_entropy["f_steps"], by_entropy["f_stopped_by"]) == (10, "f_stop_entropy")
+    by_accuracy = fit(f_stop_accuracy=30.0)
+    assert by_accuracy["f_stopped_by"] == "f_stop_accuracy"
+    assert 10 <= by_accuracy["f_steps"] < 36
+    assert fit(f_stop_accuracy=100.0)["f_stopped_by"] == "f_epochs"   # never reached
+    assert fit(f_steps=5)["f_stopped_by"] == "f_steps"
+
+
 def test_walk_step_increases_the_entropy_of_f(small_bg, trained_lad):
     tr, _ = small_bg
     _, vqvae, f, _, _ = trained_lad

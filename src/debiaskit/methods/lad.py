@@ -60,7 +60,9 @@ ALPHA_UNITS = ("std", "spacing")
 VQ_SETTINGS = ("codebook_size", "code_dim", "vq_downsample", "vq_hidden", "vq_epochs", "vq_lr",
                "vq_batch", "commitment", "vq_decay", "vq_restart")
 F_SETTINGS = ("f_hidden", "f_epochs", "f_lr", "f_optimizer", "f_momentum", "f_steps",
-              "f_label_smoothing")
+              "f_label_smoothing", "f_stop_accuracy", "f_stop_entropy")
+#: Batches over which f's stopping rule averages its training accuracy and entropy.
+F_STOP_WINDOW = 10
 WALK_SETTINGS = ("walk_steps", "alpha", "alpha_twice", "walk_start", "walk_accumulate",
                  "walk_objective", "f_temperature", "walk_augment", "walk_jitter", "walk_views",
                  "alpha_units")
@@ -108,6 +110,13 @@ class LAD(ERM):
                           "f_epochs)", 0, 10**9),
         "f_label_smoothing": HParam(0.0, "label smoothing of f's cross-entropy (keeps f "
                                     "from saturating)", 0.0, 1.0),
+        "f_stop_accuracy": HParam(0.0, "the paper's \"we also constrain f\" as a stopping "
+                                  "rule: stop f once its training accuracy (%, mean of the "
+                                  "last 10 batches, before each step) reaches this (0: off)",
+                                  0.0, 100.0),
+        "f_stop_entropy": HParam(0.0, "stop f once its mean predictive entropy on the last 10 "
+                                 "batches falls to this (nats; 0: off): f confident but "
+                                 "not saturated", 0.0, 100.0),
         "f_temperature": HParam(1.0, "the walk reads f's logits divided by this (above 1: "
                                 "a saturated f gives the walk gradients)", 1e-3, 1e6),
         "walk_steps": HParam(20, "walk steps (paper: BG MNIST 20, FG MNIST 7, CIFAR 4)", 0, 10000),
@@ -201,11 +210,12 @@ class LAD(ERM):
         y = train.y.to(device)
         correct, seen, steps = 0, 0, 0
         limit = hp["f_steps"] or math.inf
+        recent_accuracy, recent_entropy, stopped_by = [], [], None
         for _ in range(hp["f_epochs"]):
             order = torch.randperm(len(codes), generator=gen).to(device)
             correct, seen = 0, 0
             for lo in range(0, len(order), 256):
-                if steps >= limit:
+                if steps >= limit or stopped_by:
                     break
                 idx = order[lo:lo + 256]
                 logits = f(vqvae.quantizer.lookup(codes[idx]))
@@ -213,16 +223,39 @@ class LAD(ERM):
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
-                correct += (logits.argmax(1) == y[idx]).sum().item()
+                hits = (logits.argmax(1) == y[idx]).sum().item()
+                correct += hits
                 seen += len(idx)
                 steps += 1
-        stats = {"f_last_epoch_train_accuracy": 100.0 * correct / max(seen, 1), "f_steps": steps}
+                stopped_by = self._f_stop(recent_accuracy, recent_entropy,
+                                          100.0 * hits / len(idx),
+                                          predictive_entropy(logits.detach()).mean().item())
+        stats = {"f_last_epoch_train_accuracy": 100.0 * correct / max(seen, 1), "f_steps": steps,
+                 "f_stopped_by": stopped_by or ("f_steps" if steps >= limit else "f_epochs")}
         if train.b is not None:  # reported only: how much f follows the bias
             with torch.inference_mode():
                 pred = torch.cat([f(vqvae.quantizer.lookup(codes[lo:lo + WALK_BATCH])).argmax(1)
                                   for lo in range(0, len(codes), WALK_BATCH)]).cpu()
             stats["f_agrees_with_bias"] = 100.0 * (pred == train.b).float().mean().item()
         return {"f": f.state_dict()}, stats
+
+    def _f_stop(self, accuracies: list, entropies: list, accuracy: float,
+                entropy: float) -> str | None:
+        """f's stopping rule (``f_stop_accuracy`` / ``f_stop_entropy``): adds one batch's
+        training accuracy and mean entropy to the windows of the last
+        :data:`F_STOP_WINDOW` batches and names the rule that stops f, if one does (only
+        once the window is full)."""
+        for window, value in ((accuracies, accuracy), (entropies, entropy)):
+            window.append(value)
+            del window[:-F_STOP_WINDOW]
+        if len(accuracies) < F_STOP_WINDOW:
+            return None
+        hp = self.hp
+        if hp["f_stop_accuracy"] and sum(accuracies) / F_STOP_WINDOW >= hp["f_stop_accuracy"]:
+            return "f_stop_accuracy"
+        if hp["f_stop_entropy"] and sum(entropies) / F_STOP_WINDOW <= hp["f_stop_entropy"]:
+            return "f_stop_entropy"
+        return None
 
     # --- the walk ---------------------------------------------------------------------
     def step_unit(self, vqvae: VQVAE, codes: torch.Tensor) -> float:
