@@ -48,7 +48,8 @@ LFF_CMNIST_NOQUIRK = replace(
     LFF_CMNIST, name="lff-cmnist-noquirk",
     title="LfF Table 2, Colored MNIST, inputs in [0, 1] (no double scaling): unbiased accuracy",
     run={**LFF_CMNIST.run, "model_options": {"input_scale_quirk": False}},
-    notes="The paper's method as written, inputs in [0, 1] as SiH ran it; the published "
+    method_run={},
+    notes="The paper's method as written: inputs in [0, 1] as SiH ran it and the paper's GCE; the published "
           "numbers (from the authors' code, which divides inputs by 255 twice) are shown for "
           "reference. Otherwise as lff-cmnist.",
 )
