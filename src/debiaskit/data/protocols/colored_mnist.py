@@ -16,8 +16,8 @@ from ..sources import ImageSource
 from .assignment import block_assignment, check_conflict_ratio
 
 #: The ten mean colours of LfF (RGB in [0, 1]), index = bias value: exactly the float32
-#: values of LfF's ``data/resource/colors.th`` (rounding them to 6 decimals changed about
-#: 0.7 % of the images by one grey level; parity fixture ``data-lff-cmnist``).
+#: values of LfF's ``data/resource/colors.th`` (rounded values change some images by one
+#: grey level: docs/parity.md, fixture ``data-lff-cmnist``).
 MEAN_COLORS = np.array([
     [0.98368233, 0.312519, 0.16857535], [0.99052966, 0.91560525, 0.3515122],
     [0.672964, 0.46107048, 0.5798082], [0.78325194, 0.8315559, 0.6013294],
