@@ -254,15 +254,21 @@ class Method(nn.Module):
     def update(self, batch) -> dict[str, float]:
         """One optimisation step on ``batch``; returns scalar statistics to log.
 
-        Default: one step of every optimiser on ``loss(batch)``.
+        Default: one step of every optimiser on ``loss(batch)``, the gradients first
+        passed through :meth:`clip_gradients`.
         """
         loss, stats = self.loss(batch)
         for opt in self.optimizers.values():
             opt.zero_grad(set_to_none=True)
         loss.backward()
+        self.clip_gradients()
         for opt in self.optimizers.values():
             opt.step()
         return stats
+
+    def clip_gradients(self) -> None:
+        """Between the backward pass and the optimiser steps of :meth:`update`: changes the
+        gradients in place if the method clips them (default: nothing)."""
 
     def forward_shared(self, modules, x: torch.Tensor) -> list:
         """``[m(x) for m in modules]`` for networks that read the same batch, packed per

@@ -217,18 +217,12 @@ class CounterfactualFactual(Method):
         stats["loss"] = loss.item()
         return loss, stats
 
-    def update(self, batch):
-        """One step on :meth:`loss`, the gradient's L2 norm first clipped to ``grad_clip``
-        when it is set (as the authors' runs)."""
-        if self.hp["grad_clip"] <= 0:
-            return super().update(batch)
-        loss, stats = self.loss(batch)
-        opt = self.optimizers["model"]
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.networks["model"].parameters(), self.hp["grad_clip"])
-        opt.step()
-        return stats
+    def clip_gradients(self):
+        """The gradient's L2 norm clipped to ``grad_clip`` when it is set (as the authors'
+        runs)."""
+        if self.hp["grad_clip"] > 0:
+            torch.nn.utils.clip_grad_norm_(self.networks["model"].parameters(),
+                                           self.hp["grad_clip"])
 
     def predict(self, x):
         return self.networks["model"](x)
