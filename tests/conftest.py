@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import pytest
 
-DATA_DIR = Path(os.environ.get("DEBIASKIT_DATA") or
-                Path(__file__).resolve().parents[2] / "shared" / "data").resolve()
+from parity import DATA_DIR  # one rule for the data directory (tests/ is on sys.path)
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -6,3 +6,21 @@ debiaskit's own method from ``options`` (the manifest's ``options`` or its
 batches and random draws through the method's ``update`` on one thread, and compares
 every recorded quantity step by step.
 """
+
+import os
+from pathlib import Path
+
+import pytest
+
+#: The real data directory: DEBIASKIT_DATA, else the sibling ../shared/data (the whole
+#: test suite reads it from here, tests/conftest.py too).
+DATA_DIR = Path(os.environ.get("DEBIASKIT_DATA") or
+                Path(__file__).resolve().parents[3] / "shared" / "data").resolve()
+
+
+def real_data(name: str) -> Path:
+    """``DATA_DIR / name``; skips the calling test when that file is not there."""
+    path = DATA_DIR / name
+    if not path.is_file():
+        pytest.skip(f"real {name} not found in {DATA_DIR}; set DEBIASKIT_DATA")
+    return path

@@ -11,21 +11,17 @@ raw luma of 40 grey training images. Skips when the data directory lacks cifar10
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 
 import numpy as np
-import pytest
 
 from debiaskit.parity import Comparison, fingerprint
 
-DATA_DIR = Path(os.environ.get("DEBIASKIT_DATA") or
-                Path(__file__).resolve().parents[3] / "shared" / "data")
+from . import DATA_DIR, real_data
+
 
 
 def source():
-    if not (DATA_DIR / "cifar10.npz").is_file():
-        pytest.skip(f"real cifar10.npz not found in {DATA_DIR}; set DEBIASKIT_DATA")
+    real_data("cifar10.npz")
     from debiaskit.data.sources import load_source
     return load_source("cifar10", str(DATA_DIR))
 

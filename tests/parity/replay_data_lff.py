@@ -27,16 +27,13 @@ per corruption over 3 raw images of each corruption and split.
 from __future__ import annotations
 
 import contextlib
-import os
-from pathlib import Path
 
 import numpy as np
-import pytest
 
 from debiaskit.parity import Comparison, fingerprint
 
-DATA_DIR = Path(os.environ.get("DEBIASKIT_DATA") or
-                Path(__file__).resolve().parents[3] / "shared" / "data")
+from . import DATA_DIR, real_data
+
 CHUNKS = {"train": 3000, "test": 2500}  # Colored MNIST
 CHUNK = 50  # Corrupted CIFAR-10
 
@@ -69,8 +66,7 @@ def recorded_generators(draws: dict):
 
 
 def replay_cmnist(fixture, options: dict) -> Comparison:
-    if not (DATA_DIR / "mnist.npz").is_file():
-        pytest.skip(f"real mnist.npz not found in {DATA_DIR}; set DEBIASKIT_DATA")
+    real_data("mnist.npz")
     from debiaskit.data.protocols import colored_mnist
     from debiaskit.data.sources import load_source
 
@@ -107,8 +103,7 @@ def replay_cmnist(fixture, options: dict) -> Comparison:
 
 
 def replay_cc10(fixture, options: dict) -> Comparison:
-    if not (DATA_DIR / "cifar10.npz").is_file():
-        pytest.skip(f"real cifar10.npz not found in {DATA_DIR}; set DEBIASKIT_DATA")
+    real_data("cifar10.npz")
     from debiaskit.data.protocols import corrupted_cifar10 as cc
     from debiaskit.data.protocols.assignment import block_assignment
     from debiaskit.data.sources import load_source

@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import os
 import re
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -31,6 +29,8 @@ from debiaskit.methods.base import DataSpec
 from debiaskit.methods.lff import LfF
 from debiaskit.models import NetworkFactory
 from debiaskit.parity import Comparison, Sketch
+
+from . import DATA_DIR
 
 BUFFER_SUFFIXES = ("running_mean", "running_var", "num_batches_tracked")
 
@@ -114,10 +114,8 @@ def training_images(fixture) -> torch.Tensor:
         from debiaskit.data.protocols import build_data
         from debiaskit.errors import DataError
         protocol = fixture.manifest["data"]["protocol"]
-        data_dir = (os.environ.get("DEBIASKIT_DATA")
-                    or Path(__file__).resolve().parents[3] / "shared" / "data")
         try:
-            train = build_data(protocol["name"], data_dir=str(data_dir),
+            train = build_data(protocol["name"], data_dir=str(DATA_DIR),
                                **protocol["params"]).train
         except DataError as err:
             pytest.skip(f"{fixture.name} rebuilds its images from the {protocol['name']} "

@@ -19,12 +19,9 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import os
 from contextlib import contextmanager
-from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
 
 from debiaskit import optim
@@ -34,6 +31,8 @@ from debiaskit.methods.base import DataSpec
 from debiaskit.methods.sih import SiH
 from debiaskit.models import NetworkFactory
 from debiaskit.parity import Comparison, Sketch
+
+from . import DATA_DIR, real_data
 from debiaskit.train import EVAL_BATCH, heldout_objective
 
 # Their layer (key prefix in their two models' state dicts) -> ours in SiH's VAE;
@@ -49,22 +48,16 @@ NETWORKS = {"encoder_s": ("s", "encoder."), "decoder": ("s", "decoder."),
             "classifier_b": ("b", "classifier.")}
 
 
-def data_dir() -> Path:
-    return Path(os.environ.get("DEBIASKIT_DATA") or
-                Path(__file__).resolve().parents[3] / "shared" / "data")
-
-
 @functools.lru_cache(maxsize=2)
 def _subset(params: tuple, index: bytes):
     from debiaskit.data.protocols import build_data
-    bundle = build_data("colored_mnist", data_dir=str(data_dir()), **dict(params))
+    bundle = build_data("colored_mnist", data_dir=str(DATA_DIR), **dict(params))
     pick = torch.from_numpy(np.frombuffer(index, dtype=np.int32).astype(np.int64))
     return bundle.train.subset(pick, "parity")
 
 
 def load_data(fixture):
-    if not (data_dir() / "mnist.npz").is_file():
-        pytest.skip(f"real mnist.npz not found in {data_dir()}; set DEBIASKIT_DATA")
+    real_data("mnist.npz")
     data = fixture.manifest["data"]
     params = tuple(sorted(data["params"].items()))
     ds = _subset(params, fixture["train_index"].astype(np.int32).tobytes())
