@@ -38,14 +38,14 @@ def manifest_for(info: dict, arrays: dict, name: str) -> dict:
                "seed": 0}
     negative = json.loads(json.dumps(options))
     negative["hparams"]["error_set_from"] = "model"
-    cmd = (f"OMP_NUM_THREADS=1 /work/scratch/refenv/bin/python tools/parity/jtt/record.py "
-           f"--ref /work/scratch/jtt/ref --data /work/scratch/jtt/cmnist250.npz "
-           f"--work /work/scratch/jtt/run --out /work/scratch/jtt/rec --lr {a['lr']} "
+    cmd = (f"OMP_NUM_THREADS=1 REF_PYTHON tools/parity/jtt/record.py "
+           f"--ref WORK/ref --data WORK/cmnist250.npz "
+           f"--work WORK/run --out WORK/rec --lr {a['lr']} "
            f"--batch_size {a['batch_size']} --final_epoch {a['final_epoch']} "
            f"--up_weight {a['up_weight']} --jtt_epochs {a['jtt_epochs']}  "
            "(data: DEBIASKIT_DATA=/work/shared/data python tools/parity/jtt/make_data.py "
-           "/work/scratch/jtt/cmnist250.npz; fixture: python tools/parity/jtt/measure.py "
-           "/work/scratch/jtt/rec)")
+           "WORK/cmnist250.npz; fixture: python tools/parity/jtt/measure.py "
+           "WORK/rec)")
     s1 = info["stage1_steps"]
     n = len(arrays["y"])
     return {
