@@ -12,9 +12,10 @@ from debiaskit.data.augment import RandomAffine
 from debiaskit.data.loader import InMemoryLoader
 from debiaskit.data.protocols import build_data
 from debiaskit.data.protocols.one_pixel import confounding_mask
-from debiaskit.errors import DebiaskitError
+from debiaskit.errors import ConfigError, DebiaskitError
 from debiaskit.methods import DataSpec
 from debiaskit.methods.lad import LAD, bias_classifier
+from debiaskit.methods.lad_rule import check_rule_data, choose, parse_alphas
 from debiaskit.methods.lad_walk import latent_walk, predictive_entropy, walk_step
 from debiaskit.metrics import gradient_ratio
 from debiaskit.models import NetworkFactory
@@ -142,7 +143,9 @@ def trained_lad(small_bg):
     tr, bundle = small_bg
     spec = DataSpec(input_shape=(3, 28, 28), num_classes=10, num_train=len(tr),
                     train_targets=tr.y)
-    method = LAD(spec, NetworkFactory("mlp", (3, 28, 28), 10), {"vq_epochs": 3, "f_epochs": 3})
+    # f trained with Adam: the saturated f whose walk these tests follow
+    hparams = {"vq_epochs": 3, "f_epochs": 3, "f_optimizer": "adam", "f_lr": 1e-3}
+    method = LAD(spec, NetworkFactory("mlp", (3, 28, 28), 10), hparams)
     vq_art, vq_stats = method.train_vqvae(tr, {}, seed=0, device="cpu")
     vqvae = method.new_vqvae()
     vqvae.load_state_dict(vq_art["vqvae"])
@@ -167,6 +170,49 @@ def test_vqvae_reconstructs_and_f_follows_the_colour(small_bg, trained_lad):
     print(vq_stats, f_stats, mean_image_mse)
     assert vq_stats["train_recon_mse"] < 0.8 * mean_image_mse  # better than the mean image
     assert f_stats["f_last_epoch_train_accuracy"] > 40.0       # chance is 10 %
+
+
+def test_walk_rule_chooses_the_shortest_walk_that_leaves_f_unsure_and_keeps_the_digit():
+    """Hand-made curves (entropy bar 1.84, IoU bar 0.8): alpha 0.05 meets both bars at
+    step 8 (length 0.4), 0.1 at step 3 (0.3), 0.3 at step 1 (0.3, a tie: the smaller step
+    wins), 0.2 reaches the entropy at step 1 (length 0.2) but breaks the digit. Choosing the
+    fewest steps (0.3), the smallest alpha (0.05), ignoring the IoU (0.2) or breaking the
+    tie the other way (0.3) all give another answer."""
+    curves = [
+        {"alpha": 0.05, "entropy": [0.25 * i for i in range(1, 11)], "shape_iou": [0.9] * 10},
+        {"alpha": 0.1, "entropy": [0.5, 1.2, 1.9, 2.0], "shape_iou": [0.95, 0.9, 0.85, 0.5]},
+        {"alpha": 0.2, "entropy": [1.9, 2.1], "shape_iou": [0.79, 0.7]},
+        {"alpha": 0.3, "entropy": [1.95, 2.2], "shape_iou": [0.85, 0.6]},
+    ]
+    chosen = choose(curves, entropy_bar=1.84, iou_bar=0.8)
+    assert (chosen["alpha"], chosen["walk_steps"], chosen["met"]) == (0.1, 3, True)
+    assert chosen["length"] == pytest.approx(0.3)
+    # walk_steps given (2): only step 2 counts; none meets both bars, so the most unsure
+    # walk that keeps the digit (alpha 0.05: 0.5 nats, 0.1: 1.2; 0.2 and 0.3 break it)
+    chosen = choose(curves, 1.84, 0.8, fixed_steps=2)
+    assert (chosen["alpha"], chosen["walk_steps"], chosen["met"]) == (0.1, 2, False)
+    # no step keeps the digit: the smallest step size, one step
+    broken = [{**c, "shape_iou": [0.1] * len(c["shape_iou"])} for c in curves]
+    assert (choose(broken, 1.84, 0.8)["alpha"], choose(broken, 1.84, 0.8)["walk_steps"]) == (
+        0.05, 1)
+
+
+def test_walk_rule_refuses_what_it_cannot_read(small_bg):
+    assert parse_alphas("0.2, 0.05") == [0.05, 0.2]
+    for bad in ("", "0.1,x", "0,0.1"):
+        with pytest.raises(ConfigError, match="positive step sizes"):
+            parse_alphas(bad)
+    tr, _ = small_bg
+    with pytest.raises(ConfigError, match="foreground masks.*--hp alpha"):
+        check_rule_data(replace(tr, mask=None))
+    with pytest.raises(ConfigError, match="reads digit strokes.*not cifar"):
+        check_rule_data(replace(tr, name="cifar/train"))
+    spec = DataSpec(input_shape=(3, 28, 28), num_classes=10, num_train=4,
+                    train_targets=torch.zeros(4, dtype=torch.long))
+    with pytest.raises(ConfigError, match="walk_rule_alphas"):
+        LAD(spec, NetworkFactory("mlp", (3, 28, 28), 10), {"walk_rule_alphas": "fast"})
+    LAD(spec, NetworkFactory("mlp", (3, 28, 28), 10), {"walk_rule_alphas": "fast",
+                                                       "alpha": 0.1, "walk_steps": 5})
 
 
 def test_f_stopping_rule_constrains_f(small_bg, trained_lad):
@@ -305,10 +351,21 @@ def test_stage_store_reuses_another_runs_stage_only_when_its_key_matches(tmp_pat
 def test_lad_run_trains_on_decoded_walks(data_dir, tmp_path):
     cfg = RunConfig(dataset="bg_colored_mnist", method="lad", model="mlp", epochs=1,
                     train_subset=2000, eval_subset=500, data_dir=data_dir, augment="crop",
-                    hparams={"vq_epochs": 1, "walk_steps": 3}, progress=False)
+                    hparams={"vq_epochs": 1, "alpha": 1.0, "alpha_units": "spacing",
+                             "walk_accumulate": True,
+                             "walk_rule_max_steps": 3, "f_lr": 0.1, "f_epochs": 3},
+                    progress=False)
     summary = train(cfg, tmp_path / "run")
     stages = summary["stages"]
-    assert set(stages) == {"vqvae", "bias_classifier", "walk"}
+    # walk_steps not given: the walk-length rule chose them (alpha given), and the walk
+    # ran with its choice
+    assert set(stages) == {"vqvae", "bias_classifier", "walk_rule", "walk"}
+    rule = stages["walk_rule"]
+    assert [c["alpha"] for c in rule["curves"]] == [1.0] and rule["held_out_images"] == 1000
+    assert all(len(c["entropy"]) == 3 for c in rule["curves"])
+    assert stages["walk"]["walk_chosen_by"] == "rule"
+    assert (stages["walk"]["alpha"], stages["walk"]["alpha_units"]) == (1.0, "spacing")
+    assert 1 <= stages["walk"]["walk_steps"] == rule["walk_steps"] <= 3
     assert stages["walk"]["entropy_after"] > stages["walk"]["entropy_before"]
     assert (tmp_path / "run" / "stages" / "walk.pt").exists()
     assert "augmentation crop" in summary["protocol"]

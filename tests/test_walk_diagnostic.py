@@ -11,9 +11,9 @@ import torch
 from debiaskit import runs
 from debiaskit.cli import main
 from debiaskit.data.protocols.bg_colored_mnist import colorize_background
+from debiaskit.data.strokes import STROKE_RULES, mask_iou
 from debiaskit.errors import ConfigError
-from debiaskit.explain.walk_diagnostic import (STROKE_RULES, diagnose_run, digit_positions,
-                                               format_table, mask_iou, verdict)
+from debiaskit.explain.walk_diagnostic import diagnose_run, digit_positions, format_table, verdict
 from debiaskit.methods import DataSpec
 from debiaskit.methods.lad import LAD
 from debiaskit.methods.lad_walk import latent_walk, nearest_other_distance, spacing_scale
@@ -78,7 +78,8 @@ def small_lad_run(data_dir, tmp_path_factory):
     cfg = RunConfig(dataset="bg_colored_mnist", method="lad", model="mlp", epochs=1,
                     train_subset=2000, eval_subset=1000, data_dir=data_dir,
                     hparams={"vq_epochs": 2, "vq_batch": 32, "vq_lr": 2e-3, "walk_steps": 3,
-                             "walk_accumulate": True}, progress=False)
+                             "alpha": 0.1, "walk_accumulate": True, "f_optimizer": "adam",
+                             "f_lr": 1e-3}, progress=False)
     train(cfg, out)
     return out
 

@@ -19,8 +19,8 @@ after every step:
   (:mod:`debiaskit.explain.bias_probe`; 0 when the cue is independent of the class, 1 when
   it is kept or remapped), and the share of images whose probed bias is unchanged;
 - ``shape_iou``: the mean intersection over union of the digit's stroke in the decoded
-  image and in the original image (the stroke read by a per-dataset colour rule), i.e.
-  whether the walk keeps the digit.
+  image and in the original image (the stroke read by a per-dataset colour rule,
+  :mod:`debiaskit.data.strokes`), i.e. whether the walk keeps the digit.
 
 A walk is "good" (:data:`GOOD`) when after the last step the entropy is at least 80 % of
 ``log(classes)``, the NMI at most 0.05 and the shape IoU at least 0.8.
@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import runs
+from ..data.strokes import mask_iou, stroke_rule
 from ..errors import ConfigError, DebiaskitError
 from ..methods.lad import to_uint8
 from ..methods.lad_walk import nearest_other_distance, predictive_entropy
@@ -46,33 +47,8 @@ from .curves import save_png
 #: The acceptance bars of a good walk: (entropy share of log(classes), max NMI, min IoU).
 GOOD = {"entropy_share": 0.8, "class_bias_nmi": 0.05, "shape_iou": 0.8}
 
-#: How to read the digit's stroke from an image in [0, 1] (N x C x H x W -> N x H x W),
-#: per dataset: background-coloured MNIST draws a white digit on a coloured background
-#: (every background colour has a channel of at most 128/255, so the stroke is where all
-#: channels are bright); foreground-coloured MNIST a coloured digit on black.
-STROKE_RULES = {
-    "bg_colored_mnist": lambda x: x.min(1).values >= 0.75,
-    "colored_mnist": lambda x: x.max(1).values >= 0.5,
-}
-
 RECORDED = ("entropy", "changed_digit", "changed_background", "step_norm", "code_gap",
             "class_bias_nmi", "bias_kept", "shape_iou")
-
-
-def stroke_rule(dataset: str):
-    """The stroke reader of ``dataset`` (:data:`STROKE_RULES`)."""
-    if dataset not in STROKE_RULES:
-        raise ConfigError(f"the walk diagnostic reads digit strokes of "
-                          f"{', '.join(STROKE_RULES)} only, not {dataset}; run it on a LAD "
-                          "run of one of those")
-    return STROKE_RULES[dataset]
-
-
-def mask_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Per-image intersection over union of boolean masks N x H x W (1 when both empty)."""
-    inter = (a & b).flatten(1).sum(1).float()
-    union = (a | b).flatten(1).sum(1).float()
-    return torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(union))
 
 
 def digit_positions(mask: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
@@ -111,7 +87,7 @@ def diagnose_walk(method, vqvae, f, codes: torch.Tensor, train, evals: dict, dat
     if train.mask is None:
         raise ConfigError(f"{train.name} has no foreground masks; the walk diagnostic needs "
                           "them to tell digit from background positions")
-    read_stroke = stroke_rule(dataset)
+    read_stroke = stroke_rule(dataset, "the walk diagnostic")
     probe = probe or bias_probe(evals, seed)
     bias_net = probe[0]
     pick = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))
@@ -181,7 +157,8 @@ def diagnose_walk(method, vqvae, f, codes: torch.Tensor, train, evals: dict, dat
 def diagnose_config(cfg, out_dir, reuse_from=None, images: int = 2000, seed: int = 0,
                     probe=None) -> dict:
     """Prepare the LAD run ``cfg`` (a :class:`debiaskit.train.RunConfig`), fit or load its
-    VQ-VAE and ``f`` under ``out_dir/stages`` (loading matching stages from ``reuse_from``)
+    VQ-VAE, ``f`` and (if the walk's length is not given) the walk-length rule's choice
+    under ``out_dir/stages`` (loading matching stages from ``reuse_from``)
     and diagnose its walk; writes ``out_dir/walk_diagnostic.json`` and ``.png``."""
     from ..train import prepare
 
@@ -192,6 +169,7 @@ def diagnose_config(cfg, out_dir, reuse_from=None, images: int = 2000, seed: int
     store = StageStore(out_dir / runs.STAGES, reuse_from)
     device = torch.device(cfg.device)
     vqvae, codes, f = prep.method.fit_stages(prep.train, prep.evals, store, cfg.seed, device)
+    prep.method.choose_walk(vqvae, codes, prep.train, store, cfg.seed, device)
     result = diagnose_walk(prep.method, vqvae, f, codes, prep.train, prep.evals, cfg.dataset,
                            images, seed, probe)
     result["stages"] = {name: record.get("stats", {}) for name, record in store.records.items()}

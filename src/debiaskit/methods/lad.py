@@ -48,10 +48,14 @@ from ..models.vqvae import VQVAE
 from ..optim import OptimizerSpec, build_optimizer
 from .base import HParam, adam, register
 from .erm import ERM
+from .lad_rule import check_rule_data, parse_alphas, walk_rule
 from .lad_walk import latent_walk, predictive_entropy, spacing_scale
 
 #: Batch size of encoding, walking and decoding (no gradients to parameters: large batches).
 WALK_BATCH = 1000
+#: f's default SGD learning rate, chosen on training images with the walk diagnostic
+#: (docs/lad-findings.md, "The walk diagnostic").
+F_LR = 0.01
 WALK_STARTS = ("quantized", "continuous")
 WALK_OBJECTIVES = ("entropy", "random_class")
 F_OPTIMIZERS = ("adam", "sgd")
@@ -60,12 +64,18 @@ ALPHA_UNITS = ("std", "spacing")
 VQ_SETTINGS = ("codebook_size", "code_dim", "vq_downsample", "vq_hidden", "vq_epochs", "vq_lr",
                "vq_batch", "commitment", "vq_decay", "vq_restart")
 F_SETTINGS = ("f_hidden", "f_epochs", "f_lr", "f_optimizer", "f_momentum", "f_steps",
-              "f_label_smoothing", "f_stop_accuracy", "f_stop_entropy")
+              "f_label_smoothing", "f_stop_accuracy", "f_stop_entropy", "f_l1")
 #: Batches over which f's stopping rule averages its training accuracy and entropy.
 F_STOP_WINDOW = 10
 WALK_SETTINGS = ("walk_steps", "alpha", "alpha_twice", "walk_start", "walk_accumulate",
                  "walk_objective", "f_temperature", "walk_augment", "walk_jitter", "walk_views",
                  "alpha_units")
+#: Settings of the walk-length rule (:mod:`debiaskit.methods.lad_rule`), in its stage's key.
+RULE_SETTINGS = ("walk_rule_alphas", "walk_rule_max_steps", "walk_rule_images",
+                 "walk_rule_entropy", "walk_rule_iou")
+#: What a stage key written before an option existed implies for it, where that differs
+#: from the option's current default (f was trained with Adam before SGD became the default).
+IMPLIED_BEFORE = {"f_optimizer": "adam"}
 
 
 def bias_classifier(latent_shape, num_classes: int, hidden: int = 100) -> nn.Module:
@@ -102,9 +112,10 @@ class LAD(ERM):
                              "(EMA) at a random latent of the batch (0: never)", 0.0, 1e9),
         "f_hidden": HParam(100, "hidden units of the bias classifier f (paper: 100)", 1, 100000),
         "f_epochs": HParam(1, "training epochs of f", 1, 1000),
-        "f_lr": HParam(1e-3, "learning rate of f", 0.0, 10.0),
-        "f_optimizer": HParam("adam", "optimiser of f: adam, or sgd (the paper's \"standard "
-                              "SGD\"; give f_lr and f_momentum with it)", choices=F_OPTIMIZERS),
+        "f_lr": HParam(F_LR, "learning rate of f", 0.0, 10.0),
+        "f_optimizer": HParam("sgd", "optimiser of f: sgd (the paper's \"standard SGD\"), or "
+                              "adam (learns the weak cue too and saturates f; use f_lr=0.001 "
+                              "with it)", choices=F_OPTIMIZERS),
         "f_momentum": HParam(0.0, "SGD momentum of f (f_optimizer=sgd)", 0.0, 1.0),
         "f_steps": HParam(0, "stop f's training after this many steps of batch 256 (0: all "
                           "f_epochs)", 0, 10**9),
@@ -117,10 +128,24 @@ class LAD(ERM):
         "f_stop_entropy": HParam(0.0, "stop f once its mean predictive entropy on the last 10 "
                                  "batches falls to this (nats; 0: off): f confident but "
                                  "not saturated", 0.0, 100.0),
+        "f_l1": HParam(0.0, "constrain f: L1 penalty, this times the sum of |weights| of "
+                       "f's first layer, added to its loss (0: none)", 0.0, 100.0),
         "f_temperature": HParam(1.0, "the walk reads f's logits divided by this (above 1: "
                                 "a saturated f gives the walk gradients)", 1e-3, 1e6),
-        "walk_steps": HParam(20, "walk steps (paper: BG MNIST 20, FG MNIST 7, CIFAR 4)", 0, 10000),
-        "alpha": HParam(0.1, "walk step size (paper: 0.1 MNIST, 0.07 CIFAR)", 0.0, 100.0),
+        "walk_steps": HParam(0, "walk steps (paper: BG MNIST 20, FG MNIST 7, CIFAR 4; 0: "
+                             "chosen by the walk-length rule)", 0, 10000),
+        "alpha": HParam(0.0, "walk step size (paper: 0.1 MNIST, 0.07 CIFAR; 0: chosen by "
+                        "the walk-length rule, in code spacings)", 0.0, 100.0),
+        "walk_rule_alphas": HParam("0.05,0.1,0.2,0.3,0.5", "the walk-length rule's step sizes "
+                                   "to try, in code spacings (comma-separated)"),
+        "walk_rule_max_steps": HParam(40, "the walk-length rule's longest walk (steps)", 1,
+                                      10000),
+        "walk_rule_images": HParam(1000, "training images the walk-length rule holds out "
+                                   "from f' and walks", 10, 10**7),
+        "walk_rule_entropy": HParam(0.8, "the rule's end state: f' unsure, mean entropy at "
+                                    "least this share of log(classes)", 0.0, 1.0),
+        "walk_rule_iou": HParam(0.8, "the rule keeps the digit: mean stroke IoU at least "
+                                "this", 0.0, 1.0),
         "alpha_twice": HParam(False, "multiply by alpha again as Algorithm 1 does (Eq. 6 "
                               "already has it)"),
         "walk_start": HParam("quantized", "start of the walk: quantized | continuous",
@@ -165,6 +190,10 @@ class LAD(ERM):
         if hp["walk_objective"] == "random_class" and hp["walk_views"] > 1:
             raise ConfigError("walk_views > 1 is for the entropy walk; use walk_views=1 with "
                               "walk_objective=random_class")
+        if not hp["alpha"]:
+            parse_alphas(hp["walk_rule_alphas"])
+        #: how the walk's alpha and steps were set: "given", or "rule" once chosen
+        self.walk_chosen_by = "given" if hp["alpha"] and hp["walk_steps"] else None
 
     # --- the stages -------------------------------------------------------------------
     def new_vqvae(self) -> VQVAE:
@@ -220,6 +249,8 @@ class LAD(ERM):
                 idx = order[lo:lo + 256]
                 logits = f(vqvae.quantizer.lookup(codes[idx]))
                 loss = F.cross_entropy(logits, y[idx], label_smoothing=hp["f_label_smoothing"])
+                if hp["f_l1"]:
+                    loss = loss + hp["f_l1"] * f[1].weight.abs().sum()
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
@@ -238,6 +269,14 @@ class LAD(ERM):
                                   for lo in range(0, len(codes), WALK_BATCH)]).cpu()
             stats["f_agrees_with_bias"] = 100.0 * (pred == train.b).float().mean().item()
         return {"f": f.state_dict()}, stats
+
+    def load_bias_classifier(self, vqvae: VQVAE, num_classes: int, artefact: dict,
+                             device) -> nn.Module:
+        """``f`` (eval mode) from a bias-classifier stage's artefact."""
+        f = bias_classifier(vqvae.latent_shape, num_classes, self.hp["f_hidden"]).to(device)
+        f.load_state_dict(artefact["f"])
+        f.eval()
+        return f
 
     def _f_stop(self, accuracies: list, entropies: list, accuracy: float,
                 entropy: float) -> str | None:
@@ -292,14 +331,16 @@ class LAD(ERM):
         return start.clone(), mask
 
     def walk_latents(self, vqvae: VQVAE, f: nn.Module, start: torch.Tensor, unit: float,
-                     target: torch.Tensor | None = None, on_step=None) -> torch.Tensor:
-        """Algorithm 1 (:func:`latent_walk`) from ``start`` with this run's settings."""
+                     target: torch.Tensor | None = None, on_step=None, alpha: float | None = None,
+                     steps: int | None = None, units: str | None = None) -> torch.Tensor:
+        """Algorithm 1 (:func:`latent_walk`) from ``start`` with this run's settings
+        (``alpha``, ``steps`` and ``units`` replace the run's, for the walk-length rule)."""
         hp = self.hp
+        units = units or hp["alpha_units"]
         return latent_walk(self.walk_classifier(f), vqvae.quantizer.quantize, start,
-                           hp["walk_steps"], hp["alpha"], hp["alpha_twice"],
+                           steps or hp["walk_steps"], alpha or hp["alpha"], hp["alpha_twice"],
                            hp["walk_accumulate"], target,
-                           step_scale=unit if hp["alpha_units"] == "spacing" else 1.0,
-                           on_step=on_step)
+                           step_scale=unit if units == "spacing" else 1.0, on_step=on_step)
 
     @staticmethod
     def view_generator(seed: int, view: int) -> torch.Generator:
@@ -341,7 +382,9 @@ class LAD(ERM):
                                 ).float().mean((1, 2)).sum().item()
                     images.append(to_uint8(vqvae.decode(walked)).cpu())
         n = len(codes) * hp["walk_views"]
-        stats = {"entropy_before": before / n, "entropy_after": after / n,
+        stats = {"walk_chosen_by": self.walk_chosen_by, "alpha": hp["alpha"],
+                 "alpha_units": hp["alpha_units"], "walk_steps": hp["walk_steps"],
+                 "entropy_before": before / n, "entropy_after": after / n,
                  "max_entropy": math.log(train.num_classes),
                  "codes_changed_fraction": changed / n,
                  # f still finds the label in the walked latent: the cue it used survived
@@ -354,7 +397,8 @@ class LAD(ERM):
     def stage_defaults(cls) -> dict:
         """Default of every option: a stage cached before an option existed was made as
         with its default."""
-        return {name: param.default for name, param in cls.hparams.items()}
+        return {**{name: param.default for name, param in cls.hparams.items()},
+                **IMPLIED_BEFORE}
 
     def fit_stages(self, train: BiasedDataset, evals: dict, store, seed: int, device,
                    base: dict | None = None) -> tuple[VQVAE, torch.Tensor, nn.Module]:
@@ -374,10 +418,27 @@ class LAD(ERM):
         f_key = {**base, "vqvae": store.checksum("vqvae"), **{k: hp[k] for k in F_SETTINGS}}
         f_art = store.run("bias_classifier", f_key, seeded(seed, lambda: self.train_bias_classifier(
             vqvae, codes, train, seed, device)), defaults)
-        f = bias_classifier(vqvae.latent_shape, train.num_classes, hp["f_hidden"]).to(device)
-        f.load_state_dict(f_art["f"])
-        f.eval()
-        return vqvae, codes, f
+        return vqvae, codes, self.load_bias_classifier(vqvae, train.num_classes, f_art, device)
+
+    def choose_walk(self, vqvae: VQVAE, codes: torch.Tensor, train: BiasedDataset, store,
+                    seed: int, device, base: dict | None = None) -> None:
+        """Set the walk's ``alpha`` / ``walk_steps`` (and ``alpha_units``) in :attr:`hp`:
+        as given, or, where one is 0, by the walk-length rule
+        (:mod:`debiaskit.methods.lad_rule`), run (or loaded) as stage ``walk_rule``."""
+        hp = self.hp
+        if hp["alpha"] and hp["walk_steps"]:
+            self.walk_chosen_by = "given"
+            return
+        check_rule_data(train)
+        base = base or {"train_checksum": train.checksum(), "seed": seed}
+        key = {**base, "vqvae": store.checksum("vqvae"), **{k: hp[k] for k in F_SETTINGS},
+               **{k: hp[k] for k in WALK_SETTINGS}, **{k: hp[k] for k in RULE_SETTINGS}}
+        store.run("walk_rule", key, seeded(seed, lambda: walk_rule(
+            self, vqvae, codes, train, seed, device)), self.stage_defaults())
+        chosen = store.records["walk_rule"]["stats"]
+        self.hp = {**hp, "alpha": chosen["alpha"], "alpha_units": chosen["alpha_units"],
+                   "walk_steps": chosen["walk_steps"]}
+        self.walk_chosen_by = "rule"
 
     def prepare_training_data(self, train: BiasedDataset, evals: dict, store, seed: int,
                               device) -> BiasedDataset:
@@ -385,6 +446,7 @@ class LAD(ERM):
         hp = self.hp
         base = {"train_checksum": train.checksum(), "seed": seed}
         vqvae, codes, f = self.fit_stages(train, evals, store, seed, device, base)
+        self.choose_walk(vqvae, codes, train, store, seed, device, base)
         walk_key = {**base, "vqvae": store.checksum("vqvae"),
                     "bias_classifier": store.checksum("bias_classifier"),
                     **{k: hp[k] for k in WALK_SETTINGS}}
