@@ -247,7 +247,14 @@ def test_lad_presets_plan_the_paper_settings(tmp_path, data_dir):
         bg, fg = planned["LAD", "BG-100"], planned["LAD", "FG-100"]
         assert (bg.dataset, bg.data_params["conflict_ratio"]) == ("bg_colored_mnist", 0.0)
         assert (fg.dataset, fg.data_params["conditioned"]) == ("colored_mnist", True)
-        assert bg.hparams["walk_steps"] == 20 and fg.hparams["walk_steps"] == 7
+        # LAD: the walk-length rule (no alpha or steps given); LAD-paper: the paper's
+        assert "walk_steps" not in bg.hparams and "alpha" not in fg.hparams
+        assert bg.hparams["vq_downsample"] == 2 and fg.hparams == {}
+        paper = {(p.method, p.row): p.config for p in plan(preset, tmp_path, 1,
+                                                           methods=["LAD-paper"],
+                                                           data_dir=data_dir)}
+        assert paper["LAD-paper", "BG-100"].hparams["walk_steps"] == 20
+        assert paper["LAD-paper", "FG-100"].hparams == {"walk_steps": 7, "alpha": 0.1}
         assert planned["LAD", "BG-99.7"].data_params["conflict_ratio"] == 0.003
         assert planned["Vanilla", "FG-100"].hparams == {}
         assert {c.model for c in planned.values()} == {model}

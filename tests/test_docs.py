@@ -366,3 +366,51 @@ def test_readme_keeps_the_ci_test_command():
     lines = README.read_text(encoding="utf-8").splitlines()
     index = lines.index("# run the tests")
     assert "python -m pytest" in lines[index + 1]
+
+
+def _documented_defaults() -> list[tuple[str, str, str, str]]:
+    """(doc file, method, hyper-parameter, documented default) of every row of a method
+    doc's hyper-parameter table; the method is the section's (``## `name` ``), in a
+    one-method page the page's, or the one a row names ("`key` (`method` only)")."""
+    rows = []
+    for path in sorted((ROOT / "docs" / "methods").glob("*.md")):
+        lines = path.read_text().splitlines()
+        names = re.findall(r"^## `(\w+)`", "\n".join(lines), flags=re.M)
+        first = re.search(r"^\| `(\w+)` \|", "\n".join(lines), flags=re.M)
+        method, in_table = (names[0] if names else first.group(1)), False
+        for line in lines:
+            heading = re.match(r"^## `(\w+)`", line)
+            if heading:
+                method = heading.group(1)
+            if line.startswith("| hyper-parameter |"):
+                in_table = True
+                continue
+            if in_table and not line.startswith("|"):
+                in_table = False
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            name = re.fullmatch(r"`(\w+)`(?: \(`(\w+)` only\))?", cells[0])
+            if in_table and name:  # "`key` (`other` only)": a key of method `other`
+                rows.append((path.name, name.group(2) or method, name.group(1), cells[1]))
+    return rows
+
+
+def test_method_docs_state_the_code_defaults():
+    """Every documented default is the method's HParam default (a changed default must
+    change its doc)."""
+    from debiaskit.methods import get_method
+
+    rows = _documented_defaults()
+    assert len(rows) > 100
+    wrong = []
+    for doc, method, key, text in rows:
+        default = get_method(method).hparams[key].default
+        if isinstance(default, bool) or isinstance(default, str):
+            same = text == str(default)
+        else:
+            try:
+                same = float(text) == float(default)
+            except ValueError:
+                same = False
+        if not same:
+            wrong.append(f"{doc}: {method}.{key} documented {text}, code {default!r}")
+    assert not wrong, wrong

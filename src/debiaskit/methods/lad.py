@@ -1,11 +1,15 @@
 """LAD, Latent Adversarial Debiasing (Darlow et al.; paper 000, Section 4, Figure 3).
 
-A pipeline of three cached stages (:mod:`debiaskit.stages`) before ordinary training:
+A pipeline of cached stages (:mod:`debiaskit.stages`) before ordinary training:
 
 1. ``vqvae``: a VQ-VAE ``g`` learns to reconstruct the biased training images (Eq. 2);
 2. ``bias_classifier``: a constrained classifier ``f`` (one hidden layer of 100 units)
-   learns the class from the flattened quantised latent ``h`` (Eq. 3); being weak and
-   fed the whole latent, it latches onto the easy-to-learn confounder;
+   learns the class from the flattened quantised latent ``h`` (Eq. 3) with plain SGD (the
+   paper's "standard SGD"); being weak and fed the whole latent, it latches onto the
+   easy-to-learn confounder;
+2b. ``walk_rule`` (only when ``alpha`` or ``walk_steps`` is 0, the defaults): the
+   walk-length rule of :mod:`debiaskit.methods.lad_rule` chooses them on held-out training
+   images, as the paper's cross-validation did on its own latent scale;
 3. ``walk``: every training latent walks towards maximal entropy of ``f``, re-quantised
    after each step (Algorithm 1, :mod:`debiaskit.methods.lad_walk`), and is decoded into
    a new training image ``x_delta = dec(h_delta)`` (Eq. 7).
@@ -14,7 +18,7 @@ The final classifier ``f_strong`` (the run's ``--model``; ResNet-20 in the paper
 trains with cross-entropy on the decoded images, like Vanilla on the original ones (use the
 run's ``augment`` for the paper's augmentation). The paper leaves open, and the options
 below fix: the VQ-VAE layout and training (``vq_*``; van den Oord's layout, EMA codebook,
-Adam 1e-3), how ``f`` is optimised (``f_*``; the paper: "standard SGD"), where the walk
+Adam 1e-3), how ``f`` is optimised and constrained (``f_*``), where the walk
 starts (``walk_start``: the quantised latent ``f`` was trained on, or the encoder's
 continuous output), whether steps accumulate on the continuous latent (Eq. 5) or are
 undone by each re-quantisation (Algorithm 1; ``walk_accumulate``), whether ``alpha``
