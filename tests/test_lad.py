@@ -203,9 +203,8 @@ def test_walk_rule_refuses_what_it_cannot_read(small_bg):
         with pytest.raises(ConfigError, match="positive step sizes"):
             parse_alphas(bad)
     tr, _ = small_bg
-    with pytest.raises(ConfigError, match="foreground masks.*--hp alpha"):
-        check_rule_data(replace(tr, mask=None))
-    with pytest.raises(ConfigError, match="reads digit strokes.*not cifar"):
+    check_rule_data(replace(tr, mask=None))  # strokes are read from images, not masks
+    with pytest.raises(ConfigError, match="reads digit strokes.*not cifar.*--hp alpha"):
         check_rule_data(replace(tr, name="cifar/train"))
     spec = DataSpec(input_shape=(3, 28, 28), num_classes=10, num_train=4,
                     train_targets=torch.zeros(4, dtype=torch.long))

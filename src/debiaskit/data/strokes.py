@@ -34,12 +34,14 @@ def has_stroke_rule(dataset: str) -> bool:
     return dataset_family(dataset) in STROKE_RULES
 
 
-def stroke_rule(dataset: str, what: str = "the walk diagnostic"):
-    """The stroke reader of ``dataset`` (a name or a split's name; :data:`STROKE_RULES`)."""
+def stroke_rule(dataset: str, what: str = "the walk diagnostic",
+                remedy: str = "use one of those"):
+    """The stroke reader of ``dataset`` (a name or a split's name; :data:`STROKE_RULES`);
+    otherwise a ConfigError saying that ``what`` cannot read it, and the ``remedy``."""
     family = dataset_family(dataset)
     if family not in STROKE_RULES:
         raise ConfigError(f"{what} reads digit strokes of {', '.join(STROKE_RULES)} only, not "
-                          f"{family}; use one of those")
+                          f"{family}; {remedy}")
     return STROKE_RULES[family]
 
 

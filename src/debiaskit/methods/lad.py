@@ -140,16 +140,17 @@ class LAD(ERM):
                              "chosen by the walk-length rule)", 0, 10000),
         "alpha": HParam(0.0, "walk step size (paper: 0.1 MNIST, 0.07 CIFAR; 0: chosen by "
                         "the walk-length rule, in code spacings)", 0.0, 100.0),
-        "walk_rule_alphas": HParam("0.05,0.1,0.2,0.3,0.5", "the walk-length rule's step sizes "
-                                   "to try, in code spacings (comma-separated)"),
+        "walk_rule_alphas": HParam("0.05,0.1,0.2,0.3,0.5,1", "the walk-length rule's step "
+                                   "sizes to try, in code spacings (comma-separated)"),
         "walk_rule_max_steps": HParam(40, "the walk-length rule's longest walk (steps)", 1,
                                       10000),
         "walk_rule_images": HParam(1000, "training images the walk-length rule holds out "
                                    "from f' and walks", 10, 10**7),
         "walk_rule_entropy": HParam(0.8, "the rule's end state: f' unsure, mean entropy at "
                                     "least this share of log(classes)", 0.0, 1.0),
-        "walk_rule_iou": HParam(0.8, "the rule keeps the digit: mean stroke IoU at least "
-                                "this", 0.0, 1.0),
+        "walk_rule_iou": HParam(0.8, "the rule keeps the digit: mean stroke IoU of the "
+                                "walked and the start image, decoded, at least this",
+                                0.0, 1.0),
         "alpha_twice": HParam(False, "multiply by alpha again as Algorithm 1 does (Eq. 6 "
                               "already has it)"),
         "walk_start": HParam("quantized", "start of the walk: quantized | continuous",
