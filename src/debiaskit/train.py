@@ -538,8 +538,10 @@ class Trainer:
             runs.save_torch(self.out / runs.WEIGHTS, {
                 "weights": weights, "y": prep.train.y,
                 "aligned": prep.train.aligned if prep.train.has_bias else None})
+        note = method.protocol_note()
         summary = {
-            "protocol": protocol_text(cfg, prep.evals), "selection": cfg.selection,
+            "protocol": protocol_text(cfg, prep.evals) + (f"; {note}" if note else ""),
+            "selection": cfg.selection,
             "selection_description": SELECTION[cfg.selection],
             "selected_epoch": selected["epoch"], "epochs": cfg.epochs,
             "epochs_trained": records[-1]["epoch"], "seed": cfg.seed,

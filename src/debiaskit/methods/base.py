@@ -313,6 +313,12 @@ class Method(nn.Module):
         """Statistics computed once per epoch on the training set (optional)."""
         return {}
 
+    def protocol_note(self) -> str | None:
+        """What the method decided from the training data that a report's protocol must
+        state (e.g. LAD's walk length chosen by its rule), once the training data are
+        prepared; None if nothing."""
+        return None
+
     def training_weights(self, train) -> torch.Tensor | None:
         """The weight the method gives each training sample of ``train`` now (LfF's and
         DisEnt's relative difficulty, SiH's focal weight, JTT's upweighting), for reports'

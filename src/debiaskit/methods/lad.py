@@ -199,6 +199,7 @@ class LAD(ERM):
             parse_alphas(hp["walk_rule_alphas"])
         #: how the walk's alpha and steps were set: "given", or "rule" once chosen
         self.walk_chosen_by = "given" if hp["alpha"] and hp["walk_steps"] else None
+        self.rule_met: bool | None = None  # whether the rule's choice met its bars
 
     # --- the stages -------------------------------------------------------------------
     def new_vqvae(self) -> VQVAE:
@@ -444,6 +445,7 @@ class LAD(ERM):
         self.hp = {**hp, "alpha": chosen["alpha"], "alpha_units": chosen["alpha_units"],
                    "walk_steps": chosen["walk_steps"]}
         self.walk_chosen_by = "rule"
+        self.rule_met = chosen["met"]
 
     def prepare_training_data(self, train: BiasedDataset, evals: dict, store, seed: int,
                               device) -> BiasedDataset:
@@ -466,6 +468,20 @@ class LAD(ERM):
         if not hp["with_originals"]:
             return decoded
         return BiasedDataset.concatenate([train, decoded], name=f"{train.name}+lad+originals")
+
+    def protocol_note(self) -> str | None:
+        """The walk's length, and whether the walk-length rule chose it (and met its bars)."""
+        if self.walk_chosen_by is None:
+            return None
+        hp = self.hp
+        units = "code spacings" if hp["alpha_units"] == "spacing" else "gradient std"
+        text = f"LAD walk: {hp['walk_steps']} steps of alpha {hp['alpha']:g} {units}"
+        if self.walk_chosen_by == "given":
+            return text + " (given)"
+        met = self.rule_met
+        return text + (" chosen by the walk-length rule on held-out training images"
+                       + ("" if met else " (no walk met its bars: the most unsure walk "
+                          "that keeps the digit)"))
 
     def begin_epoch(self, epoch: int, train_loader):
         """With ``rewalk_every = k > 0``: this epoch's indices are one walk view's (view
