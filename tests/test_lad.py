@@ -388,8 +388,9 @@ def test_lad_run_trains_on_decoded_walks(data_dir, tmp_path):
     assert stages["walk"]["entropy_after"] > stages["walk"]["entropy_before"]
     assert (tmp_path / "run" / "stages" / "walk.pt").exists()
     assert "augmentation crop" in summary["protocol"]
-    assert (f"LAD walk: {rule['walk_steps']} steps of alpha 1 code spacings chosen by the "
-            "walk-length rule") in summary["protocol"]
+    steps = f"{rule['walk_steps']} step" + ("" if rule["walk_steps"] == 1 else "s")
+    assert (f"LAD walk: {steps} of alpha 1 code spacings chosen by the walk-length rule"
+            in summary["protocol"])
     from debiaskit.explain.lad import explain_lad_run
     png, probed = explain_lad_run(tmp_path / "run", n=8, data_dir=data_dir)
     assert png.name == "lad.png" and png.stat().st_size > 5000

@@ -475,7 +475,9 @@ class LAD(ERM):
             return None
         hp = self.hp
         units = "code spacings" if hp["alpha_units"] == "spacing" else "gradient std"
-        text = f"LAD walk: {hp['walk_steps']} steps of alpha {hp['alpha']:g} {units}"
+        steps = hp["walk_steps"]
+        plural = "" if steps == 1 else "s"
+        text = f"LAD walk: {steps} step{plural} of alpha {hp['alpha']:g} {units}"
         if self.walk_chosen_by == "given":
             return text + " (given)"
         met = self.rule_met
