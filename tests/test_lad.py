@@ -138,13 +138,16 @@ def small_bg(data_dir):
     return bundle.train.subset(torch.randperm(len(bundle.train))[:3000].sort().values), bundle
 
 
+#: f trained with Adam 1e-3: the saturated f whose walk and stopping these tests follow
+ADAM_F = {"f_optimizer": "adam", "f_lr": 1e-3}
+
+
 @pytest.fixture(scope="module")
 def trained_lad(small_bg):
     tr, bundle = small_bg
     spec = DataSpec(input_shape=(3, 28, 28), num_classes=10, num_train=len(tr),
                     train_targets=tr.y)
-    # f trained with Adam: the saturated f whose walk these tests follow
-    hparams = {"vq_epochs": 3, "f_epochs": 3, "f_optimizer": "adam", "f_lr": 1e-3}
+    hparams = {"vq_epochs": 3, "f_epochs": 3, **ADAM_F}
     method = LAD(spec, NetworkFactory("mlp", (3, 28, 28), 10), hparams)
     vq_art, vq_stats = method.train_vqvae(tr, {}, seed=0, device="cpu")
     vqvae = method.new_vqvae()
@@ -223,7 +226,8 @@ def test_f_stopping_rule_constrains_f(small_bg, trained_lad):
     codes = method.train_vqvae(tr, {}, seed=0, device="cpu")[0]["codes"].long()
 
     def fit(**hp):
-        m = LAD(method.spec, NetworkFactory("mlp", (3, 28, 28), 10), {"f_epochs": 3, **hp})
+        m = LAD(method.spec, NetworkFactory("mlp", (3, 28, 28), 10),
+                {"f_epochs": 3, **ADAM_F, **hp})
         return m.train_bias_classifier(vqvae, codes, tr, seed=0, device="cpu")[1]
 
     full = fit()
