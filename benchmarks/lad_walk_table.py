@@ -2,7 +2,8 @@
 
 Every setting is the ``lad-mnist-cpu`` preset's BG-100 LAD run (seed 0: its VQ-VAE, its
 walk of 20 steps of alpha 0.1 std, and ``f`` trained with Adam 1e-3, LAD's settings before
-SGD and the walk-length rule became its defaults: :data:`BASE`) with some LAD options changed; each hypothesis of why the walk remaps the background colour instead of
+SGD and the walk-length rule became its defaults: :data:`BASE`) with some LAD options
+changed; each hypothesis of why the walk remaps the background colour instead of
 removing it is one setting (SETTINGS below). For each, the script fits (or loads) the
 VQ-VAE and ``f`` (stages computed once and reused by every setting whose VQ-VAE or ``f``
 settings match the default's) and runs the walk diagnostic

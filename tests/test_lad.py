@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from debiaskit import runs
 from debiaskit.data.augment import RandomAffine
 from debiaskit.data.loader import InMemoryLoader
 from debiaskit.data.protocols import build_data
@@ -389,6 +390,10 @@ def test_lad_run_trains_on_decoded_walks(data_dir, tmp_path):
     assert stages["walk"]["walk_chosen_by"] == "rule"
     assert (stages["walk"]["alpha"], stages["walk"]["alpha_units"]) == (1.0, "spacing")
     assert 1 <= stages["walk"]["walk_steps"] == rule["walk_steps"] <= 3
+    # the walk's cached stage is keyed by the walk it made, not by the zeros asking for the
+    # rule (a changed rule choice must not load an old walk)
+    walk_key = runs.read_json(tmp_path / "run" / "stages" / "walk.json")["key"]
+    assert (walk_key["alpha"], walk_key["walk_steps"]) == (1.0, rule["walk_steps"])
     assert stages["walk"]["entropy_after"] > stages["walk"]["entropy_before"]
     assert (tmp_path / "run" / "stages" / "walk.pt").exists()
     assert "augmentation crop" in summary["protocol"]

@@ -29,11 +29,6 @@ def dataset_family(name: str) -> str:
     return name.split("/")[0]
 
 
-def has_stroke_rule(dataset: str) -> bool:
-    """Whether :data:`STROKE_RULES` can read the stroke of ``dataset`` (a name or split name)."""
-    return dataset_family(dataset) in STROKE_RULES
-
-
 def stroke_rule(dataset: str, what: str = "the walk diagnostic",
                 remedy: str = "use one of those"):
     """The stroke reader of ``dataset`` (a name or a split's name; :data:`STROKE_RULES`);

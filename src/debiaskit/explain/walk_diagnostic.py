@@ -87,7 +87,8 @@ def diagnose_walk(method, vqvae, f, codes: torch.Tensor, train, evals: dict, dat
     if train.mask is None:
         raise ConfigError(f"{train.name} has no foreground masks; the walk diagnostic needs "
                           "them to tell digit from background positions")
-    read_stroke = stroke_rule(dataset, "the walk diagnostic", "run it on a LAD run of one of those")
+    read_stroke = stroke_rule(dataset, "the walk diagnostic",
+                              "run it on a LAD run of one of those")
     probe = probe or bias_probe(evals, seed)
     bias_net = probe[0]
     pick = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))

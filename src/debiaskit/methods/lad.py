@@ -52,13 +52,13 @@ from ..models.vqvae import VQVAE
 from ..optim import OptimizerSpec, build_optimizer
 from .base import HParam, adam, register
 from .erm import ERM
-from .lad_rule import check_rule_data, parse_alphas, walk_rule
+from .lad_rule import parse_alphas, walk_rule
 from .lad_walk import latent_walk, predictive_entropy, spacing_scale
 
 #: Batch size of encoding, walking and decoding (no gradients to parameters: large batches).
 WALK_BATCH = 1000
 #: f's default SGD learning rate, chosen on training images with the walk diagnostic
-#: (docs/lad-findings.md, "The walk diagnostic").
+#: (docs/lad-findings.md, "The diagnostic table over the new region").
 F_LR = 0.01
 WALK_STARTS = ("quantized", "continuous")
 WALK_OBJECTIVES = ("entropy", "random_class")
@@ -435,7 +435,6 @@ class LAD(ERM):
         if hp["alpha"] and hp["walk_steps"]:
             self.walk_chosen_by = "given"
             return
-        check_rule_data(train)
         base = base or {"train_checksum": train.checksum(), "seed": seed}
         key = {**base, "vqvae": store.checksum("vqvae"), **{k: hp[k] for k in F_SETTINGS},
                **{k: hp[k] for k in WALK_SETTINGS}, **{k: hp[k] for k in RULE_SETTINGS}}
@@ -449,11 +448,11 @@ class LAD(ERM):
 
     def prepare_training_data(self, train: BiasedDataset, evals: dict, store, seed: int,
                               device) -> BiasedDataset:
-        """Run (or load) the three stages; return the decoded walked training set."""
-        hp = self.hp
+        """Run (or load) the stages; return the decoded walked training set."""
         base = {"train_checksum": train.checksum(), "seed": seed}
         vqvae, codes, f = self.fit_stages(train, evals, store, seed, device, base)
         self.choose_walk(vqvae, codes, train, store, seed, device, base)
+        hp = self.hp  # with the walk's alpha and steps as chosen: the walk's key holds them
         walk_key = {**base, "vqvae": store.checksum("vqvae"),
                     "bias_classifier": store.checksum("bias_classifier"),
                     **{k: hp[k] for k in WALK_SETTINGS}}

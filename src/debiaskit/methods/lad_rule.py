@@ -21,8 +21,9 @@ training data when ``alpha`` or ``walk_steps`` is 0 (the defaults). The rule:
    with the highest entropy among those that keep the digit is chosen (``met`` False);
    if no step keeps it, the smallest step size, one step.
 
-It uses the class labels (as ``f`` does), never bias labels, masks or test data. With ``alpha`` given and ``walk_steps`` 0 only the step count is searched (in
-the run's ``alpha_units``); with ``walk_steps`` given and ``alpha`` 0 only the step size.
+It uses the class labels (as ``f`` does), never bias labels, masks or test data. With
+``alpha`` given and ``walk_steps`` 0 only the step count is searched (in the run's
+``alpha_units``); with ``walk_steps`` given and ``alpha`` 0 only the step size.
 """
 
 from __future__ import annotations
@@ -52,9 +53,9 @@ def parse_alphas(text: str) -> list[float]:
     return values
 
 
-def check_rule_data(train: BiasedDataset) -> None:
-    """The rule reads strokes: refuse data without a stroke reader."""
-    stroke_rule(train.name, "LAD's walk-length rule",
+def check_rule_data(train: BiasedDataset):
+    """The stroke reader the rule uses on ``train``; a ConfigError for data without one."""
+    return stroke_rule(train.name, "LAD's walk-length rule",
                 "give --hp alpha=... --hp walk_steps=... (the paper: 0.1 / 20 BG MNIST, "
                 "0.1 / 7 FG MNIST, 0.07 / 4 CIFAR)")
 
@@ -90,8 +91,7 @@ def walk_rule(method, vqvae, codes: torch.Tensor, train: BiasedDataset, seed: in
     (its codes ``codes``); returns ``({}, stats)`` for the stage store, ``stats`` holding
     the choice (``alpha``, ``alpha_units``, ``walk_steps``, ``met``) and every curve."""
     hp = method.hp
-    check_rule_data(train)
-    read_stroke = stroke_rule(train.name)
+    read_stroke = check_rule_data(train)
     n = len(train)
     held = min(hp["walk_rule_images"], n // 2)
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed + 7919))

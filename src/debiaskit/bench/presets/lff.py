@@ -49,9 +49,9 @@ LFF_CMNIST_NOQUIRK = replace(
     title="LfF Table 2, Colored MNIST, inputs in [0, 1] (no double scaling): unbiased accuracy",
     run={**LFF_CMNIST.run, "model_options": {"input_scale_quirk": False}},
     method_run={},
-    notes="The paper's method as written: inputs in [0, 1] as SiH ran it and the paper's GCE; the published "
-          "numbers (from the authors' code, which divides inputs by 255 twice) are shown for "
-          "reference. Otherwise as lff-cmnist.",
+    notes="The paper's method as written: inputs in [0, 1] as SiH ran it and the paper's "
+          "GCE; the published numbers (from the authors' code, which divides inputs by 255 "
+          "twice) are shown for reference. Otherwise as lff-cmnist.",
 )
 
 QUICK = TablePreset(
