@@ -1,5 +1,5 @@
 """CF/F (paper 004): the counterfactual losses, FGSM on the background, GradMask on a
-hand-made model, the concatenated-batch normalisation, and bad input."""
+hand-made model, separate vs joint forward passes (batch normalisation), and bad input."""
 
 from __future__ import annotations
 
@@ -217,19 +217,51 @@ def test_sal_range_unit_is_four_times_signed():
     assert b == pytest.approx(4 * a, rel=1e-5)
 
 
-def test_with_sal_the_originals_go_through_the_network_alone_first():
+def test_the_originals_go_through_the_network_alone_unless_passes_is_joint():
     spec = DataSpec(input_shape=(3, 8, 8), num_classes=3, num_train=6,
                     train_targets=torch.arange(6) % 3)
     torch.manual_seed(0)
     sizes = []
-    for sal in (0.0, 1.0):
+    for hp in ({}, {"passes": "joint"}, {"passes": "joint", "sal_lambda": 1.0}):
         method = METHODS["cff"](spec, NetworkFactory("resnet20", (3, 8, 8), 3),
-                                {"cf": "grey", "factual": "random", "sal_lambda": sal})
+                                {"cf": "grey", "factual": "random", **hp})
         hook = method.networks["model"].register_forward_hook(
             lambda m, i, o: sizes.append(len(i[0])))
         method.loss(_batch(), training=False)
         hook.remove()
-    assert sizes == [16, 6, 10]  # one pass without Sal; originals, then CF + F with it
+    # separate (default): originals, then CF + F; joint: one pass; GradMask forces two
+    assert sizes == [6, 10, 16, 6, 10]
+
+
+def test_separate_passes_keep_the_originals_batch_norm_to_themselves():
+    # in training mode a batch-norm network normalises with the batch's statistics: the
+    # originals' loss must not depend on their counterfactual / factual copies unless the
+    # passes are joint
+    spec = DataSpec(input_shape=(3, 8, 8), num_classes=3, num_train=6,
+                    train_targets=torch.arange(6) % 3)
+    ce = nn.functional.cross_entropy
+    for passes in ("separate", "joint"):
+        torch.manual_seed(0)
+        method = METHODS["cff"](spec, NetworkFactory("resnet20", (3, 8, 8), 3),
+                                {"cf": "grey", "factual": "random", "passes": passes})
+        method.train(True)
+        batch = _batch()
+        seen = []
+        hook = method.networks["model"].register_forward_hook(lambda m, i, o: seen.append(o))
+        method.loss(batch, training=False)
+        hook.remove()
+        own = seen[0][:6]
+        alone = ce(own, batch.y).item()
+        reference = ce(method.networks["model"](batch.x), batch.y).item()
+        assert (alone == pytest.approx(reference, rel=1e-6)) == (passes == "separate")
+
+
+def test_sal_share_is_the_penalty_part_of_the_loss():
+    torch.manual_seed(0)
+    method = _cff(sal_lambda=3.0, cf="grey")
+    loss, stats = method.loss(_batch(), training=False)
+    assert stats["sal_share"] == pytest.approx(3.0 * stats["loss_sal"] / loss.item(), rel=1e-5)
+    assert 0 < stats["sal_share"] < 1
 
 
 def test_grad_clip_bounds_the_gradient_norm_of_every_step():

@@ -321,7 +321,7 @@ def test_hyper_parameters_merge_key_by_key_from_run_to_method_to_command_line(tm
 
     preset = get_preset("gba-cifar10s-cpu")
     gba = plan(preset, tmp_path, 1, ["GBA"], data_dir=data_dir)[0].config.hparams
-    assert gba["lr"] == 0.1 and gba["weight_decay"] == 5e-4 and gba["lambda_adv"] == 0.1
+    assert gba["lr"] == 0.1 and gba["weight_decay"] == 5e-4
     assert gba["disc_lr"] == 0.01 and gba["classifier_hidden"] == 256
     over = plan(preset, tmp_path, 1, ["GBA-n"], data_dir=data_dir,
                 hparams={"lr": 0.05})[0].config.hparams

@@ -60,6 +60,41 @@ def test_the_method_masks_by_the_gradient_of_ds_maximal_logit():
     assert method.mask(f, None, "gba").tolist() == [[0, 1, 1], [1, 0, 0]]
 
 
+def test_c_sees_raw_features_at_test_time_by_default():
+    # test_mask none (the default): C on F(x) itself; predicted: C on the mask that takes
+    # D as right, which differs here because D's gradient has both signs
+    torch.manual_seed(0)
+    method = _gba(disc_layers=0)
+    assert method.hp["test_mask"] == "none" and method.hp["lambda_adv"] == 0.1
+    x = torch.randn(4, 1, 2, 2)
+    f = method.networks["features"].forward_features(x)
+    classifier = method.networks["classifier"]
+    with torch.no_grad():
+        method.networks["discriminator"][0].weight.copy_(
+            torch.tensor([[1.0, -2.0, 0.5], [-1.0, 3.0, -0.5]]))
+        raw = classifier(f)
+        assert torch.equal(method.predict(x), raw)
+        method.hp["test_mask"] = "predicted"
+        masked = classifier(f * method.mask(f, None, "gba"))
+        assert torch.equal(method.predict(x), masked) and not torch.equal(masked, raw)
+
+
+def test_gba_cmnist_runs_every_method_in_both_input_scalings(data_dir, tmp_path):
+    # the paper's comparison (LfF's copied rows: inputs divided by 255 twice) and ours
+    from debiaskit.bench.presets import get_preset
+    from debiaskit.bench.runner import plan
+
+    runs = plan(get_preset("gba-cmnist"), tmp_path, 1, ["Vanilla", "LfF", "GBA-Dmasked"],
+                data_dir=data_dir)
+    seen = {(p.method, p.row): p.config for p in runs}
+    assert sorted({row for _, row in seen}) == ["95.0", "95.0-unit", "98.0", "98.0-unit"]
+    for (method, row), cfg in seen.items():
+        assert cfg.model_options["input_scale_quirk"] == (not row.endswith("-unit"))
+        assert cfg.hparams.get("gce_code_scale", False) == (method == "LfF"
+                                                            and not row.endswith("-unit"))
+    assert seen[("GBA-Dmasked", "98.0")].hparams == {"disc_features": "masked"}
+
+
 @pytest.mark.parametrize("disc_features", ["raw", "masked"])
 def test_what_d_sees_through_the_reversal(disc_features):
     # the reversed gradient of L_d reaches a masked feature only when D sees raw features

@@ -1,7 +1,7 @@
 """Counterfactual and factual augmentation with saliency regularisation (CF/F, paper 004),
 and its Mixup and label-smoothing baselines.
 
-Per batch (PROTOCOLS.md, CF/F), with foreground masks ``r`` and their bounding boxes:
+Per batch (docs/methods/cff.md), with foreground masks ``r`` and their bounding boxes:
 - counterfactual images (``cf`` infill, :mod:`debiaskit.data.infill`): the box replaced
   by the infill, trained towards "not y" with ``cf_loss`` (the paper's
   ``L_cf = -log(1 - p_y)``, computed stably; or cross-entropy to a uniform target);
@@ -9,11 +9,14 @@ Per batch (PROTOCOLS.md, CF/F), with foreground masks ``r`` and their bounding b
   kept, cross-entropy; ``fgsm``: one FGSM step on the background only (random start in
   +-eps, step 1.25 eps, eps in [-1, 1] pixel units as the paper's, i.e. eps / 2 on our
   [0, 1] images; the network stays in its training mode during the attack);
-- originals, counterfactuals and factuals go through the network as one concatenated
-  batch (as the authors' code; batch-norm statistics cover all of it), and their losses
-  are summed and divided by its size; with GradMask on, the originals go through alone
-  first (the pass whose input gradient GradMask takes) and the counterfactuals and
-  factuals together in a second pass, as the authors' code does;
+- ``passes`` [``separate``]: the originals go through the network alone and the
+  counterfactuals and factuals together in a second pass, so a batch-norm network never
+  normalises an original with its own altered copies (the authors' network uses
+  GroupNorm, where one pass and two give the same numbers; their code forwards
+  separately whenever GradMask is on). ``joint``: one concatenated pass (batch-norm
+  statistics cover all of it; GradMask still needs the originals alone and forces
+  ``separate``). Either way the losses of all images are summed and divided by their
+  number;
 - ``sal_lambda`` > 0 adds GradMask (``sal_variant`` ``paper``: the squared input gradient
   of the target logit on the background, summed and divided by the background's size,
   per image, then averaged; ``code``: the authors' code's version, the gradient of the
@@ -48,6 +51,7 @@ from .base import HParam, Method, choice, log_uniform, register
 FACTUAL = infill.FACTUAL + ("fgsm",)
 SAL_VARIANTS = ("paper", "code")
 SAL_RANGES = ("signed", "unit")
+PASSES = ("separate", "joint")
 #: the authors' code's guard inside the logarithms of -log(1 - p_y)
 CODE_LOGP_EPS = 1e-20
 
@@ -139,6 +143,8 @@ class CounterfactualFactual(Method):
         "cf_logp_code": HParam(False, "logp as the authors' code computes it (1e-20 inside "
                                       "the logs: capped near 46.05 once p_y rounds to 1)",
                                authors_code=True),
+        "passes": HParam("separate", "separate (originals alone, then CF + F) | joint (one "
+                                     "concatenated batch)", choices=PASSES),
         "grad_clip": HParam(0.0, "clip the gradient's L2 norm to this (0: off; the authors' "
                                  "runs: 1.0, Lightning's gradient_clip_val)", 0.0, 1e6,
                             authors_code=True),
@@ -180,17 +186,17 @@ class CounterfactualFactual(Method):
         x = batch.x.detach().requires_grad_(True) if sal else batch.x
         parts = [(x, batch.y, "ce")] + ([(cf[0], cf[1], "cf")] if cf is not None else []) \
             + ([(fact[0], fact[1], "factual")] if fact is not None else [])
-        # one forward pass over the concatenated batch (originals + CF + F), as the authors'
-        # code does, so batch-norm statistics cover all of it; with GradMask, as theirs, the
-        # originals alone (the pass GradMask differentiates) and then the CF + F images.
-        # GradMask needs the input gradient even where the caller disabled gradients
-        # (early stopping's objective)
+        # the originals alone (the pass GradMask differentiates), then the CF + F images;
+        # or one concatenated pass (passes=joint, without GradMask). GradMask needs the
+        # input gradient even where the caller disabled gradients (early stopping's
+        # objective)
         with torch.enable_grad() if sal else contextlib.nullcontext():
-            if sal:
+            if sal or self.hp["passes"] == "separate":
                 own = model(x)
-                scale = 0.5 if self.hp["sal_range"] == "signed" else 1.0
-                penalty = gradmask_of(own, x, batch.y, batch.mask, self.hp["sal_variant"],
-                                      scale)
+                if sal:
+                    scale = 0.5 if self.hp["sal_range"] == "signed" else 1.0
+                    penalty = gradmask_of(own, x, batch.y, batch.mask,
+                                          self.hp["sal_variant"], scale)
                 logits = torch.cat([own, model(torch.cat([p[0] for p in parts[1:]]))]) \
                     if len(parts) > 1 else own
             else:
@@ -210,8 +216,11 @@ class CounterfactualFactual(Method):
                 stats[f"loss_{kind}"] = value.item() / max(len(labels), 1)
         loss = total / count
         if sal:
-            loss = loss + self.hp["sal_lambda"] * penalty
+            weighted = self.hp["sal_lambda"] * penalty
             stats["loss_sal"] = penalty.item()
+            # the penalty's share of the loss the step minimises
+            stats["sal_share"] = weighted.item() / max(loss.item() + weighted.item(), 1e-12)
+            loss = loss + weighted
         if training:
             self.steps += 1
         stats["loss"] = loss.item()

@@ -1,8 +1,13 @@
 """ResNet-20 for 32 x 32 images with option-A shortcuts (He et al. 2016, Sec. 4.2).
 
-PROTOCOLS.md, Architectures: 16/32/64 channels, 3 basic blocks per stage, parameter-free
-shortcuts (stride-2 subsampling plus zero channel padding), Kaiming-normal init, global
-average pooling, Linear(64, num_classes). LfF's CIFAR model and LAD's f_strong.
+16/32/64 channels, 3 basic blocks per stage, parameter-free shortcuts (stride-2
+subsampling plus zero channel padding), Kaiming-normal init, global average pooling,
+Linear(64, num_classes) (docs/models.md). LfF's CIFAR model and LAD's f_strong.
+
+``norm``: ``batch`` (default, He et al.'s) or ``group``: GroupNorm with ``GROUPS`` groups
+(Wu & He 2018) in place of every BatchNorm, so that no statistic is shared between the
+images of a batch (CF/F's authors train a GroupNorm network; with batch norm, originals
+and their counterfactual / factual copies in one batch would normalise each other).
 """
 
 from __future__ import annotations
@@ -11,7 +16,21 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import ConfigError
 from .interface import FeatureClassifier
+
+NORMS = ("batch", "group")
+#: GroupNorm's groups: divides ResNet-20's 16, 32 and 64 channels into groups of 2-8
+GROUPS = 8
+
+
+def norm_layer(kind: str, channels: int) -> nn.Module:
+    """BatchNorm2d or GroupNorm(GROUPS) over ``channels`` channels."""
+    if kind == "batch":
+        return nn.BatchNorm2d(channels)
+    if kind == "group":
+        return nn.GroupNorm(GROUPS, channels)
+    raise ConfigError(f"norm {kind!r} is not known; use one of {', '.join(NORMS)}")
 
 
 class _ShortcutA(nn.Module):
@@ -32,12 +51,13 @@ class BasicBlock(nn.Module):
     option A (``projection=False``: subsample and zero-pad, ResNet-20) or a 1 x 1
     convolution + BN (``projection=True``: the CIFAR ResNet-18)."""
 
-    def __init__(self, cin: int, cout: int, stride: int, projection: bool = False) -> None:
+    def __init__(self, cin: int, cout: int, stride: int, projection: bool = False,
+                 norm: str = "batch") -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(cout)
+        self.bn1 = norm_layer(norm, cout)
         self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(cout)
+        self.bn2 = norm_layer(norm, cout)
         if stride == 1 and cin == cout:
             self.shortcut = nn.Identity()
         elif projection:
@@ -60,16 +80,17 @@ class ResNetCifar(FeatureClassifier):
     """
 
     def __init__(self, input_shape, num_classes: int, blocks: int = 3, mean=None,
-                 std=None) -> None:
+                 std=None, norm: str = "batch") -> None:
         super().__init__()
         cin = input_shape[0]
         self.register_normalisation(mean, std, cin)
         self.conv = nn.Conv2d(cin, 16, 3, 1, 1, bias=False)
-        self.bn = nn.BatchNorm2d(16)
+        self.bn = norm_layer(norm, 16)
         stages, width = [], 16
         for i, cout in enumerate((16, 32, 64)):
             for j in range(blocks):
-                stages.append(BasicBlock(width, cout, 2 if (i > 0 and j == 0) else 1))
+                stages.append(BasicBlock(width, cout, 2 if (i > 0 and j == 0) else 1,
+                                         norm=norm))
                 width = cout
         self.stages = nn.Sequential(*stages)
         self.head = nn.Linear(64, num_classes)

@@ -18,15 +18,15 @@ def _published(a, c, m, g) -> dict:
 
 #: GBA / Adversarial on CIFAR-10S: the paper replaces ResNet-18's last layer by two fully
 #: connected layers (width not given: 256 here) and gives no discriminator settings. Ours:
-#: lambda 0.1 as on Colored MNIST and D at a tenth of F's learning rate (short diagnostics
-#: in benchmarks/results/gba-lambda-sweep.md do not separate the settings).
-_GBA_CIFAR_HP = {"classifier_hidden": 256, "lambda_adv": 0.1, "disc_lr": 0.01}
+#: the default lambda (0.1) and D at a tenth of F's learning rate (short diagnostics in
+#: benchmarks/results/gba-lambda-sweep.md do not separate the settings).
+_GBA_CIFAR_HP = {"classifier_hidden": 256, "disc_lr": 0.01}
 _GBA_NOTES = (
     " GBA, GBA-n, GBA-c and Adversarial (the paper gives no code and no optimiser): the "
     "same network and SGD recipe, the classifier two fully connected layers (hidden width "
     "256, our choice), the discriminator one hidden layer of 100 units on the pooled "
-    "features through gradient reversal, lambda 0.1 (constant), its own SGD at lr 0.01; the "
-    "test-time mask takes D's prediction as correct (test_mask=predicted). Domain-Ind: "
+    "features through gradient reversal, lambda 0.1 (constant), its own SGD at lr 0.01; at "
+    "test time C sees the raw features (test_mask=none). Domain-Ind: "
     "Wang et al.'s 20-logit head, per-domain softmax, inference by the sum of raw logits. "
     "GBA-n / GBA-c are Table 5's ablations (mean / gap only published).")
 _NOTES = (
@@ -40,7 +40,7 @@ _NOTES = (
     "training set's own mean and std, crop (pad 4) + flip, SGD lr 0.1, momentum 0.9, weight "
     "decay 5e-4, batch 128, 200 epochs, lr x0.1 every 50, last epoch. LfF with the same "
     "network and recipe (the paper does not give LfF's). The paper's table has known "
-    "slips (PROTOCOLS.md): Baseline mean 88.43 should be 88.53.")
+    "slips (docs/methods/gba.md): Baseline mean 88.43 should be 88.53.")
 
 GBA_CIFAR10S = TablePreset(
     name="gba-cifar10s",
@@ -59,7 +59,7 @@ GBA_CIFAR10S = TablePreset(
         "LfF": _published((90.33, 1.80), (68.64, 1.71), (79.49, 1.24), (21.69, 2.48)),
         "Domain-Ind": _published(92.38, 91.86, 92.12, 0.52),
         "Adversarial": _published(86.98, 86.61, 86.80, 0.37),
-        # Table 1 and Table 5 swap GBA's A and C (PROTOCOLS.md); Table 1's order here
+        # Table 1 and Table 5 swap GBA's A and C (docs/methods/gba.md); Table 1's order here
         "GBA": _published(91.95, 92.05, 92.00, 0.10),
     },
     references={"GBA-n (Table 5, mean / gap)": {"95": "91.32 / 1.45"},
@@ -100,35 +100,57 @@ GBA_CIFAR10S_CPU = replace(
 )
 
 
-#: GBA / Adversarial on Colored MNIST: lambda 0.1, chosen on single-seed runs at 95 and
-#: 98 % aligned (benchmarks/results/gba-lambda-sweep.md): at lambda 1 GBA's features die
-#: and it ends at chance; at 0.3 it is unstable.
-_GBA_CMNIST_HP = {"lambda_adv": 0.1}
+#: GBA's Table 4 copies its Vanilla, GroupDRO and LfF rows from LfF's Table 2, which LfF's
+#: code made with inputs divided by 255 twice (``input_scale_quirk``); a like-for-like
+#: comparison runs every method so. The rows without a suffix do; the ``-unit`` rows run
+#: the same methods on inputs in [0, 1].
+SCALED_ROWS = {"": True, "-unit": False}
+_CMNIST_METHODS = {"Vanilla": "erm", "Domain-Ind": "domain_independent",
+                   "GroupDRO": "groupdro", "LfF": "lff", "Adversarial": "adversarial",
+                   "GBA": "gba", "GBA-Dmasked": "gba", "GBA-n": "gba", "GBA-c": "gba"}
+
+
+def _cmnist_rows() -> tuple[Row, ...]:
+    """95 and 98 % aligned, each with the authors' input scaling and with [0, 1] inputs;
+    LfF runs with the authors' GCE factor where the inputs are theirs too (lff-cmnist)."""
+    rows = []
+    for suffix, quirk in SCALED_ROWS.items():
+        per_method = {m: {"model_options": {"input_scale_quirk": quirk}}
+                      for m in _CMNIST_METHODS}
+        if quirk:
+            per_method["LfF"]["hparams"] = {"gce_code_scale": True}
+        rows += [replace(r, label=r.label + suffix, method_run=per_method)
+                 for r in lff_rows(("95.0", "98.0"))]
+    return tuple(rows)
+
+
 _CMNIST_NOTES = (
     "LfF's Colored MNIST (sigma 0.005, severity 4) at 95 and 98 % aligned, one fixed dataset "
-    "(data seed 0); LfF's MLP (three hidden layers of 100) as the feature extractor, inputs "
-    "in [0, 1]; Adam 1e-3, batch 256, 100 epochs, last epoch (the paper gives neither "
-    "optimiser nor length; LfF's recipe). The paper's Vanilla, GroupDRO and LfF rows are "
-    "copied from LfF's Table 2 (whose code scales inputs twice, lff-cmnist). GBA / "
-    "Adversarial: classifier one linear layer on the 100 features, D one hidden layer of "
-    "100 units through gradient reversal, lambda 0.1 constant (our choice: at lambda 1 GBA "
-    "ends at chance, benchmarks/results/gba-lambda-sweep.md), D's own Adam 1e-3, "
-    "test-time mask with D's prediction taken as correct. Domain-Ind and GroupDRO use bias "
-    "labels, as GBA and Adversarial do.")
+    "(data seed 0); LfF's MLP (three hidden layers of 100) as the feature extractor; Adam "
+    "1e-3, batch 256, 100 epochs, last epoch (the paper gives neither optimiser nor length; "
+    "LfF's recipe). Scaling: the paper's Vanilla, GroupDRO and LfF rows are copied from "
+    "LfF's Table 2, whose code divides the inputs by 255 twice; rows 95.0 and 98.0 run "
+    "EVERY method so (input_scale_quirk; LfF also with its code's GCE factor), which is the "
+    "like-for-like comparison with the published numbers; rows 95.0-unit and 98.0-unit "
+    "run them on inputs in [0, 1] (no published numbers: the paper's rows were not made "
+    "so). GBA / Adversarial: classifier one linear layer on the 100 features, D one hidden "
+    "layer of 100 units through gradient reversal, lambda 0.1 constant (the default: at 1 "
+    "GBA's features die and C does not fit the training data, "
+    "benchmarks/results/gba_lambda_train.json), D's own Adam 1e-3; at test time C sees the "
+    "raw features (test_mask=none, the default). GBA-Dmasked: D sees the masked features "
+    "f * a (disc_features=masked, the paper's other reading). Domain-Ind and GroupDRO use "
+    "bias labels, as GBA and Adversarial do.")
 
 GBA_CMNIST = TablePreset(
     name="gba-cmnist",
     title="GBA Table 4, Colored MNIST: unbiased accuracy vs ratio of bias-aligned samples",
     source="GBA (paper 003), Table 4; Colored MNIST from Nam et al. 2020",
     dataset="colored_mnist",
-    rows=lff_rows(("95.0", "98.0")),
-    methods={"Vanilla": "erm", "Domain-Ind": "domain_independent", "GroupDRO": "groupdro",
-             "LfF": "lff", "Adversarial": "adversarial", "GBA": "gba", "GBA-n": "gba",
-             "GBA-c": "gba"},
-    method_run={"Adversarial": {"hparams": _GBA_CMNIST_HP},
-                "GBA": {"hparams": _GBA_CMNIST_HP},
-                "GBA-n": {"hparams": {**_GBA_CMNIST_HP, "mask_rule": "gba_n"}},
-                "GBA-c": {"hparams": {**_GBA_CMNIST_HP, "mask_rule": "gba_c"}}},
+    rows=_cmnist_rows(),
+    methods=_CMNIST_METHODS,
+    method_run={"GBA-Dmasked": {"hparams": {"disc_features": "masked"}},
+                "GBA-n": {"hparams": {"mask_rule": "gba_n"}},
+                "GBA-c": {"hparams": {"mask_rule": "gba_c"}}},
     published={"Vanilla": {"95.0": 77.63, "98.0": 62.29},
                "Domain-Ind": {"95.0": 65.82, "98.0": 45.39},
                "GroupDRO": {"95.0": 84.50, "98.0": 76.30},
@@ -136,7 +158,8 @@ GBA_CMNIST = TablePreset(
                "Adversarial": {"95.0": 80.35, "98.0": 64.83},
                "GBA": {"95.0": 87.92, "98.0": 79.11}},
     run={"model": "mlp", "epochs": 100, "batch_size": 256, "selection": "last"},
-    default_methods=("Vanilla", "Adversarial", "GBA"),
+    row_header="ratio aligned (%); -unit: inputs in [0, 1]",
+    default_methods=("Vanilla", "Adversarial", "GBA", "GBA-Dmasked"),
     notes=_CMNIST_NOTES + " GBA-n / GBA-c (the ablation; published for CIFAR-10S only) "
                           "run when asked for (--methods).",
 )
