@@ -104,3 +104,41 @@ def test_mask_boxes_on_a_hand_made_mask():
 def test_bad_parameters(data_dir, params, words):
     with pytest.raises(ConfigError, match=words):
         build_data("bg_shift", data_dir=data_dir, **params)
+
+
+def test_smaller_images_and_faint_digits(data_dir):
+    # image_size: backgrounds resized with PIL bicubic, digits placed inside the smaller
+    # image; fg_opacity: a digit pixel is the rounded mix of its colour and the background
+    if not (Path(data_dir) / "cifar10.npz").is_file():
+        pytest.skip(f"real cifar10.npz not found in {data_dir}; set DEBIASKIT_DATA")
+    from debiaskit.data.protocols.resize import resize_images
+
+    opts = dict(data_dir=data_dir, train_per_class=20, test_per_class=5, image_size=16,
+                fg_min=8, fg_max=12)
+    solid = build_data("bg_shift", **opts)
+    faint = build_data("bg_shift", fg_opacity=0.25, **opts)
+    assert solid.train.x.shape == (200, 3, 16, 16) and solid.train.mask.shape == (200, 16, 16)
+    sides = solid.train.mask.any(1).sum(1)  # rows touched by each digit
+    assert sides.max() <= 12 and torch.equal(solid.train.mask, faint.train.mask)
+    assert faint.params["fg_opacity"] == 0.25 and "fg_opacity" not in solid.params
+    # outside the digit both are the resized CIFAR photograph; find it for image 0
+    cifar = load_source("cifar10", data_dir)
+    x0, m0 = solid.train.x[0].permute(1, 2, 0).numpy(), solid.train.mask[0].numpy()
+    small = resize_images(cifar.x_train[cifar.y_train == int(solid.train.b[0])], 16)
+    hit = [bg for bg in small if np.array_equal(bg[~m0], x0[~m0])]
+    assert len(hit) == 1
+    colour = x0[m0][0].astype(np.float64)
+    want = np.rint(0.25 * colour + 0.75 * hit[0][m0].astype(np.float64))
+    assert np.array_equal(faint.train.x[0].permute(1, 2, 0).numpy()[m0], want.astype(np.uint8))
+
+
+@pytest.mark.parametrize("params, words", [
+    ({"image_size": 64}, "image_size=64 is larger than CIFAR-10's 32"),
+    ({"fg_opacity": 0.0}, "fg_opacity=0.0 must be a number in (0, 1]"),
+    ({"image_size": 16}, "fg_max=24 must be an integer in [4, 16]"),
+])
+def test_bad_size_or_opacity_is_refused(data_dir, params, words):
+    with pytest.raises(ConfigError) as err:
+        build_data("bg_shift", data_dir=data_dir, train_per_class=5, test_per_class=5,
+                   **params)
+    assert words in str(err.value) and "\n" not in str(err.value)

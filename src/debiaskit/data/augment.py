@@ -187,6 +187,7 @@ AUGMENTATIONS = {
     "crop_flip": lambda: RandomCropFlip(pad=4, flip=True),        # CIFAR (LfF, LAD, GBA)
     "crop": lambda: RandomCropFlip(pad=4, flip=False),
     "crop2_flip": lambda: RandomCropFlip(pad=2, flip=True),  # crop_flip for 16-px CIFAR
+    "crop2": lambda: RandomCropFlip(pad=2, flip=False),  # 16-px images of digits (bg_shift)
     "crop_affine": lambda: Compose(RandomCropFlip(pad=4, flip=False), RandomAffine()),  # LAD MNIST
     "resized_crop_flip": lambda: RandomResizedCrop(scale=(0.5, 1.0)),  # SiH CIFAR
     "imagenet_crop_flip": lambda: RandomResizedCrop(scale=(0.08, 1.0)),  # BAR (LfF Table 6)

@@ -1,13 +1,15 @@
-"""Synthetic background-shift set in the IN-9 mould (CF/F, paper 004; PROTOCOLS.md, CF/F).
+"""Synthetic background-shift set in the IN-9 mould (CF/F, paper 004; docs/datasets.md).
 
 IN-9 (Xiao et al.'s backgrounds challenge) cannot be had offline, so this set rebuilds its
 structure from two real sources whose foreground masks are exact:
 
 Card:
-- input: 32 x 32 RGB. Foreground: an MNIST digit resized to a random side in
-  [``fg_min``, ``fg_max``] pixels (PIL bilinear), binarised at 128 and painted in one
-  random fully saturated colour per image (so colour says nothing about the class),
-  placed at a random position inside the image. Background: a CIFAR-10 photograph.
+- input: 32 x 32 RGB (``image_size`` smaller: the backgrounds resized with PIL bicubic
+  first). Foreground: an MNIST digit resized to a random side in [``fg_min``,
+  ``fg_max``] pixels (PIL bilinear), binarised at 128 and painted in one random fully
+  saturated colour per image (so colour says nothing about the class; ``fg_opacity`` < 1
+  mixes that colour with the background underneath, a fainter digit), placed at a random
+  position inside the image. Background: a CIFAR-10 photograph.
 - label ``y``: the digit. Bias attribute ``b``: the CIFAR-10 class of the background
   (``num_bias`` 10; class c is aligned with background class c: airplane behind 0,
   automobile behind 1, ...).
@@ -42,6 +44,7 @@ from ...errors import ConfigError
 from ..dataset import BiasedDataset, DataBundle
 from ..sources import load_source
 from .assignment import check_conflict_ratio, shuffled_assignment
+from .resize import check_image_size, resize_images
 
 SIDE = 32
 NUM_CLASSES = 10
@@ -56,18 +59,18 @@ def _colours(rng: np.random.Generator, n: int) -> np.ndarray:
                     dtype=np.uint8)
 
 
-def _placements(rng: np.random.Generator, n: int, fg_min: int, fg_max: int):
+def _placements(rng: np.random.Generator, n: int, fg_min: int, fg_max: int, side: int = SIDE):
     """Per sample: the digit's side, its top-left corner (inside the image) and colour."""
     sizes = rng.integers(fg_min, fg_max + 1, size=n)
-    tops, lefts = (np.floor(rng.random(n) * (SIDE - sizes + 1)).astype(np.int64)
+    tops, lefts = (np.floor(rng.random(n) * (side - sizes + 1)).astype(np.int64)
                    for _ in range(2))
     return sizes, tops, lefts, _colours(rng, n)
 
 
-def _foregrounds(digits: np.ndarray, sizes, tops, lefts) -> np.ndarray:
-    """Bool (N, 32, 32) masks: each digit resized to its side and placed at its corner."""
+def _foregrounds(digits: np.ndarray, sizes, tops, lefts, side: int = SIDE) -> np.ndarray:
+    """Bool (N, side, side) masks: each digit resized to its side and placed at its corner."""
     from PIL import Image
-    masks = np.zeros((len(digits), SIDE, SIDE), dtype=bool)
+    masks = np.zeros((len(digits), side, side), dtype=bool)
     for i, (digit, s, t, l) in enumerate(zip(digits, sizes, tops, lefts)):
         small = np.asarray(Image.fromarray(digit).resize((int(s), int(s)),
                                                          Image.Resampling.BILINEAR))
@@ -75,9 +78,15 @@ def _foregrounds(digits: np.ndarray, sizes, tops, lefts) -> np.ndarray:
     return masks
 
 
-def _compose(backgrounds: np.ndarray, masks: np.ndarray, colours: np.ndarray) -> np.ndarray:
-    """(N, 3, H, W) uint8: the background with the mask's pixels painted in the colour."""
-    out = np.where(masks[..., None], colours[:, None, None, :], backgrounds)
+def _compose(backgrounds: np.ndarray, masks: np.ndarray, colours: np.ndarray,
+             opacity: float = 1.0) -> np.ndarray:
+    """(N, 3, H, W) uint8: the background with the mask's pixels painted in the colour
+    (``opacity`` < 1: colour and background mixed, rounded to the nearest integer)."""
+    paint = colours[:, None, None, :]
+    if opacity < 1.0:
+        paint = np.rint(opacity * paint + (1.0 - opacity) * backgrounds.astype(np.float64)) \
+            .astype(np.uint8)
+    out = np.where(masks[..., None], paint, backgrounds)
     return np.ascontiguousarray(out.transpose(0, 3, 1, 2))
 
 
@@ -105,24 +114,44 @@ def _first_per_class(y: np.ndarray, per_class: int, what: str) -> np.ndarray:
 
 
 def build(conflict_ratio: float = 0.05, train_per_class: int = 4000, test_per_class: int = 500,
-          fg_min: int = 16, fg_max: int = 24, seed: int = 0, data_dir=None,
-          download: bool = False) -> DataBundle:
+          fg_min: int = 16, fg_max: int = 24, image_size: int = SIDE, fg_opacity: float = 1.0,
+          seed: int = 0, data_dir=None, download: bool = False) -> DataBundle:
     """The synthetic background-shift set at ``1 - conflict_ratio`` correlation between the
-    digit and the class of its background (0.05: 95 %, 0.01: 99 %)."""
+    digit and the class of its background (0.05: 95 %, 0.01: 99 %), ``image_size`` pixels
+    square (backgrounds resized with PIL bicubic, digits of ``fg_min``-``fg_max`` pixels
+    placed inside), digits painted at ``fg_opacity`` over their background."""
     conflict_ratio = check_conflict_ratio(conflict_ratio, NUM_CLASSES)
+    image_size = check_image_size(image_size)
+    if image_size > SIDE:
+        raise ConfigError(f"bg_shift: image_size={image_size} is larger than CIFAR-10's "
+                          f"{SIDE} pixels; give at most {SIDE}")
     for key, value, low, high in (("train_per_class", train_per_class, 1, 5000),
                                   ("test_per_class", test_per_class, 1, 890),
-                                  ("fg_min", fg_min, 8, SIDE), ("fg_max", fg_max, 8, SIDE)):
+                                  ("fg_min", fg_min, 4, image_size),
+                                  ("fg_max", fg_max, 4, image_size)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) \
                 or not low <= value <= high:
             raise ConfigError(f"bg_shift: {key}={value!r} must be an integer in [{low}, {high}]")
     if fg_min > fg_max:
         raise ConfigError(f"bg_shift: fg_min={fg_min} is larger than fg_max={fg_max}")
+    if isinstance(fg_opacity, bool) or not isinstance(fg_opacity, (int, float)) \
+            or not 0.0 < fg_opacity <= 1.0:
+        raise ConfigError(f"bg_shift: fg_opacity={fg_opacity!r} must be a number in (0, 1] "
+                          "(1: the digit painted over its background)")
     mnist = load_source("mnist", data_dir, download=download)
     cifar = load_source("cifar10", data_dir, download=download)
     params = {"conflict_ratio": conflict_ratio, "train_per_class": train_per_class,
               "test_per_class": test_per_class, "fg_min": fg_min, "fg_max": fg_max,
               "seed": seed}
+    # parameters added later appear only when they differ from the defaults, so the
+    # earlier sets keep their parameters (and their cached identity)
+    if image_size != SIDE:
+        params["image_size"] = image_size
+    if fg_opacity != 1.0:
+        params["fg_opacity"] = float(fg_opacity)
+
+    def backgrounds(images: np.ndarray) -> np.ndarray:
+        return resize_images(images, image_size)
     aligned_bias = torch.arange(NUM_CLASSES)
     rng_train, rng_test = (np.random.default_rng([seed, k]) for k in (0, 1))
 
@@ -137,17 +166,18 @@ def build(conflict_ratio: float = 0.05, train_per_class: int = 4000, test_per_cl
     pick = _first_per_class(mnist.y_train, train_per_class, "train")
     y = mnist.y_train[pick].astype(np.int64)
     b = shuffled_assignment(y, 1.0 - conflict_ratio, NUM_CLASSES, rng_train)
-    sizes, tops, lefts, colours = _placements(rng_train, len(y), fg_min, fg_max)
-    masks = _foregrounds(mnist.x_train[pick], sizes, tops, lefts)
+    sizes, tops, lefts, colours = _placements(rng_train, len(y), fg_min, fg_max, image_size)
+    masks = _foregrounds(mnist.x_train[pick], sizes, tops, lefts, image_size)
     bg = _pick_backgrounds(b, cifar.y_train, rng_train)
-    train = dataset("train", _compose(cifar.x_train[bg], masks, colours), y, b, masks,
+    train = dataset("train", _compose(backgrounds(cifar.x_train[bg]), masks, colours,
+                                      fg_opacity), y, b, masks,
                     {"backgrounds": "CIFAR-10 training images"})
 
     # test sets: one foreground per test digit, four backgrounds
     pick = _first_per_class(mnist.y_test, test_per_class, "test")
     y = mnist.y_test[pick].astype(np.int64)
-    sizes, tops, lefts, colours = _placements(rng_test, len(y), fg_min, fg_max)
-    masks = _foregrounds(mnist.x_test[pick], sizes, tops, lefts)
+    sizes, tops, lefts, colours = _placements(rng_test, len(y), fg_min, fg_max, image_size)
+    masks = _foregrounds(mnist.x_test[pick], sizes, tops, lefts, image_size)
     y_bg = cifar.split("test").y
     x_bg = cifar.split("test").x
     original = _pick_backgrounds(y, y_bg, rng_test)
@@ -161,7 +191,8 @@ def build(conflict_ratio: float = 0.05, train_per_class: int = 4000, test_per_cl
     chosen = {"original": (y, original), "mixed_same": (y, same),
               "mixed_rand": (rand_class, _pick_backgrounds(rand_class, y_bg, rng_test)),
               "mixed_next": (next_class, _pick_backgrounds(next_class, y_bg, rng_test))}
-    evals = {name: dataset(name, _compose(x_bg[idx], masks, colours), y, b_test.astype(np.int64),
+    evals = {name: dataset(name, _compose(backgrounds(x_bg[idx]), masks, colours, fg_opacity),
+                           y, b_test.astype(np.int64),
                            masks, {"backgrounds": "CIFAR-10 test images (mostly JPEG-decoded, "
                                                   "data/README.md)",
                                    "foregrounds": "the same in every test set"})
