@@ -115,3 +115,24 @@ def test_within_image_shuffle_keeps_a_uniform_background_colour(data_dir):
         out = infill.factual(name, x, mask, _gen())
         changed = (out != x).any(1) & ~mask  # background pixels whose colour moved
         assert changed.float().mean() > 0.5, name
+
+
+def test_mixed_background_view_keeps_each_digit_on_another_class_background(data_dir):
+    # the held-out view of the heldout_mixed rule: foreground pixels untouched, background
+    # from another class's image with that image's digit tiled over, bias labels dropped
+    if not (Path(data_dir) / "cifar10.npz").is_file():
+        pytest.skip(f"real cifar10.npz not found in {data_dir}; set DEBIASKIT_DATA")
+    ds = build_data("bg_shift", data_dir=data_dir, train_per_class=3, test_per_class=1).train
+    view = infill.mixed_background_view(ds, seed=5)
+    assert view.b is None and torch.equal(view.y, ds.y) and torch.equal(view.mask, ds.mask)
+    fg = ds.mask[:, None].expand_as(ds.x)
+    assert torch.equal(view.x[fg], ds.x[fg])
+    tiled = infill.tile(ds.x.float() / 255.0, ds.mask).mul(255).round().to(torch.uint8)
+    for i in range(len(ds)):
+        bg = ~ds.mask[i]
+        donors = [j for j in range(len(ds)) if torch.equal(view.x[i][:, bg], tiled[j][:, bg])]
+        assert donors and all(ds.y[j] != ds.y[i] for j in donors)
+    assert torch.equal(view.x, infill.mixed_background_view(ds, seed=5).x)  # seeded
+    with pytest.raises(ConfigError, match="no foreground masks"):
+        infill.mixed_background_view(ds.without_bias().__class__(
+            name="plain", x=ds.x, y=ds.y, num_classes=10), seed=0)

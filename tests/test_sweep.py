@@ -78,3 +78,51 @@ def test_sweep_bad_input(capsys, tmp_path, data_dir):
         assert code == 2 and len(err.splitlines()) == 1 and words in err, err
         assert not out.exists()
     shutil.rmtree(out, ignore_errors=True)
+
+
+GRID = ("sweep", "cff", "--dataset", "bg_shift", "--data", "train_per_class=40",
+        "--data", "test_per_class=5", "--hp", "cf=grey", "--grid", "sal_lambda=0.1,10",
+        "--rule", "heldout_mixed", "--seeds", "1", "--epochs", "1", "--batch-size", "64")
+
+
+def test_grid_sweep_scores_trials_on_held_out_images_with_other_backgrounds(capsys, tmp_path,
+                                                                           data_dir):
+    # one trial per listed value; the label-free rule reads the held-out split seen on
+    # other classes' backgrounds (val_mixed), which the masks make without bias labels
+    from pathlib import Path
+    if not (Path(data_dir) / "cifar10.npz").is_file():
+        pytest.skip(f"real cifar10.npz not found in {data_dir}; set DEBIASKIT_DATA")
+    out = tmp_path / "grid"
+    assert main([*GRID, "--workers", "1", "--out", str(out), "--data-dir", data_dir]) == 0
+    text = capsys.readouterr().out
+    result = json.loads((out / "sweep.json").read_text())
+    trials = result["trials"]
+    assert [t["hparams"] for t in trials.values()] == [{"sal_lambda": 0.1},
+                                                        {"sal_lambda": 10}]
+    for name, trial in trials.items():
+        summary = json.loads((out / name / "seed0" / "summary.json").read_text())
+        assert trial["heldout_mixed"] == summary["metrics"]["val_mixed"]["accuracy"]
+    from debiaskit.bench.sweep import RULES
+    rule = RULES["heldout_mixed"]
+    assert not rule.labelled and rule.selection == "heldout"
+    assert rule.score([{"metrics": {"val": {"accuracy": 90.0}, "val_mixed": {"accuracy": 40.0}}},
+                       {"metrics": {"val": {"accuracy": 80.0},
+                                    "val_mixed": {"accuracy": 50.0}}}]) == 45.0
+    assert rule.value({"metrics": {"val": {"accuracy": 90.0}}}) is None  # no masks
+    scores = {k: v["heldout_mixed"] for k, v in trials.items()}
+    assert result["best"]["heldout_mixed"] == max(scores, key=scores.get)
+    assert "Best by heldout_mixed (label-free)" in text
+
+
+def test_grid_bad_input(capsys, tmp_path, data_dir):
+    out = tmp_path / "grid"
+    base = [a for a in GRID if a not in ("--grid", "sal_lambda=0.1,10")]
+    for extra, words in ((["--grid", "sal_lambda=-1,1"], "sal_lambda=-1"),
+                         (["--grid", "sal_lambda"], "must look like NAME=V1,V2"),
+                         (["--grid", "sal_lambda=1", "--search", "lr"],
+                          "give --grid or --search, not both"),
+                         (["--grid", "colour=1,2"], "colour")):
+        code = main([*base, *extra, "--out", str(out), "--data-dir", data_dir])
+        err = capsys.readouterr().err.strip()
+        assert code == 2 and len(err.splitlines()) == 1 and words in err, err
+        assert not out.exists()

@@ -286,9 +286,13 @@ def build_parser() -> argparse.ArgumentParser:
                    "every one with a search distribution; see 'debiaskit methods')")
     w.add_argument("--hp", action="append", metavar="KEY=VALUE",
                    help="hyper-parameter fixed for every trial")
+    w.add_argument("--grid", metavar="NAME=V1,V2,...", help="instead of a random search, "
+                   "one trial per listed value of one hyper-parameter")
     w.add_argument("--rule", default="heldout", help="label-free trial selection: heldout "
-                   "(held-out plain accuracy) or objective (the method's own objective, with "
-                   "early stopping); worst-group accuracy is always reported beside it, labelled")
+                   "(held-out plain accuracy), heldout_mixed (held-out accuracy with "
+                   "backgrounds from other classes' images; needs masks) or objective (the "
+                   "method's own objective, with early stopping); worst-group accuracy is "
+                   "always reported beside it, labelled")
     w.add_argument("--model", default=cfg.model)
     w.add_argument("--model-opt", action="append", metavar="KEY=VALUE")
     w.add_argument("--epochs", type=int, default=cfg.epochs)
@@ -561,8 +565,16 @@ def cmd_sweep(args) -> None:
                      eval_subset=args.eval_subset, data_dir=args.data_dir,
                      download=args.download, threads=1)
     names = [n.strip() for n in args.search.split(",")] if args.search else None
+    grid = None
+    if args.grid:
+        if args.search:
+            raise ConfigError("give --grid or --search, not both")
+        name, sep, values = args.grid.partition("=")
+        if not sep or not name or not values:
+            raise ConfigError(f"--grid {args.grid!r} must look like NAME=V1,V2,...")
+        grid = {name.replace("-", "_"): [_value(v) for v in values.split(",")]}
     text, _ = run_sweep(base, args.out, args.trials, args.seeds, names, args.rule,
-                        args.workers or default_workers(), args.ray)
+                        args.workers or default_workers(), args.ray, grid=grid)
     print(text)
 
 

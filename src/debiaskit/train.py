@@ -26,6 +26,7 @@ from . import __version__, optim, runs
 from .speed import keep_freed_buffers
 from .data.augment import AUGMENTATIONS
 from .data.dataset import BiasedDataset, DataBundle
+from .data.infill import mixed_background_view
 from .data.loader import InMemoryLoader
 from .data.protocols import build_data
 from .errors import ConfigError, DebiaskitError, unknown_name
@@ -266,7 +267,10 @@ def prepare(cfg: RunConfig) -> Prepared:
                               "heldout (label-free) or last")
         kept, held_out = heldout_indices(len(train), cfg.heldout_fraction, cfg.seed)
         train, val = train.subset(kept, train.name), train.subset(held_out, "val")
-        evals = {"val": val, **evals}
+        # with foreground masks, the held-out images on other classes' backgrounds too:
+        # background reliance measured without bias labels (the sweep rule heldout_mixed)
+        mixed = {} if val.mask is None else {"val_mixed": mixed_background_view(val, cfg.seed)}
+        evals = {"val": val, **mixed, **evals}
     if not evals:
         raise ConfigError(f"{cfg.dataset} has no evaluation split to report on; give some "
                           "images another split (metadata.csv's split column, e.g. test) or "
@@ -340,7 +344,7 @@ def selection_score(cfg: RunConfig, evals: dict, objective: float | None) -> flo
         return evals["val"]["accuracy"]
     if cfg.selection == "worst_group":
         return evals["val"]["worst_group"]
-    test = next(k for k in evals if k != "val")
+    test = next(k for k in evals if k not in ("val", "val_mixed"))
     return evals[test].get("unbiased", evals[test]["accuracy"])
 
 

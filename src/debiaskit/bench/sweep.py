@@ -89,6 +89,19 @@ class HeldoutAccuracy(Rule):
         return summary["metrics"]["val"]["accuracy"]
 
 
+class HeldoutMixed(Rule):
+    name = "heldout_mixed"
+    description = ("label-free: accuracy on the held-out split with every image's background "
+                   "taken from a held-out image of another class (its foreground tiled over; "
+                   "needs foreground masks, not bias labels) at each run's best epoch by "
+                   "held-out plain accuracy, mean over seeds")
+    selection = "heldout"
+
+    def value(self, summary):
+        mixed = summary["metrics"].get("val_mixed")
+        return None if mixed is None else mixed["accuracy"]
+
+
 class Objective(Rule):
     name = "objective"
     description = ("label-free: minus the method's own training objective on a held-out "
@@ -111,26 +124,48 @@ class WorstGroupValidation(Rule):
         return summary["metrics"]["val"].get("worst_group")
 
 
-RULES = {r.name: r for r in (HeldoutAccuracy(), Objective(), WorstGroupValidation())}
+RULES = {r.name: r for r in (HeldoutAccuracy(), HeldoutMixed(), Objective(),
+                             WorstGroupValidation())}
 #: the label-free rules a sweep can be run with
 LABEL_FREE = tuple(k for k, r in RULES.items() if not r.labelled)
 
 
+def grid_hparams(method: str, grid: dict) -> dict:
+    """Trial -> values of a grid sweep: ``grid`` maps one hyper-parameter to its list of
+    values, trial t takes the t-th (checked against the method's ranges)."""
+    if len(grid) != 1:
+        raise ConfigError(f"a grid sweeps one hyper-parameter, got {len(grid)}: "
+                          f"{', '.join(grid) or 'none'}; give one --grid NAME=V1,V2,...")
+    (name, values), = grid.items()
+    if not values:
+        raise ConfigError(f"--grid {name} has no values; give NAME=V1,V2,...")
+    trials = {t: {name: v} for t, v in enumerate(values)}
+    for hp in trials.values():
+        get_method(method).resolve_hparams(hp)  # unknown names, values out of range
+    return trials
+
+
 def plan_sweep(base: RunConfig, out, trials: int, seeds: int, names=None,
-               rule: str = "heldout") -> tuple[list[PlannedRun], dict]:
-    """The runs of a sweep of ``base.method`` (``base.hparams`` fixed, the others sampled)
-    and each trial's sampled values."""
+               rule: str = "heldout", grid: dict | None = None
+               ) -> tuple[list[PlannedRun], dict]:
+    """The runs of a sweep of ``base.method`` (``base.hparams`` fixed, the others sampled,
+    or with ``grid`` one hyper-parameter's listed values, one trial each) and each trial's
+    values."""
     if rule not in LABEL_FREE:
         raise ConfigError(f"unknown label-free rule {rule!r}; choose one of: "
                           f"{', '.join(LABEL_FREE)}")
+    if grid:
+        values = grid_hparams(base.method, grid)
+        trials = len(values)
     if trials < 1 or seeds < 1:
         raise ConfigError(f"trials and seeds must be >= 1, got {trials} and {seeds}")
     if base.dataset not in PROTOCOLS:
         raise unknown_name("dataset", base.dataset, PROTOCOLS)
     # absolute paths: worker processes (or Ray nodes) may start in another directory
     base = replace(base, data_dir=str(resolve_data_dir(base.data_dir)))
-    names = [n for n in (names or searchable(base.method)) if n not in base.hparams]
-    values = {t: sample_hparams(base.method, t, names) for t in range(trials)}
+    if not grid:
+        names = [n for n in (names or searchable(base.method)) if n not in base.hparams]
+        values = {t: sample_hparams(base.method, t, names) for t in range(trials)}
     out = Path(out).resolve()
     planned = []
     for t in range(trials):
@@ -210,10 +245,10 @@ def report_text(base: RunConfig, results: dict, seeds: int) -> str:
 
 def run_sweep(base: RunConfig, out, trials: int, seeds: int, names=None,
               rule: str = "heldout", workers: int = 1, ray_address: str | None = None,
-              log=print) -> tuple[str, dict]:
+              log=print, grid: dict | None = None) -> tuple[str, dict]:
     """Plan, run (skipping finished runs, resuming unfinished ones) and report a sweep into
     ``out`` (sweep.md, sweep.json); returns the report text and the results."""
-    planned, values = plan_sweep(base, out, trials, seeds, names, rule)
+    planned, values = plan_sweep(base, out, trials, seeds, names, rule, grid)
     errors = execute(planned, workers, log, ray_address)
     results = sweep_results(planned, values, rule)
     text = report_text(base, results, seeds)

@@ -177,3 +177,22 @@ def factual(name: str, x, foreground, gen=None, y=None):
     if name == "mixed_rand":
         return mixed_rand(x, foreground, y, gen)
     return INFILLS[name](x, ~foreground, gen)
+
+
+def mixed_background_view(ds, seed: int, name: str = "val_mixed"):
+    """A copy of dataset ``ds`` (with masks) in which every image keeps its foreground and
+    takes the background of a random image of another class of ``ds`` (that image's own
+    foreground tiled over: :func:`mixed_rand` over the whole set, drawn with ``seed``).
+    Its bias labels are dropped (the background's class is not the image's bias value).
+    A held-out split seen so measures background reliance without bias labels."""
+    from .dataset import BiasedDataset
+
+    if ds.mask is None:
+        raise ConfigError(f"{ds.name} has no foreground masks; a mixed-background view needs "
+                          "them")
+    gen = torch.Generator().manual_seed(seed)
+    x = mixed_rand(ds.x.float().div(255.0), ds.mask, ds.y, gen)
+    return BiasedDataset(name=name, x=x.mul(255.0).round_().clamp_(0, 255).to(torch.uint8),
+                         y=ds.y.clone(), num_classes=ds.num_classes, mask=ds.mask.clone(),
+                         meta={**ds.meta, "view": "mixed background (mixed_rand infill)",
+                               "view_seed": seed})
