@@ -220,6 +220,33 @@ def test_bench_rows_with_their_own_dataset_and_columns(tmp_path, data_dir):
     assert "Published, not run here: ReBias: BG 22.70." in text
 
 
+def test_paired_difference_to_the_baseline_by_hand():
+    # seed by seed: method (80, 82, 90) vs ERM (70, 75, 79): differences (10, 7, 11), mean
+    # 9.33, t(0.975, 2) = 4.3027 x sd 2.0817 / sqrt(3) = 5.17 (an unpaired interval, a
+    # normal quantile or ddof 0 all give other bounds)
+    from debiaskit.bench.presets import Row, TablePreset
+    from debiaskit.bench.report import paired_difference, paired_lines
+    from debiaskit.bench.runner import PlannedRun
+
+    d = paired_difference([80.0, 82.0, 90.0], [70.0, 75.0, 79.0])
+    assert d["mean"] == pytest.approx(28 / 3)
+    assert (d["low"], d["high"]) == (pytest.approx(4.162188, abs=1e-5),
+                                     pytest.approx(14.504478, abs=1e-5))
+    preset = TablePreset(name="p", title="t", source="s", dataset="bg_shift",
+                         rows=(Row("95", {}),), methods={"ERM": "erm", "F": "cff"},
+                         published={}, columns=("original",), metric="accuracy",
+                         paired_baseline="ERM")
+    planned = [PlannedRun(m, "95", seed, None, None) for m in ("ERM", "F") for seed in range(3)]
+    erm = {0: 70.0, 1: 75.0, 2: 79.0}
+    f = {0: 80.0, 2: 90.0}  # seed 1 unfinished: pairs (0, 2) only, differences 10 and 11
+    results = {"by_seed": {("ERM", "95", "original"): {k: {"accuracy": v} for k, v in erm.items()},
+                           ("F", "95", "original"): {k: {"accuracy": v} for k, v in f.items()}}}
+    numbers = {}
+    lines = paired_lines(preset, planned, results, numbers)
+    assert "| F | 95 | original | +10.50 | [+4.15, +16.85] | 2 |" in lines
+    assert numbers["F/95/original"]["paired"]["seeds"] == [0, 2]
+
+
 def test_report_lists_stage_statistics_over_seeds():
     from debiaskit.bench.report import stage_lines
 

@@ -32,6 +32,7 @@ def collect(preset: TablePreset, planned: list[PlannedRun]) -> dict:
     """Finished runs' selected metrics per (method, row, column), and the aligned /
     conflicting curves of each row's first column."""
     cells = defaultdict(list)
+    by_seed = defaultdict(dict)
     best = defaultdict(list)
     curves = defaultdict(list)
     stages, rss, packs = {}, [], []
@@ -50,6 +51,7 @@ def collect(preset: TablePreset, planned: list[PlannedRun]) -> dict:
         for column in preset.table_columns():
             split, metric = preset.split_of(row, column), preset.metric_of(column)
             cells[(p.method, p.row, column)].append(summary["metrics"][split])
+            by_seed[(p.method, p.row, column)][p.seed] = summary["metrics"][split]
             per_epoch = [r["eval"][split][metric] for r in evals
                          if r["eval"].get(split, {}).get(metric) is not None]
             if len(per_epoch) > 1 and p.config.selection != "oracle":
@@ -58,8 +60,56 @@ def collect(preset: TablePreset, planned: list[PlannedRun]) -> dict:
         curves[(p.method, p.row)].append(
             [(r["epoch"], r["eval"][split].get("aligned"), r["eval"][split].get("conflicting"))
              for r in evals])
-    return {"cells": cells, "best": best, "curves": curves, "stages": stages, "rss": rss,
-            "packs": packs}
+    return {"cells": cells, "by_seed": by_seed, "best": best, "curves": curves,
+            "stages": stages, "rss": rss, "packs": packs}
+
+
+def paired_difference(values: list[float], others: list[float]) -> dict:
+    """Mean of ``values[i] - others[i]`` with the two-sided 95 % t interval of that mean
+    (``n - 1`` degrees of freedom; no interval for one pair)."""
+    from scipy import stats
+
+    diff = np.asarray(values, dtype=float) - np.asarray(others, dtype=float)
+    mean = float(diff.mean())
+    if len(diff) < 2:
+        return {"mean": mean, "low": None, "high": None, "n": len(diff)}
+    half = float(stats.t.ppf(0.975, len(diff) - 1) * diff.std(ddof=1) / np.sqrt(len(diff)))
+    return {"mean": mean, "low": mean - half, "high": mean + half, "n": len(diff)}
+
+
+def paired_lines(preset: TablePreset, planned: list[PlannedRun], results: dict,
+                 numbers: dict) -> list[str]:
+    """Each method minus ``preset.paired_baseline`` on the seeds both finished (the same
+    data and training seed), per row and column, with a 95 % t interval; adds ``paired``
+    entries to ``numbers``."""
+    base = preset.paired_baseline
+    if base is None or base not in {p.method for p in planned}:
+        return []
+    lines = ["", f"Paired difference to {base} (each seed's run minus {base}'s run with the "
+             f"same seed; mean and two-sided 95 % t interval over the seeds both finished):",
+             "", "| method | row | column | difference | 95 % interval | seeds |",
+             "|---|---|---|---|---|---|"]
+    for m in dict.fromkeys(p.method for p in planned):
+        if m == base:
+            continue
+        for row in dict.fromkeys(p.row for p in planned):
+            for column in preset.table_columns():
+                metric = preset.metric_of(column)
+                mine = results["by_seed"].get((m, row, column), {})
+                theirs = results["by_seed"].get((base, row, column), {})
+                seeds = sorted(set(mine) & set(theirs))
+                if not seeds:
+                    continue
+                d = paired_difference([mine[s][metric] for s in seeds],
+                                      [theirs[s][metric] for s in seeds])
+                key = f"{m}/{row}/{column}" if preset.columns else f"{m}/{row}"
+                numbers.setdefault(key, {})["paired"] = {**d, "baseline": base,
+                                                         "seeds": seeds}
+                interval = ("-" if d["low"] is None
+                            else f"[{d['low']:+.2f}, {d['high']:+.2f}]")
+                lines.append(f"| {m} | {row} | {column} | {d['mean']:+.2f} | {interval} | "
+                             f"{len(seeds)} |")
+    return lines + [""]
 
 
 PACK_TEXT = {True: "as one product", False: "one by one",
@@ -245,11 +295,13 @@ def write_report(preset: TablePreset, planned: list[PlannedRun], out: Path) -> s
     md_table, numbers = table(preset, planned, results)
     protocol = protocol_lines(preset, planned)
     oracle = oracle_lines(preset, planned, results, numbers)
+    paired = paired_lines(preset, planned, results, numbers)
     memory = ([f"Memory: peak resident set of a worker process {max(results['rss']):.0f} MiB "
                f"(the largest of {len(results['rss'])} runs' peak_rss_mib, which covers the "
                "worker's earlier runs too)."] if results["rss"] else [])
     text = "\n".join([f"# {preset.title}", "", md_table, "", *reference_lines(preset, planned),
-                      *protocol, *packing_lines(results["packs"]), *memory, *oracle, *stage_lines(results["stages"])])
+                      *protocol, *packing_lines(results["packs"]), *memory, *paired,
+                      *oracle, *stage_lines(results["stages"])])
     markdown = (text + "\n\n![curves](curves.png)\n").encode()
     runs.atomic_write(out / "report.md", lambda f: f.write(markdown))
     runs.write_json(out / "results.json", {"preset": preset.name, "numbers": numbers,

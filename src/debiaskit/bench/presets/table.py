@@ -47,6 +47,8 @@ class TablePreset:
     notes: str = ""
     # published numbers of methods not implemented here: name -> row -> value
     references: dict = field(default_factory=dict)
+    # a method every other is compared with seed by seed (paired differences, 95 % interval)
+    paired_baseline: str | None = None
 
     def table_columns(self) -> tuple[str, ...]:
         return self.columns or (self.split,)
