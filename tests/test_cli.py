@@ -125,6 +125,12 @@ def test_bench_reports_the_best_epoch_as_a_test_set_oracle(capsys, tmp_path, dat
     assert len(per_epoch) == 3 and cell["values"] == [per_epoch[-1]]
     assert cell["oracle"]["values"] == [max(per_epoch)]
     assert f"| Vanilla | 99.0 | test | {per_epoch[-1]:.2f} +- 0.00 | {max(per_epoch):.2f}" in out
+    # and the last epoch's training statistics (here the loss), not the first's
+    losses = [json.loads(line)["train"]["loss"]
+              for line in (run / "metrics.jsonl").read_text().splitlines()]
+    stats = json.loads((tmp_path / "quick" / "results.json").read_text())["last_epoch_training"]
+    assert stats["Vanilla/99.0"]["loss"] == [losses[-1], 0.0] and losses[-1] != losses[0]
+    assert f"| Vanilla | 99.0 | loss | {losses[-1]:.4g} +- 0 | 1 |" in out
 
 
 def test_bench_hyper_parameters_over_the_preset(capsys, tmp_path, data_dir):

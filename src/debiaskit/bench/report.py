@@ -33,6 +33,7 @@ def collect(preset: TablePreset, planned: list[PlannedRun]) -> dict:
     conflicting curves of each row's first column."""
     cells = defaultdict(list)
     by_seed = defaultdict(dict)
+    last_train = defaultdict(lambda: defaultdict(list))
     best = defaultdict(list)
     curves = defaultdict(list)
     stages, rss, packs = {}, [], []
@@ -47,7 +48,12 @@ def collect(preset: TablePreset, planned: list[PlannedRun]) -> dict:
         if summary.get("stages"):
             stages[f"{p.method}/{p.row}/seed{p.seed}"] = summary["stages"]
         row = preset.row(p.row)
-        evals = [r for r in runs.read_metrics(p.run_dir) if "eval" in r]
+        records = runs.read_metrics(p.run_dir)
+        evals = [r for r in records if "eval" in r]
+        trained = [r["train"] for r in records if "train" in r]
+        for stat, value in (trained[-1] if trained else {}).items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                last_train[(p.method, p.row)][stat].append(value)
         for column in preset.table_columns():
             split, metric = preset.split_of(row, column), preset.metric_of(column)
             cells[(p.method, p.row, column)].append(summary["metrics"][split])
@@ -61,7 +67,22 @@ def collect(preset: TablePreset, planned: list[PlannedRun]) -> dict:
             [(r["epoch"], r["eval"][split].get("aligned"), r["eval"][split].get("conflicting"))
              for r in evals])
     return {"cells": cells, "by_seed": by_seed, "best": best, "curves": curves,
-            "stages": stages, "rss": rss, "packs": packs}
+            "stages": stages, "rss": rss, "packs": packs, "last_train": last_train}
+
+
+def train_stat_lines(last_train: dict) -> list[str]:
+    """Mean +- std over seeds of every training statistic of each run's last epoch (the
+    loss terms, GBA's masked shares and D's accuracies, CF/F's Sal share, ...)."""
+    if not last_train:
+        return []
+    lines = ["", "Training statistics of the last epoch (mean over its batches, or over "
+             "training samples where the method says so), mean +- std over seeds:", "",
+             "| method | row | statistic | value | seeds |", "|---|---|---|---|---|"]
+    for (method, row), stats in last_train.items():
+        for name, values in sorted(stats.items()):
+            mu, sd = mean_std(values)
+            lines.append(f"| {method} | {row} | {name} | {mu:.4g} +- {sd:.2g} | {len(values)} |")
+    return lines + [""]
 
 
 def paired_difference(values: list[float], others: list[float]) -> dict:
@@ -301,10 +322,14 @@ def write_report(preset: TablePreset, planned: list[PlannedRun], out: Path) -> s
                "worker's earlier runs too)."] if results["rss"] else [])
     text = "\n".join([f"# {preset.title}", "", md_table, "", *reference_lines(preset, planned),
                       *protocol, *packing_lines(results["packs"]), *memory, *paired,
-                      *oracle, *stage_lines(results["stages"])])
+                      *oracle, *train_stat_lines(results["last_train"]),
+                      *stage_lines(results["stages"])])
     markdown = (text + "\n\n![curves](curves.png)\n").encode()
     runs.atomic_write(out / "report.md", lambda f: f.write(markdown))
+    train_stats = {f"{m}/{row}": {k: mean_std(v) for k, v in stats.items()}
+                   for (m, row), stats in results["last_train"].items()}
     runs.write_json(out / "results.json", {"preset": preset.name, "numbers": numbers,
+                                           "last_epoch_training": train_stats,
                                            "protocol": protocol, "stages": results["stages"],
                                            "peak_rss_mib": max(results["rss"], default=None)})
     if results["curves"]:
