@@ -42,6 +42,15 @@ CANDIDATES = {
                 "fg_min": 8, "fg_max": 12},
                {"augment": "crop2", "epochs": 20, "batch_size": 64,
                 "hparams": {"lr": 0.05, "weight_decay": 5e-4}}),
+    # larger digits (11-14 of 16 px) and longer training: ERM must learn the digit
+    "s16-95-d14": ({"conflict_ratio": 0.05, "train_per_class": 500, "image_size": 16,
+                    "fg_min": 11, "fg_max": 14},
+                   {"augment": "crop2", "epochs": 30, "batch_size": 64,
+                    "hparams": {"lr": 0.05, "weight_decay": 5e-4}}),
+    "s16-99-d14": ({"conflict_ratio": 0.01, "train_per_class": 500, "image_size": 16,
+                    "fg_min": 11, "fg_max": 14},
+                   {"augment": "crop2", "epochs": 30, "batch_size": 64,
+                    "hparams": {"lr": 0.05, "weight_decay": 5e-4}}),
     # fainter digits: the colour mixed half and half with the background
     "s16-95-faint": ({"conflict_ratio": 0.05, "train_per_class": 500, "image_size": 16,
                       "fg_min": 8, "fg_max": 12, "fg_opacity": 0.5},
