@@ -51,6 +51,16 @@ CANDIDATES = {
                     "fg_min": 11, "fg_max": 14},
                    {"augment": "crop2", "epochs": 30, "batch_size": 64,
                     "hparams": {"lr": 0.05, "weight_decay": 5e-4}}),
+    # a pool of 20 training photographs per class for every background (train and test):
+    # recurring scenes, a background signal the network picks up as fast as the digit
+    "s16-95-pool20": ({"conflict_ratio": 0.05, "train_per_class": 500, "image_size": 16,
+                       "fg_min": 8, "fg_max": 12, "bg_pool": 20},
+                      {"augment": "crop2", "epochs": 20, "batch_size": 64,
+                       "hparams": {"lr": 0.05, "weight_decay": 5e-4}}),
+    "s16-95-d14-pool20": ({"conflict_ratio": 0.05, "train_per_class": 500, "image_size": 16,
+                           "fg_min": 11, "fg_max": 14, "bg_pool": 20},
+                          {"augment": "crop2", "epochs": 30, "batch_size": 64,
+                           "hparams": {"lr": 0.05, "weight_decay": 5e-4}}),
     # fainter digits: the colour mixed half and half with the background
     "s16-95-faint": ({"conflict_ratio": 0.05, "train_per_class": 500, "image_size": 16,
                       "fg_min": 8, "fg_max": 12, "fg_opacity": 0.5},

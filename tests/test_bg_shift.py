@@ -142,3 +142,34 @@ def test_bad_size_or_opacity_is_refused(data_dir, params, words):
         build_data("bg_shift", data_dir=data_dir, train_per_class=5, test_per_class=5,
                    **params)
     assert words in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_background_pool_serves_training_and_test_sets_alike(data_dir):
+    # bg_pool: every background, train and test, is one of that many CIFAR-10 training
+    # photographs of its class; the test sets keep IN-9's rules within the pool
+    if not (Path(data_dir) / "cifar10.npz").is_file():
+        pytest.skip(f"real cifar10.npz not found in {data_dir}; set DEBIASKIT_DATA")
+    data = build_data("bg_shift", data_dir=data_dir, train_per_class=10, test_per_class=3,
+                      bg_pool=3)
+    cifar = load_source("cifar10", data_dir)
+    by_class = {k: np.flatnonzero(cifar.y_train == k) for k in range(10)}
+    images = {k: cifar.x_train[v].reshape(len(v), -1, 3) for k, v in by_class.items()}
+    used = {}
+    for name, ds in (("train", data.train), *data.evals.items()):
+        for i in range(len(ds)):
+            image, keep = ds.x[i].permute(1, 2, 0).numpy(), ~ds.mask[i].numpy()
+            k = int(ds.b[i])  # the bias must be the class of the pooled photograph
+            flat, where = image.reshape(-1, 3), np.flatnonzero(keep.ravel())
+            # a few background pixels narrow the search, then every one must match
+            cand = np.flatnonzero((images[k][:, where[:24]] == flat[where[:24]]).all((1, 2)))
+            same = [c for c in cand if (images[k][c, where] == flat[where]).all()]
+            assert len(same) == 1
+            used.setdefault(k, set()).add(int(by_class[k][same[0]]))
+            if name == "mixed_same":
+                original = data.evals["original"].x[i].permute(1, 2, 0).numpy()
+                assert not np.array_equal(original[~ds.mask[i].numpy()],
+                                          image[~ds.mask[i].numpy()])
+    assert sorted(used) == list(range(10)) and all(len(v) == 3 for v in used.values())
+    with pytest.raises(ConfigError, match="bg_pool=1 must be 0"):
+        build_data("bg_shift", data_dir=data_dir, train_per_class=5, test_per_class=5,
+                   bg_pool=1)

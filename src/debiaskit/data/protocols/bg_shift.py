@@ -9,7 +9,10 @@ Card:
   ``fg_max``] pixels (PIL bilinear), binarised at 128 and painted in one random fully
   saturated colour per image (so colour says nothing about the class; ``fg_opacity`` < 1
   mixes that colour with the background underneath, a fainter digit), placed at a random
-  position inside the image. Background: a CIFAR-10 photograph.
+  position inside the image. Background: a CIFAR-10 photograph (``bg_pool`` > 0: one of
+  that many training photographs per class, the same pool for the training and the test
+  sets: a few recurring scenes per class, which a network picks up faster than the class
+  of an unseen photograph).
 - label ``y``: the digit. Bias attribute ``b``: the CIFAR-10 class of the background
   (``num_bias`` 10; class c is aligned with background class c: airplane behind 0,
   automobile behind 1, ...).
@@ -115,11 +118,13 @@ def _first_per_class(y: np.ndarray, per_class: int, what: str) -> np.ndarray:
 
 def build(conflict_ratio: float = 0.05, train_per_class: int = 4000, test_per_class: int = 500,
           fg_min: int = 16, fg_max: int = 24, image_size: int = SIDE, fg_opacity: float = 1.0,
-          seed: int = 0, data_dir=None, download: bool = False) -> DataBundle:
+          bg_pool: int = 0, seed: int = 0, data_dir=None, download: bool = False) -> DataBundle:
     """The synthetic background-shift set at ``1 - conflict_ratio`` correlation between the
     digit and the class of its background (0.05: 95 %, 0.01: 99 %), ``image_size`` pixels
     square (backgrounds resized with PIL bicubic, digits of ``fg_min``-``fg_max`` pixels
-    placed inside), digits painted at ``fg_opacity`` over their background."""
+    placed inside), digits painted at ``fg_opacity`` over their background; ``bg_pool`` > 0
+    draws every background, training and test, from that many CIFAR-10 training images per
+    class (a few recurring scenes per class, an easier background signal)."""
     conflict_ratio = check_conflict_ratio(conflict_ratio, NUM_CLASSES)
     image_size = check_image_size(image_size)
     if image_size > SIDE:
@@ -134,6 +139,10 @@ def build(conflict_ratio: float = 0.05, train_per_class: int = 4000, test_per_cl
             raise ConfigError(f"bg_shift: {key}={value!r} must be an integer in [{low}, {high}]")
     if fg_min > fg_max:
         raise ConfigError(f"bg_shift: fg_min={fg_min} is larger than fg_max={fg_max}")
+    if isinstance(bg_pool, bool) or not isinstance(bg_pool, (int, np.integer)) \
+            or not 0 <= bg_pool <= 5000 or bg_pool == 1:
+        raise ConfigError(f"bg_shift: bg_pool={bg_pool!r} must be 0 (every CIFAR-10 image) or "
+                          "an integer in [2, 5000] (Mixed-Same needs two images per class)")
     if isinstance(fg_opacity, bool) or not isinstance(fg_opacity, (int, float)) \
             or not 0.0 < fg_opacity <= 1.0:
         raise ConfigError(f"bg_shift: fg_opacity={fg_opacity!r} must be a number in (0, 1] "
@@ -149,6 +158,18 @@ def build(conflict_ratio: float = 0.05, train_per_class: int = 4000, test_per_cl
         params["image_size"] = image_size
     if fg_opacity != 1.0:
         params["fg_opacity"] = float(fg_opacity)
+    if bg_pool:
+        params["bg_pool"] = int(bg_pool)
+    # the background images: CIFAR-10's training and test sets, or one pool of training
+    # images per class for both (drawn from a stream of its own, so the other draws stay)
+    x_bg_train, y_bg_train = cifar.x_train, cifar.y_train
+    x_bg_test, y_bg_test = cifar.split("test").x, cifar.split("test").y
+    if bg_pool:
+        rng_pool = np.random.default_rng([seed, 2])
+        pool = np.concatenate([rng_pool.permutation(np.flatnonzero(y_bg_train == k))[:bg_pool]
+                               for k in range(NUM_CLASSES)])
+        x_bg_train = x_bg_test = x_bg_train[pool]
+        y_bg_train = y_bg_test = y_bg_train[pool]
 
     def backgrounds(images: np.ndarray) -> np.ndarray:
         return resize_images(images, image_size)
@@ -168,8 +189,8 @@ def build(conflict_ratio: float = 0.05, train_per_class: int = 4000, test_per_cl
     b = shuffled_assignment(y, 1.0 - conflict_ratio, NUM_CLASSES, rng_train)
     sizes, tops, lefts, colours = _placements(rng_train, len(y), fg_min, fg_max, image_size)
     masks = _foregrounds(mnist.x_train[pick], sizes, tops, lefts, image_size)
-    bg = _pick_backgrounds(b, cifar.y_train, rng_train)
-    train = dataset("train", _compose(backgrounds(cifar.x_train[bg]), masks, colours,
+    bg = _pick_backgrounds(b, y_bg_train, rng_train)
+    train = dataset("train", _compose(backgrounds(x_bg_train[bg]), masks, colours,
                                       fg_opacity), y, b, masks,
                     {"backgrounds": "CIFAR-10 training images"})
 
@@ -178,8 +199,10 @@ def build(conflict_ratio: float = 0.05, train_per_class: int = 4000, test_per_cl
     y = mnist.y_test[pick].astype(np.int64)
     sizes, tops, lefts, colours = _placements(rng_test, len(y), fg_min, fg_max, image_size)
     masks = _foregrounds(mnist.x_test[pick], sizes, tops, lefts, image_size)
-    y_bg = cifar.split("test").y
-    x_bg = cifar.split("test").x
+    y_bg, x_bg = y_bg_test, x_bg_test
+    test_backgrounds = (f"the training pool ({bg_pool} CIFAR-10 training images per class)"
+                        if bg_pool else "CIFAR-10 test images (mostly JPEG-decoded, "
+                                        "data/README.md)")
     original = _pick_backgrounds(y, y_bg, rng_test)
     same = _pick_backgrounds(y, y_bg, rng_test)
     clash = same == original  # another image of the same class, never the original one
@@ -193,8 +216,7 @@ def build(conflict_ratio: float = 0.05, train_per_class: int = 4000, test_per_cl
               "mixed_next": (next_class, _pick_backgrounds(next_class, y_bg, rng_test))}
     evals = {name: dataset(name, _compose(backgrounds(x_bg[idx]), masks, colours, fg_opacity),
                            y, b_test.astype(np.int64),
-                           masks, {"backgrounds": "CIFAR-10 test images (mostly JPEG-decoded, "
-                                                  "data/README.md)",
+                           masks, {"backgrounds": test_backgrounds,
                                    "foregrounds": "the same in every test set"})
              for name, (b_test, idx) in chosen.items()}
     return DataBundle(train=train, evals=evals, protocol="bg_shift", params=params)
