@@ -1,4 +1,4 @@
-"""CF/F (paper 004): the counterfactual losses, FGSM on the background, GradMask on a
+"""CF/F: the counterfactual losses, FGSM on the background, GradMask on a
 hand-made model, separate vs joint forward passes (batch normalisation), and bad input."""
 
 from __future__ import annotations

@@ -414,3 +414,42 @@ def test_method_docs_state_the_code_defaults():
         if not same:
             wrong.append(f"{doc}: {method}.{key} documented {text}, code {default!r}")
     assert not wrong, wrong
+
+
+# ---------------------------------------------------------------------------------------
+# No references to documents outside the repository
+
+#: Documents a clone cannot resolve: the project's protocol and design notes beside the
+#: checkout, and the papers by their number in that folder (cite them by short name:
+#: docs/references.md). Built by concatenation, so this file does not trip its own check.
+OUTSIDE_REFERENCE = re.compile("|".join([re.escape("PROTOCOLS" + ".md"),
+                                         re.escape("DESIGN" + ".md"),
+                                         "(?i:paper)" + r" 00\d"]))
+SEARCHED = ["src", "tests", "docs", "tools", "benchmarks/*.py", "README.md"]
+NOT_SEARCHED = ("benchmarks/results/", "__pycache__/", ".egg-info/")
+
+
+def searched_files() -> list[Path]:
+    paths = set()
+    for entry in SEARCHED:
+        for path in ROOT.glob(entry):
+            paths.update([path] if path.is_file() else path.rglob("*"))
+    return sorted(p for p in paths
+                  if p.is_file() and not any(part in rel(p) for part in NOT_SEARCHED))
+
+
+def outside_references(path: Path) -> list[str]:
+    data = path.read_bytes()
+    if b"\0" in data[:8192]:  # binary (arrays, archives)
+        return []
+    text = data.decode("utf-8", errors="replace")
+    return [f"{rel(path)}:{text.count(chr(10), 0, m.start()) + 1}: {m.group(0)}"
+            for m in OUTSIDE_REFERENCE.finditer(text)]
+
+
+def test_no_references_outside_the_repository():
+    files = searched_files()
+    assert ROOT / "README.md" in files and len(files) > 100
+    found = [hit for path in files for hit in outside_references(path)]
+    assert not found, ("cite docs/references.md's short names and docs in this repository "
+                       "instead:\n" + "\n".join(found))

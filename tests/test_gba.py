@@ -1,4 +1,4 @@
-"""GBA (paper 003), its Adversarial baseline and the Domain-Independent classifier: the
+"""GBA, its Adversarial baseline and the Domain-Independent classifier: the
 gradient reversal, the mask of Eq. 4-7 on hand-made examples, D on masked vs raw features
 after real training, and bad input."""
 

@@ -15,7 +15,7 @@ def generalized_cross_entropy(logits: torch.Tensor, y: torch.Tensor, q: float = 
     Its gradient is ``p_y^q * grad CE``: samples the model already finds easy get more
     weight, which amplifies the bias. Computed as ``(1 - exp(-q CE)) / q`` (since
     ``p_y = exp(-CE)``), which is stable and reuses the per-sample ``ce`` when given.
-    ``code_scale`` multiplies by ``q`` as LfF's code does (PROTOCOLS.md, LfF).
+    ``code_scale`` multiplies by ``q`` as LfF's code does (docs/methods/lff.md).
     """
     if ce is None:
         ce = F.cross_entropy(logits, y, reduction="none")
@@ -26,8 +26,8 @@ def generalized_cross_entropy(logits: torch.Tensor, y: torch.Tensor, q: float = 
 class PerSampleEMA(nn.Module):
     """Exponential moving average of a per-sample loss, indexed by dataset index.
 
-    LfF's implementation (PROTOCOLS.md): the table starts at zero, a sample's first visit
-    stores its raw loss, later visits ``alpha * old + (1 - alpha) * new``. The table
+    LfF's implementation (docs/methods/lff.md): the table starts at zero, a sample's first
+    visit stores its raw loss, later visits ``alpha * old + (1 - alpha) * new``. The table
     (``values``, ``seen``) is buffers, so a method's ``state_dict`` carries it; the targets
     are a non-persistent buffer (they come from the data).
     """
@@ -64,7 +64,7 @@ def relative_difficulty(ema_biased: torch.Tensor, ema_debiased: torch.Tensor) ->
     return (ema_biased / (ema_biased + ema_debiased + 1e-8)).detach()
 
 
-#: the counterfactual losses of CF/F (paper 004; PROTOCOLS.md, CF/F)
+#: the counterfactual losses of CF/F (docs/methods/cff.md, ``cf_loss``)
 CF_LOSSES = ("logp", "uniform", "uniform_except_y")
 
 

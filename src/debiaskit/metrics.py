@@ -1,6 +1,6 @@
 """Accuracy metrics of biased-data evaluation, all derived from one (class, bias) matrix.
 
-Definitions (LfF Sec. 4 and PROTOCOLS.md): the cell accuracy ``A[c, b]`` is the accuracy
+Definitions (LfF Sec. 4; docs/metrics.md): the cell accuracy ``A[c, b]`` is the accuracy
 on test samples of class c with bias value b. *Unbiased* accuracy is the mean over
 non-empty cells; *aligned* the mean over the aligned cells (b = g(c), the diagonal here);
 *conflicting* the mean over the other cells; the *bias gap* is aligned - conflicting and
@@ -117,7 +117,7 @@ def classification_metrics(pred: torch.Tensor, y: torch.Tensor, b: torch.Tensor 
 
 def gradient_ratio(input_grad: torch.Tensor,
                    confounding: torch.Tensor) -> tuple[float, float, float]:
-    """LAD's gradient ratio (paper 000, Eq. 1): ``(||dL/dz+||, ||dL/dz-||, GR)``.
+    """LAD's gradient ratio (LAD, Eq. 1): ``(||dL/dz+||, ||dL/dz-||, GR)``.
 
     ``input_grad`` is the B x C x H x W gradient of the loss with respect to the input
     pixels, ``confounding`` a C x H x W boolean mask of the pixels that carry the
@@ -132,7 +132,7 @@ def gradient_ratio(input_grad: torch.Tensor,
 
 def next_class_shift(probs_original: torch.Tensor, probs_mixed_next: torch.Tensor,
                      y: torch.Tensor) -> float:
-    """CF/F's background reliance (paper 004, Table 3): the mean change (in percentage
+    """CF/F's background reliance (CF/F, Table 3): the mean change (in percentage
     points) of the probability of class ``y + 1 mod K`` from the Original to the Mixed-Next
     test image of the same foreground (rows of the two probability matrices are pairs)."""
     if probs_original.shape != probs_mixed_next.shape or len(y) != len(probs_original):

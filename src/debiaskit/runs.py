@@ -1,6 +1,6 @@
 """The run directory: what a run writes, written so that nothing is lost or half-written.
 
-Layout (DESIGN.md, Contracts)::
+Layout (docs/model-selection.md, "The run directory")::
 
     config.json      resolved configuration, seed, package versions, data checksums
     metrics.jsonl    one JSON line per evaluated epoch (training stats, every split)

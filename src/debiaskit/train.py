@@ -38,7 +38,7 @@ from .precision import check_precision, describe_precision
 from .precision import arithmetic as precision_context
 from .stages import StageStore
 
-#: Model-selection policies (DESIGN.md, Contracts): name -> what it is, for every report.
+#: Model-selection policies (docs/model-selection.md): name -> what it is, for every report.
 SELECTION = {
     "last": "last epoch (no selection; the papers' default)",
     "heldout": "best plain accuracy on a held-out split of the biased training set (label-free)",
@@ -296,7 +296,8 @@ def prepare(cfg: RunConfig) -> Prepared:
     if cfg.schedule != "none":
         override.update(schedule=cfg.schedule, lr_step=cfg.lr_step, lr_gamma=cfg.lr_gamma)
     if cfg.selection == "early_stop":
-        # SiH's code: LR x0.1 after int(P/2) - 1 epochs without improvement (PROTOCOLS.md)
+        # SiH's code: LR x0.1 after int(P/2) - 1 epochs without improvement
+        # (docs/model-selection.md, early_stop)
         override.update(schedule="plateau", lr_step=max(cfg.patience // 2 - 1, 0), lr_gamma=0.1)
     if override:
         method.override_optimizers(**override)

@@ -75,7 +75,7 @@ class RandomAffine(Transform):
 
     As ``torchvision.transforms.RandomAffine(degrees, scale=scale, shear=shear)`` (nearest
     interpolation, no translation) with the parameters drawn per sample: LAD's MNIST
-    augmentation uses 15 degrees, scale 0.8-1.1 and shear 15 degrees (paper 000, Sec. 5.1).
+    augmentation uses 15 degrees, scale 0.8-1.1 and shear 15 degrees (LAD, Sec. 5.1).
     """
 
     def __init__(self, degrees: float = 15.0, scale: tuple[float, float] = (0.8, 1.1),

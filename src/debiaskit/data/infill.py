@@ -1,4 +1,4 @@
-"""Batched infills for CF/F (paper 004, "Choice of infilling value"; PROTOCOLS.md, CF/F).
+"""Batched infills for CF/F (CF/F, "Choice of infilling value"; docs/methods/cff.md).
 
 Every infill takes float images ``x`` (N x C x H x W, values in [0, 1]), a bool ``region``
 (N x H x W: the pixels to replace) and a ``torch.Generator``, and returns new images equal

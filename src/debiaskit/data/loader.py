@@ -1,4 +1,4 @@
-"""In-memory batching by index (DESIGN.md, "Speed").
+"""In-memory batching by index, for speed.
 
 The whole dataset stays uint8 on the target device (a quarter of float32's memory: 150 MB
 for 50,000 CIFAR images) and each batch is converted to float32 in [0, 1] when it is

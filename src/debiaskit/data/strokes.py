@@ -1,6 +1,6 @@
 """Reading a digit's stroke back from an image: does a generated image keep the digit?
 
-LAD's walk must leave "the digit shape almost entirely unchanged" (paper 000, Sec. 5.2).
+LAD's walk must leave "the digit shape almost entirely unchanged" (LAD, Sec. 5.2).
 For the coloured MNIST datasets the stroke can be read from any image of them, original or
 decoded, by a colour rule (:data:`STROKE_RULES`), and compared with the dataset's foreground
 mask (the grey digit's non-zero pixels) by intersection over union (:func:`mask_iou`). LAD's

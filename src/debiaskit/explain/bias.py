@@ -1,4 +1,4 @@
-"""Bias visualisation in a two-encoder VAE (SiH, paper 001, Section 3 and Appendix B).
+"""Bias visualisation in a two-encoder VAE (SiH, Section 3 and Appendix B).
 
 For test images that both classifiers get right, DeepFool (Moosavi-Dezfooli et al. 2016)
 moves the *bias* latent, by a small L2 step, across the biased classifier's boundary toward

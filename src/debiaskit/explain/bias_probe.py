@@ -1,6 +1,6 @@
 """Does generated training data remove a bias, or only remap it? A bias probe.
 
-A debiasing data generator such as LAD's latent walk (paper 000, Sections 4.2-4.3) helps
+A debiasing data generator such as LAD's latent walk (LAD, Sections 4.2-4.3) helps
 the final classifier only if, in the images it makes, the bias attribute no longer tells
 the class. Its own objective cannot show this: the bias classifier ``f`` may be unsure of
 an image whose new background colour is still a function of the class (every seven moved

@@ -1,4 +1,4 @@
-"""The gradient ratio on the one-pixel problem (LAD, paper 000, Section 2.1-2.2, Figure 2).
+"""The gradient ratio on the one-pixel problem (LAD, Section 2.1-2.2, Figure 2).
 
 ``GR(z+, z-) = ||dL/dz+||_2 / ||dL/dz-||_2`` (Eq. 1), with z+ the causal pixels (the whole
 image except the first row's first K pixels) and z- the confounding ones (those K pixels,

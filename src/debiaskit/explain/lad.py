@@ -1,4 +1,4 @@
-"""LAD's training images next to their reconstructions (paper 000, Figure 4).
+"""LAD's training images next to their reconstructions (LAD, Figure 4).
 
 ``debiaskit explain lad RUN_DIR`` reads the run's cached stages (the VQ-VAE and the decoded
 walked images) and draws, for training images picked at random: the original ``x``, the

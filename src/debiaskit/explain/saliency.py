@@ -1,4 +1,4 @@
-"""Saliency focus (CF/F, paper 004, Sec. 4.1; PROTOCOLS.md, CF/F): how much of a model's
+"""Saliency focus (CF/F, Sec. 4.1; docs/explain.md, saliency): how much of a model's
 saliency falls on the foreground.
 
 - maps: captum's DeepLiftShap (target = the true label, baselines = training images; the

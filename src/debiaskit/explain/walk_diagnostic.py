@@ -1,7 +1,7 @@
 """Why does LAD's latent walk remap a class's cue instead of removing it? A walk diagnostic.
 
 ``debiaskit explain lad-walk RUN_DIR`` re-walks a seeded sample of the run's training
-images with the run's own VQ-VAE, bias classifier ``f`` and walk settings (paper 000,
+images with the run's own VQ-VAE, bias classifier ``f`` and walk settings (LAD,
 Algorithm 1; :class:`debiaskit.methods.lad.LAD`) and records, before the walk (step 0) and
 after every step:
 

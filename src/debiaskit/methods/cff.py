@@ -1,4 +1,4 @@
-"""Counterfactual and factual augmentation with saliency regularisation (CF/F, paper 004),
+"""Counterfactual and factual augmentation with saliency regularisation (CF/F),
 and its Mixup and label-smoothing baselines.
 
 Per batch (docs/methods/cff.md), with foreground masks ``r`` and their bounding boxes:

@@ -10,7 +10,7 @@ optimisation steps the bias features are permuted within the batch, giving
 [z_i, z_b(perm)] with label y for C_i and label y(perm) for C_b (Eq. 3, L_swap); the
 objective is L_dis + lambda_swap * L_swap (Eq. 4). Predictions are C_i([z_i, z_b]).
 
-Defaults are the authors' Colored MNIST settings (their code, PROTOCOLS.md): Adam lr
+Defaults are the authors' Colored MNIST settings (their code; docs/methods/sih.md): Adam lr
 0.01, lambda_dis = 10, lambda_swap_b = 10, lambda_swap = 1, swapping once more than
 ``swap_start`` (10k) steps are done, the learning rate halved every 10k steps of a
 schedule that starts counting at step ``lr_decay_start`` (10k; so 0.01 until step 20k,

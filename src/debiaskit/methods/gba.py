@@ -1,6 +1,6 @@
-"""Gradient-Based Activations (GBA; paper 003) and its adversarial baseline.
+"""Gradient-Based Activations (GBA) and its adversarial baseline.
 
-Networks (paper 003, Eq. 1): a feature extractor ``F`` (the run's ``--model`` without its
+Networks (GBA, Eq. 1): a feature extractor ``F`` (the run's ``--model`` without its
 final layer: ``forward_features``), a classifier ``C`` on the features and a
 discriminator ``D`` that predicts the bias label from the features through a gradient
 reversal layer (Ganin & Lempitsky 2015), so that one backward pass of
@@ -263,8 +263,8 @@ class Adversarial(GBA):
 
 @register
 class DomainIndependent(Method):
-    """Wang et al.'s Domain-Independent classifier (Wang et al. 2020; docs/methods/gba.md): one head of
-    ``num_classes`` logits per bias value, a softmax per domain (NLL on the log-softmax of
+    """Wang et al.'s Domain-Independent classifier (Wang et al. 2020; docs/methods/gba.md):
+    one head of ``num_classes`` logits per bias value, a softmax per domain (NLL on the log-softmax of
     the sample's own domain's logits); inference ``sum``: argmax over classes of the sum of
     the raw logits of all domains, or ``conditional``: the known domain's head (needs bias
     labels on the evaluation data)."""

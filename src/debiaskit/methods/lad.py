@@ -1,4 +1,4 @@
-"""LAD, Latent Adversarial Debiasing (Darlow et al.; paper 000, Section 4, Figure 3).
+"""LAD, Latent Adversarial Debiasing (Darlow et al.; LAD, Section 4, Figure 3).
 
 A pipeline of cached stages (:mod:`debiaskit.stages`) before ordinary training:
 

@@ -1,7 +1,7 @@
 """LAD's walk-length rule: alpha and the number of walk steps chosen without bias labels.
 
 The paper's alpha and step counts were "determined using a brief hyper-parameter search
-and cross validation" on the authors' own latent scale (paper 000, Sec. 5.1); ours has a
+and cross validation" on the authors' own latent scale (LAD, Sec. 5.1); ours has a
 different scale, so :class:`~debiaskit.methods.lad.LAD` repeats the search on the run's
 training data when ``alpha`` or ``walk_steps`` is 0 (the defaults). The rule:
 

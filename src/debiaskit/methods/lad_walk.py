@@ -1,4 +1,4 @@
-"""LAD's quantisation-constrained, entropy-targeted latent walk (paper 000, Section 4.2).
+"""LAD's quantisation-constrained, entropy-targeted latent walk (LAD, Section 4.2).
 
 Starting from an image's VQ-VAE latent ``h``, each step moves ``h`` along the standardised
 gradient of the predictive entropy of the bias classifier ``f`` (Eq. 5-6) and snaps every

@@ -1,9 +1,9 @@
-"""Learning from Failure (Nam et al., NeurIPS 2020; paper 002, Algorithm 1).
+"""Learning from Failure (Nam et al., NeurIPS 2020; LfF, Algorithm 1).
 
 Two networks trained together: a biased model f_B with the generalized cross-entropy
 (Eq. 2), which amplifies its reliance on the easy, spurious cue, and a debiased model f_D
 trained with cross-entropy weighted by the relative difficulty score
-``W(x) = CE_B / (CE_B + CE_D)`` (Eq. 1). As in the authors' code (PROTOCOLS.md, LfF),
+``W(x) = CE_B / (CE_B + CE_D)`` (Eq. 1). As in the authors' code (docs/methods/lff.md),
 both CE losses are per-sample EMAs (decay 0.7) divided by their class's maximum, the
 weight is detached, and each model has its own Adam optimiser.
 """

@@ -1,4 +1,4 @@
-"""Signal is Harder (SiH; paper 001, Section 3 and Appendix B; PROTOCOLS.md, SiH).
+"""Signal is Harder (SiH, Section 3 and Appendix B; docs/methods/sih.md).
 
 A two-encoder VAE (:mod:`debiaskit.models.vae`) trained with four terms, summed:
 
@@ -180,7 +180,7 @@ class SiH(Method):
 
 @register
 class SiHRDS(SiH):
-    """SiH with LfF's relative difficulty score as the weight (paper 001, Table 2).
+    """SiH with LfF's relative difficulty score as the weight (SiH, Table 2).
 
     While training the weight comes from per-sample EMAs (decay ``ema``) of both
     classifiers' CE, each divided by its class maximum, as in LfF. Held-out samples have

@@ -1,4 +1,4 @@
-"""The 3-hidden-layer MLP of LfF / SiH / GBA on Colored MNIST (PROTOCOLS.md, Architectures)."""
+"""The 3-hidden-layer MLP of LfF / SiH / GBA on Colored MNIST (docs/models.md)."""
 
 from __future__ import annotations
 

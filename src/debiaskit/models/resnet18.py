@@ -1,7 +1,7 @@
 """torchvision ResNet-18s with the feature interface (:mod:`debiaskit.models.interface`).
 
 - ``resnet18`` -- SiH's network for 32 x 32 images, used for every method on Corrupted
-  CIFAR-10 (paper 001, Appendix B; PROTOCOLS.md, SiH): torchvision's ResNet-18 with a
+  CIFAR-10 (SiH, Appendix B; docs/models.md): torchvision's ResNet-18 with a
   4 x 4 stride-2 stem and no max-pool, so the 512-d bottleneck sees a 4 x 4 map; then a
   linear head.
 - ``resnet18_imagenet`` -- torchvision's ResNet-18 unchanged, for 224 x 224 images (BAR,

@@ -1,4 +1,4 @@
-"""The CIFAR ResNet-18 of Wang et al.'s CIFAR-10S baseline (PROTOCOLS.md, CIFAR-10S).
+"""The CIFAR ResNet-18 of Wang et al.'s CIFAR-10S baseline (docs/models.md).
 
 The widely used "kuangliu" layout for 32 x 32 images: 3 x 3 stride-1 stem convolution to
 64 channels + BN + ReLU and no max-pool; four stages of two basic blocks (64, 128, 256,

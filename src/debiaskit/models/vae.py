@@ -1,4 +1,4 @@
-"""SiH's two-encoder VAE (paper 001, Section 3 and Appendix B; PROTOCOLS.md, SiH).
+"""SiH's two-encoder VAE (SiH, Section 3 and Appendix B; docs/methods/sih.md).
 
 Two Gaussian encoders map an image to a *signal* and a *bias* latent (mean and
 log-variance each); one decoder reconstructs the image from their concatenation
@@ -96,7 +96,7 @@ class ResNet18Decoder(nn.Module):
 
 
 def _classifier_head(latent_dim: int, num_classes: int) -> nn.Module:
-    """SiH's classifier on a latent: ReLU, then one Linear layer (PROTOCOLS.md, SiH)."""
+    """SiH's classifier on a latent: ReLU, then one Linear layer (docs/methods/sih.md)."""
     return nn.Sequential(nn.ReLU(), nn.Linear(latent_dim, num_classes))
 
 

@@ -1,7 +1,7 @@
-"""The VQ-VAE of LAD (paper 000, Section 4.1; van den Oord et al., NeurIPS 2017).
+"""The VQ-VAE of LAD (LAD, Section 4.1; van den Oord et al., NeurIPS 2017).
 
 LAD gives only the codebook (MNIST 20 codes, CIFAR 2048, each of length 64); the rest is
-the common van den Oord layout that PROTOCOLS.md names, with every size an option:
+our choice, the common van den Oord layout (docs/methods/lad.md), with every size an option:
 
 - encoder: Conv 4x4 stride 2, ReLU, Conv 4x4 stride 2, ReLU, Conv 3x3, a residual stack,
   ReLU, Conv 1x1 to the code length: 28 x 28 images give a 7 x 7 grid of latents, 32 x 32

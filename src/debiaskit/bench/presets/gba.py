@@ -1,4 +1,4 @@
-"""GBA (paper 003): Table 4 (Colored MNIST), Table 1 (CIFAR-10S, Wang et al. 2020's
+"""GBA: Table 4 (Colored MNIST), Table 1 (CIFAR-10S, Wang et al. 2020's
 benchmark) and Table 5 (the mask-rule ablation), each with a CPU variant."""
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ _NOTES = (
 GBA_CIFAR10S = TablePreset(
     name="gba-cifar10s",
     title="GBA Table 1, CIFAR-10S: aligned / conflicting / mean accuracy and bias gap",
-    source="GBA (paper 003), Table 1; CIFAR-10S from Wang et al. (CVPR 2020)",
+    source="GBA, Table 1; CIFAR-10S from Wang et al. (CVPR 2020)",
     dataset="cifar10s",
     rows=(Row("95", {"skew": 0.95}, splits=_SPLITS),),
     methods={"Baseline": "erm", "LfF": "lff", "Domain-Ind": "domain_independent",
@@ -144,7 +144,7 @@ _CMNIST_NOTES = (
 GBA_CMNIST = TablePreset(
     name="gba-cmnist",
     title="GBA Table 4, Colored MNIST: unbiased accuracy vs ratio of bias-aligned samples",
-    source="GBA (paper 003), Table 4; Colored MNIST from Nam et al. 2020",
+    source="GBA, Table 4; Colored MNIST from Nam et al. 2020",
     dataset="colored_mnist",
     rows=_cmnist_rows(),
     methods=_CMNIST_METHODS,

@@ -1,4 +1,4 @@
-"""LAD (Darlow et al., paper 000): Table 1, MNIST and Corrupted CIFAR-10 rows."""
+"""LAD (Darlow et al.): Table 1, MNIST and Corrupted CIFAR-10 rows."""
 
 from __future__ import annotations
 
@@ -55,7 +55,7 @@ _MNIST_PUBLISHED = _independent_also_conflicting({
 LAD_MNIST = TablePreset(
     name="lad-mnist",
     title="LAD Table 1, MNIST rows: test accuracy at 100 % bias, independent and conditioned",
-    source="Darlow et al., Latent Adversarial Debiasing (paper 000), Table 1 (BG and FG "
+    source="Darlow et al., Latent Adversarial Debiasing (LAD), Table 1 (BG and FG "
            "coloured MNIST); ReBias (Bahng et al. 2020) as LAD quotes it",
     dataset="bg_colored_mnist",
     rows=_lad_rows(),
@@ -105,7 +105,7 @@ LAD_MNIST_CPU = replace(
 )
 
 
-#: LAD's Corrupted CIFAR-10 settings (paper 000, Sec. 5.1): 2048 codes of length 64 (the
+#: LAD's Corrupted CIFAR-10 settings (LAD, Sec. 5.1): 2048 codes of length 64 (the
 #: paper prints "2056"), walk 4 steps of alpha 0.07.
 CIFAR_HPARAMS = {"codebook_size": 2048, "code_dim": 64, "walk_steps": 4, "alpha": 0.07}
 _CC10_SPLITS = {"independent": "test", "conflicting": "test", "conditioned": "conditioned"}
@@ -124,7 +124,7 @@ LAD_CC10 = TablePreset(
     name="lad-cc10",
     title="LAD Table 1, Corrupted CIFAR-10 row: test accuracy at 100 % bias, independent "
           "and conditioned",
-    source="Darlow et al., Latent Adversarial Debiasing (paper 000), Table 1 (Corrupted "
+    source="Darlow et al., Latent Adversarial Debiasing (LAD), Table 1 (Corrupted "
            "CIFAR-10 row)",
     dataset="corrupted_cifar10",
     rows=(Row("CC10-100", {"conflict_ratio": 0.0, "type": "type0", "severity": 4,

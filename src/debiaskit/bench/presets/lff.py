@@ -1,4 +1,5 @@
-"""LfF (Nam et al. 2020, paper 002): Colored MNIST (Table 2), Corrupted CIFAR-10 (Tables 2-3), BAR (Table 6); and the quick look."""
+"""LfF (Nam et al. 2020): Colored MNIST (Table 2), Corrupted CIFAR-10 (Tables 2-3), BAR
+(Table 6); and the quick look."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""SiH (Vandenhirtz et al., paper 001): Table 1, Colored MNIST and Corrupted CIFAR-10 rows."""
+"""SiH (Vandenhirtz et al.): Table 1, Colored MNIST and Corrupted CIFAR-10 rows."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ SIH_CMNIST = TablePreset(
     name="sih-cmnist",
     title="SiH Table 1 (+ Table 2), Colored MNIST: accuracy on the uniform test set vs share "
           "of bias-conflicting training samples",
-    source="Vandenhirtz et al., Signal is Harder to Learn than Bias (paper 001), Table 1 "
+    source="Vandenhirtz et al., Signal is Harder to Learn than Bias (SiH), Table 1 "
            "(Colored MNIST rows) and Table 2 (SiH_RDS)",
     dataset="colored_mnist",
     rows=tuple(Row(c, {"conflict_ratio": round(float(c) / 100, 6), "severity": 4})
@@ -60,7 +60,7 @@ SIH_CMNIST = TablePreset(
 
 
 _SIH_CC10_NOTES = (
-    "SiH's Corrupted CIFAR-10 setting (PROTOCOLS.md, SiH): type0 at LfF severity 4 "
+    "SiH's Corrupted CIFAR-10 setting (docs/methods/sih.md): type0 at LfF severity 4 "
     "(Hendrycks 5), data regenerated per seed; every method on SiH's ResNet-18 (4 x 4 "
     "stride-2 stem, no max-pool, 512-d), RandomResizedCrop(32, scale 0.5-1) + flip, Adam "
     "1e-3, batch 256. SiH: ResNet VAE with MSE reconstruction, early stopping on its loss "
@@ -73,7 +73,7 @@ SIH_CC10 = TablePreset(
     name="sih-cc10",
     title="SiH Table 1, Corrupted CIFAR-10: accuracy on the uniform test set vs share of "
           "bias-conflicting training samples",
-    source="Vandenhirtz et al., Signal is Harder to Learn than Bias (paper 001), Table 1 "
+    source="Vandenhirtz et al., Signal is Harder to Learn than Bias (SiH), Table 1 "
            "(Corrupted CIFAR-10 rows)",
     dataset="corrupted_cifar10",
     rows=tuple(Row(c, {"conflict_ratio": round(float(c) / 100, 6), "type": "type0",

@@ -22,7 +22,7 @@ def check_conflict_ratio(conflict_ratio: float, num_bias: int) -> float:
 
 
 def block_assignment(y: np.ndarray, aligned_ratio: float, num_bias: int) -> np.ndarray:
-    """LfF's deterministic bias assignment (PROTOCOLS.md, "Bias assignment").
+    """LfF's deterministic bias assignment (docs/datasets.md, "Bias assignment").
 
     For each class c, its samples in dataset order are cut into contiguous blocks in
     bias-index order 0..C-1. Block c (aligned) has a share ``aligned_ratio`` and every other
@@ -45,7 +45,7 @@ def block_assignment(y: np.ndarray, aligned_ratio: float, num_bias: int) -> np.n
 
 def shuffled_assignment(y: np.ndarray, aligned_ratio: float, num_bias: int,
                         rng: np.random.Generator) -> np.ndarray:
-    """ReBias' Biased-MNIST assignment (PROTOCOLS.md, background colour).
+    """ReBias' Biased-MNIST assignment (docs/datasets.md, "Bias assignment").
 
     Per class: shuffle its indices; the first ``int(n * rho)`` take the class's own bias
     value; the rest are cut, in order, into chunks of ``ceil(rest / (C - 1))`` that go to the

@@ -1,6 +1,6 @@
 """BAR, Biased Action Recognition (LfF, Nam et al. 2020, Sec. 4.2 and Table 6).
 
-Card (PROTOCOLS.md, "BAR"; the source card in :mod:`debiaskit.data.sources.bar`):
+Card (docs/datasets.md, ``bar``; the source card in :mod:`debiaskit.data.sources.bar`):
 - input: photographs of six actions (climbing, diving, fishing, pole vaulting, racing,
   throwing; alphabetical, as the source), RGB at ``image_size`` (default 64, the size of
   ``bar_64.npz``).

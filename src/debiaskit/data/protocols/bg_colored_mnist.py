@@ -1,8 +1,8 @@
 """Colored MNIST with a coloured background (ReBias' Biased-MNIST; LAD's "BG coloured MNIST").
 
-PROTOCOLS.md, "Colored MNIST, background colour": the digit is binarised to white and the
-background takes the colour of the bias value; per class, ``int(n * rho)`` shuffled samples
-take the class colour and the rest are split over the other nine colours.
+ReBias' protocol (docs/datasets.md, ``bg_colored_mnist``): the digit is binarised to white
+and the background takes the colour of the bias value; per class, ``int(n * rho)``
+shuffled samples take the class colour and the rest are split over the other nine colours.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Synthetic background-shift set in the IN-9 mould (CF/F, paper 004; docs/datasets.md).
+"""Synthetic background-shift set in the IN-9 mould (CF/F; docs/datasets.md).
 
 IN-9 (Xiao et al.'s backgrounds challenge) cannot be had offline, so this set rebuilds its
 structure from two real sources whose foreground masks are exact:

@@ -1,6 +1,6 @@
 """CIFAR-10S (Wang et al. 2020, "Towards Fairness in Visual Recognition"; GBA's benchmark).
 
-Card (PROTOCOLS.md, "CIFAR-10S"):
+Card (docs/datasets.md, ``cifar10s``):
 - input: CIFAR-10 training images (32 x 32 RGB), each either kept in colour or converted to
   grey (PIL ``convert('L')`` luma replicated to three channels).
 - label: the CIFAR-10 class; bias attribute ``b``: the domain, 0 colour, 1 grey

@@ -1,6 +1,6 @@
 """Colored MNIST with a coloured digit (LfF, Nam et al. 2020; LAD's "FG coloured MNIST").
 
-PROTOCOLS.md, "Colored MNIST, foreground colour": each image gets one colour, the mean
+LfF's protocol (docs/datasets.md, ``colored_mnist``): each image gets one colour, the mean
 colour of its bias value plus N(0, sigma^2) noise per channel, clamped to [0, 1] and
 multiplied into the grey digit; the background stays black; uint8 by truncation.
 """

@@ -1,4 +1,4 @@
-"""Corrupted CIFAR-10 (LfF, Nam et al. 2020, Sec. 4.1; PROTOCOLS.md, "Corrupted CIFAR-10").
+"""Corrupted CIFAR-10 (LfF, Nam et al. 2020, Sec. 4.1; docs/datasets.md).
 
 Card:
 - input: CIFAR-10 images (32 x 32 RGB), each corrupted by one of ten CIFAR-10-C

@@ -1,4 +1,4 @@
-"""The one-pixel problem (LAD, paper 000, Section 2.2 and Figure 2).
+"""The one-pixel problem (LAD, Section 2.2 and Figure 2).
 
 Any image dataset becomes 100 % biased by setting the k-th pixel of the first image row to
 a pre-selected value in every training image of class k. The bias label ``b`` is the index

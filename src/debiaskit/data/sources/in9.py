@@ -10,9 +10,9 @@ array per image, same stem). Splits of the source: ``<split>`` for ``original/<s
 and ``<variant>_<split>`` for the others (e.g. ``mixed_next_val``).
 
 Masks: for ``original`` and ``only_fg`` images, the ``fg_mask`` array of the same class and
-stem where one exists, else (PROTOCOLS.md, CF/F) the pixels where the ``no_fg`` image of
-the same name differs from the original (by more than ``NO_FG_TOLERANCE`` in some channel,
-as both are JPEGs); the mixed variants' files pair a foreground
+stem where one exists, else (docs/datasets.md, ``in9``) the pixels where the ``no_fg``
+image of the same name differs from the original (by more than ``NO_FG_TOLERANCE`` in some
+channel, as both are JPEGs); the mixed variants' files pair a foreground
 with another image's background and carry no masks.
 """
 
