@@ -14,8 +14,8 @@ Defaults are the authors' Colored MNIST settings (their code; docs/methods/sih.m
 0.01, lambda_dis = 10, lambda_swap_b = 10, lambda_swap = 1, swapping once more than
 ``swap_start`` (10k) steps are done, the learning rate halved every 10k steps of a
 schedule that starts counting at step ``lr_decay_start`` (10k; so 0.01 until step 20k,
-then 0.005, ...), the last incomplete batch of every epoch dropped, 50k steps (about 213
-epochs of 60k images at batch 256; set by the preset). Their network is 2352-100-100-16
+then 0.005, ...), the last incomplete batch of every epoch dropped, 50k steps (214 epochs
+of 234 full batches of 256 from 60k images, rounded up; set by the preset). Their network is 2352-100-100-16
 per branch (``--model-opt feature_dim=16`` with the MLP; the sih-cmnist preset sets it)
 and divides its [0, 1] inputs by 255 once more (``--model-opt input_scale_quirk=true``).
 Their GCE (LfF's class) returns CE * p_y^q * q, whose gradient is q times the paper's GCE

@@ -63,7 +63,7 @@ _SIH_CC10_NOTES = (
     "SiH's Corrupted CIFAR-10 setting (docs/methods/sih.md): type0 at LfF severity 4 "
     "(Hendrycks 5), data regenerated per seed; every method on SiH's ResNet-18 (4 x 4 "
     "stride-2 stem, no max-pool, 512-d), RandomResizedCrop(32, scale 0.5-1) + flip, Adam "
-    "1e-3, batch 256. SiH: ResNet VAE with MSE reconstruction, early stopping on its loss "
+    "1e-3 (DisEnt: its own default, 0.01 halved on its step schedule), batch 256. SiH: ResNet VAE with MSE reconstruction, early stopping on its loss "
     "over a 10 % held-out split (patience 20, at most 500 epochs, LR x0.1 on plateaus), "
     "best epoch restored. Vanilla, LfF and DisEnt train 200 epochs and report the last "
     "(DisEnt's CIFAR length is our choice). Plain accuracy on the uniform test split "
