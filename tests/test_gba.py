@@ -79,6 +79,43 @@ def test_c_sees_raw_features_at_test_time_by_default():
         assert torch.equal(method.predict(x), masked) and not torch.equal(masked, raw)
 
 
+class _GivenFeatures(nn.Module):
+    """A feature extractor that returns the first three input values (hand-set features)."""
+
+    def forward_features(self, x):
+        return x.flatten(1)[:, :3]
+
+
+def test_predictions_under_each_test_time_mask_by_hand():
+    # F(x) = x's first three values, D one linear layer W (the gradient of logit k is W[k]),
+    # C logits = (f0 + 0.5, f1). Sample 1: f (2, 0, 0), D says 0 (right for b = 0); sample
+    # 2: f (0, 1, 0), D says 1 (wrong for b = 0).
+    method = _gba(disc_layers=0)
+    method.networks["features"] = _GivenFeatures()
+    with torch.no_grad():
+        method.networks["discriminator"][0].weight.copy_(
+            torch.tensor([[1.0, -2.0, 0.0], [-1.0, 3.0, 0.5]]))
+        method.networks["discriminator"][0].bias.zero_()
+        method.networks["classifier"][0].weight.copy_(
+            torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]))
+        method.networks["classifier"][0].bias.copy_(torch.tensor([0.5, 0.0]))
+    x = torch.tensor([[2.0, 0.0, 0.0, 9.0], [0.0, 1.0, 0.0, 9.0]]).reshape(2, 1, 2, 2)
+    b = torch.tensor([0, 0])
+    expected = {
+        "none": [[2.5, 0.0], [0.5, 1.0]],       # raw features
+        # D taken as right: drop g > 0; masks (0, 1, 1) and (1, 0, 0)
+        "predicted": [[0.5, 0.0], [0.5, 0.0]],
+        # from b: right -> drop g > 0, wrong -> drop g < 0; masks (0, 1, 1) and (0, 1, 1)
+        "label": [[0.5, 0.0], [0.5, 1.0]],
+    }
+    with torch.no_grad():
+        for test_mask, logits in expected.items():
+            method.hp["test_mask"] = test_mask
+            assert method.predict(x, b).tolist() == logits, test_mask
+        with pytest.raises(ConfigError, match="test_mask=label needs bias labels"):
+            method.predict(x)
+
+
 def test_gba_cmnist_runs_every_method_in_both_input_scalings(data_dir, tmp_path):
     # the paper's comparison (LfF's copied rows: inputs divided by 255 twice) and ours
     from debiaskit.bench.presets import get_preset

@@ -37,3 +37,9 @@ def test_ema_first_visit_stores_raw_loss_then_averages():
 def test_relative_difficulty():
     w = relative_difficulty(torch.tensor([0.9, 0.1]), torch.tensor([0.1, 0.9]))
     assert torch.allclose(w, torch.tensor([0.9, 0.1]), atol=1e-6)
+
+
+def test_relative_difficulty_divides_by_the_sum():
+    # inputs that do not add up to 1, so that CE_B alone or CE_B / CE_D differ from Eq. (1)
+    w = relative_difficulty(torch.tensor([0.6, 0.2, 0.3]), torch.tensor([0.2, 0.2, 0.9]))
+    assert torch.allclose(w, torch.tensor([0.75, 0.5, 0.25]), atol=1e-6)

@@ -121,3 +121,21 @@ def test_lff_gce_code_scale_is_the_authors_surrogate():
         logged = generalized_cross_entropy(seen["out"].detach(), y, 0.7, scale).mean()
         assert stats["loss_biased"] == pytest.approx(logged.item(), rel=1e-6)
     assert torch.allclose(grads[True], 0.7 * grads[False], atol=1e-7)
+
+
+def test_lff_weights_by_hand_for_two_samples_of_one_class():
+    """W(x) = CE_B / (CE_B + CE_D) with each EMA divided by its class's maximum: two
+    class-0 samples with biased EMAs 2.0 / 0.5 and debiased 1.0 / 3.0 (class maxima 2 and
+    3) get 1 / (1 + 1/3) = 0.75 and 0.25 / (0.25 + 1) = 0.2; from the raw EMAs they would
+    get 0.667 / 0.143, without the denominator 1.0 / 0.25. A class-1 sample, whose maxima
+    are its own, gets 0.5 whatever its losses."""
+    from debiaskit.methods.base import DataSpec
+    from debiaskit.methods.lff import LfF
+    from debiaskit.models import NetworkFactory
+
+    y = torch.tensor([0, 0, 1])
+    m = LfF(DataSpec((3, 4, 4), 2, 3, y), NetworkFactory("mlp", (3, 4, 4), 2), {})
+    m.tables["biased"].update(torch.arange(3), torch.tensor([2.0, 0.5, 7.0]))
+    m.tables["debiased"].update(torch.arange(3), torch.tensor([1.0, 3.0, 0.1]))
+    w = m.sample_weights(torch.tensor([0, 1, 2]))
+    assert torch.allclose(w, torch.tensor([0.75, 0.2, 0.5]), atol=1e-6)

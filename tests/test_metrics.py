@@ -96,3 +96,20 @@ def test_ece_per_split_and_per_cell():
     assert out["ece"] == pytest.approx(100 * (0.2 + 0.6 + 0.1 + 0.7) / 4)
     plain = classification_metrics(pred, y, confidence=conf)
     assert plain["ece"] == pytest.approx(out["ece"]) and "ece_cells" not in plain
+
+
+def test_unbiased_is_the_mean_over_cells_not_of_aligned_and_conflicting():
+    # 3 classes x 3 bias values: 3 aligned and 6 conflicting cells (Colored MNIST has 10 and
+    # 90), so the mean over cells differs from (aligned + conflicting) / 2. One sample per
+    # cell, two in cell (2, 0): every aligned cell right, conflicting cells (0, 1) and
+    # (2, 0) right (the latter 1 of 2), the rest wrong.
+    y = torch.tensor([0, 0, 0, 1, 1, 1, 2, 2, 2, 2])
+    b = torch.tensor([0, 1, 2, 0, 1, 2, 0, 0, 1, 2])
+    pred = torch.tensor([0, 0, 1, 0, 1, 0, 2, 0, 0, 2])
+    m = classification_metrics(pred, y, b, num_classes=3, num_bias=3)
+    assert m["cells"] == [[100.0, 100.0, 0.0], [0.0, 100.0, 0.0], [50.0, 0.0, 100.0]]
+    assert m["aligned"] == 100.0
+    assert m["conflicting"] == pytest.approx((100 + 0 + 0 + 0 + 50 + 0) / 6)  # 25
+    assert m["unbiased"] == pytest.approx((3 * 100 + 100 + 50) / 9)  # 50, not 62.5
+    assert m["mean"] == pytest.approx(62.5)
+    assert m["accuracy"] == 50.0  # 5 of 10 samples

@@ -290,3 +290,33 @@ def test_sih_gce_code_value_changes_the_objective_not_the_gradient():
     assert torch.allclose(_tiny_sih().bias_loss(logits, y, ce), gce)
     assert type(method).hparams["gce_code_value"].authors_code
     assert _tiny_sih(drop_last=True).drop_last and not _tiny_sih().drop_last
+
+
+def test_sih_loss_term_by_term():
+    """The four terms of SiH's loss recomputed from the model's own outputs with plain
+    formulas: the signal CE weighted by (1 - p_b,y)^0.7 (Eq. 4; with 10 classes at random
+    initialisation p_b,y is about 0.1, so an unweighted CE is about 1.08x larger), the bias
+    GCE (1 - p^0.7) / 0.7, the BCE summed over pixels x 100 / (C H W) and both KLs / (C H W).
+    """
+    method, batch = _tiny_sih(classify_sample=False), _tiny_batch()
+    x, y = batch.x, batch.y
+    loss, stats = method.loss(batch)
+    with torch.no_grad():
+        mean_s, log_var_s, mean_b, log_var_b = method.vae.encode(x)
+        p_s = method.vae.signal_head(mean_s).softmax(1)[torch.arange(8), y]
+        p_b = method.vae.bias_head(mean_b).softmax(1)[torch.arange(8), y]
+        signal = ((1 - p_b) ** 0.7 * -p_s.log()).mean()
+        bias = ((1 - p_b ** 0.7) / 0.7).mean()
+        r = method.vae.decode_logits(mean_s, mean_b).sigmoid()
+        bce = -(x * r.log() + (1 - x) * (1 - r).log()).flatten(1).sum(1).mean()
+        kl = sum(0.5 * (m ** 2 + lv.exp() - 1 - lv).sum(1)
+                 for m, lv in ((mean_s, log_var_s), (mean_b, log_var_b))).mean()
+    pixels = 3 * 28 * 28
+    assert stats["loss_signal"] == pytest.approx(signal.item(), rel=1e-5)
+    assert stats["loss_bias"] == pytest.approx(bias.item(), rel=1e-5)
+    assert stats["reconstruction"] == pytest.approx(bce.item(), rel=1e-4)
+    assert stats["kl"] == pytest.approx(kl.item(), rel=1e-5)
+    total = signal + bias + 100 * bce / pixels + kl / pixels
+    assert loss.item() == pytest.approx(total.item(), rel=1e-5)
+    # the focal weight matters at this size: CE alone is a different number
+    assert (-p_s.log()).mean().item() > 1.05 * signal.item()
