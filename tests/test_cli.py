@@ -7,6 +7,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from debiaskit.cli import main
@@ -77,9 +78,131 @@ def test_train_then_refuse_to_overwrite(capsys, tmp_path, data_dir):
     assert code == 0 and (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+# every command with --out: a folder it creates or fills, or a file it writes
+FOLDER_OUTS = [
+    ["train", "--epochs", "1", "--train-subset", "300", "--eval-subset", "100"],
+    ["bench", "quick", "--epochs", "1", "--workers", "1"],
+    ["sweep", "erm", "--trials", "1", "--seeds", "1", "--epochs", "1", "--train-subset", "300",
+     "--eval-subset", "100", "--workers", "1"],
+    ["discover", "--dataset", "colored_mnist", "--epochs", "1", "--train-subset", "300"],
+    ["export", "RUN"],
+    ["explain", "lad-walk", "RUN"],
+    ["explain", "gradient-ratio", "--iterations", "2"],
+]
+FILE_OUTS = [["report", "RUN"], ["explain", "curves", "RUN"], ["explain", "bias", "RUN"],
+             ["explain", "lad", "RUN"], ["explain", "saliency", "RUN"]]
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs /proc")
+@pytest.mark.parametrize("bad", ["proc", "wrong_kind", "below_a_file"])
+@pytest.mark.parametrize("argv", FOLDER_OUTS + FILE_OUTS, ids=lambda a: "-".join(a[:2]))
+def test_bad_out_is_one_line_and_writes_nothing(capsys, tmp_path, monkeypatch, argv, bad):
+    """/proc/x (nothing can be created there), a file where a folder goes (a folder where
+    a file goes), a path below a regular file: one line, exit status 2, nothing written."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "RUN").mkdir()
+    (tmp_path / "a-file").write_text("kept\n")
+    (tmp_path / "a-folder").mkdir()
+    out = {"proc": "/proc/x",
+           "wrong_kind": "a-file" if argv in FOLDER_OUTS else "a-folder",
+           "below_a_file": "a-file/sub"}[bad]
+    before = {p: p.read_bytes() if p.is_file() else None for p in tmp_path.rglob("*")}
+    code, stdout, err = run_cli(capsys, *argv, "--out", out)
+    assert code == 2 and stdout == "", err
+    assert err.count("\n") == 1 and err.startswith("debiaskit: error:") and "Traceback" not in err
+    assert f"--out {out}" in err, err
+    assert {p: p.read_bytes() if p.is_file() else None for p in tmp_path.rglob("*")} == before
+    assert not Path("/proc/x").exists()
+
+
 def test_explain_curves_needs_a_run(capsys, tmp_path):
     code, _, err = run_cli(capsys, "explain", "curves", str(tmp_path))
     assert code == 2 and "no metrics.jsonl records" in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("kind", ["curves", "bias", "lad", "lad-walk", "saliency"])
+def test_explain_a_missing_run_dir_says_it_does_not_exist(capsys, tmp_path, kind):
+    code, _, err = run_cli(capsys, "explain", kind, str(tmp_path / "nowhere"))
+    assert code == 2 and err.count("\n") == 1, err
+    assert f"{tmp_path / 'nowhere'} does not exist" in err and "holds no" not in err
+    assert not (tmp_path / "nowhere").exists()
+
+
+def _tiny_folder(root: Path) -> Path:
+    """Four 4 x 4 images of two classes with a bias column (metadata.csv)."""
+    from PIL import Image
+
+    (root / "img").mkdir(parents=True)
+    rows = ["path,y,bias"]
+    for i in range(4):
+        Image.fromarray(np.full((4, 4, 3), 60 * i, np.uint8)).save(root / f"img/{i}.png")
+        rows.append(f"img/{i}.png,{i % 2},{i // 2}")
+    (root / "metadata.csv").write_text("\n".join(rows) + "\n")
+    return root
+
+
+@pytest.mark.parametrize("argv", [["methods"], ["bench"], ["data", "info", "folder"]])
+def test_a_closed_stdout_pipe_ends_quietly(capsys, monkeypatch, tmp_path, argv):
+    """`debiaskit ... | head -1`: when the reader has gone, no BrokenPipeError traceback,
+    exit status 1, and stdout then goes to devnull, so that Python's flush at exit cannot
+    fail again."""
+    if argv[0] == "data":
+        argv = [*argv, "--data", f"path={_tiny_folder(tmp_path / 'set')}"]
+        monkeypatch.setenv("DEBIASKIT_CACHE", str(tmp_path / "cache"))
+    read, write = os.pipe()
+    os.close(read)  # the reader left before the first line: every write fails
+    with open(write, "w") as pipe:
+        monkeypatch.setattr(sys, "stdout", pipe)
+        code = main(argv)
+        print("more", file=pipe, flush=True)  # as the interpreter's flush at exit: no error
+        monkeypatch.undo()
+    assert code == 1 and capsys.readouterr().err == ""
+
+
+def test_a_closed_stdout_pipe_ends_the_process_quietly():
+    """The same through the interpreter: no traceback, no "Exception ignored" at exit."""
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        proc = subprocess.run([sys.executable, "-m", "debiaskit", "methods"], stdout=write,
+                              stderr=subprocess.PIPE, text=True, timeout=300)
+    finally:
+        os.close(write)
+    assert proc.stderr == "" and proc.returncode == 1, proc.stderr
+
+
+def _parsers(parser, name="debiaskit"):
+    """(command, parser) of the parser and every sub-command's, depth first."""
+    import argparse
+
+    yield name, parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub, child in action.choices.items():
+                yield from _parsers(child, f"{name} {sub}")
+
+
+def test_every_option_of_every_command_has_help():
+    """`debiaskit COMMAND --help` explains every argument, with no measured numbers (times,
+    memory, speed-ups) in the help text, which would go stale."""
+    import argparse
+    import re
+
+    from debiaskit.cli import build_parser
+
+    missing, measured = [], []
+    for name, parser in _parsers(build_parser()):
+        for action in parser._actions:
+            if isinstance(action, (argparse._HelpAction, argparse._SubParsersAction)):
+                continue
+            what = f"{name} {'/'.join(action.option_strings) or action.dest}"
+            if not (action.help or "").strip():
+                missing.append(what)
+            elif re.search(r"(?<![\w.])\d+(\.\d+)?\s*(s|sec|seconds?|min|minutes?|h|hours?|"
+                           r"[kMG]i?B|x faster)\b", action.help):
+                measured.append(f"{what}: {action.help}")
+    assert not missing, "no help text: " + ", ".join(missing)
+    assert not measured, measured
 
 
 def test_data_info_prints_exact_counts(capsys, data_dir):
@@ -224,6 +347,54 @@ def test_bench_rows_with_their_own_dataset_and_columns(tmp_path, data_dir):
     assert cells[3].startswith(f"{summary['unbiased']['conflicting']:.2f} +- 0.00")
     assert "column conflicting: bias-conflicting accuracy" in text
     assert "Published, not run here: ReBias: BG 22.70." in text
+
+
+def _captured_axes(monkeypatch, module) -> list:
+    """Make ``module.save_png`` keep the figure's axes instead of writing a PNG."""
+    axes = []
+    monkeypatch.setattr(module, "save_png", lambda fig, path: axes.extend(fig.axes))
+    return axes
+
+
+def test_accuracy_curves_at_100_and_0_percent_are_inside_the_axes(tmp_path, monkeypatch):
+    """A curve at 100 % (or 0 %) must not hide under the axes frame: the y-limits leave a
+    margin above 100 and below 0, in the bench report's curves.png, explain curves' PNG
+    and explain gradient-ratio's test-accuracy panel."""
+    from debiaskit.bench import report
+    from debiaskit.bench.presets import Row, TablePreset
+    from debiaskit.explain import curves, gradient_ratio
+
+    def check(axes):
+        assert axes
+        for ax in axes:
+            low, high = ax.get_ylim()
+            values = np.concatenate([line.get_ydata() for line in ax.get_lines()])
+            assert values.max() == 100.0 and values.min() == 0.0
+            assert low < 0.0 and 100.0 < high <= 105.0, (low, high)
+
+    preset = TablePreset(name="p", title="t", source="s", dataset="colored_mnist",
+                         rows=(Row("99", {}),), methods={"ERM": "erm"}, published={})
+    axes = _captured_axes(monkeypatch, report)
+    report.plot_curves(preset, {"curves": {("ERM", "99"): [[(1, 90.0, 0.0), (2, 100.0, 5.0)]]}},
+                       tmp_path / "curves.png")
+    check(axes)
+
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "metrics.jsonl").write_text("".join(
+        json.dumps({"epoch": e, "eval": {"test": {"aligned": a, "conflicting": c}}}) + "\n"
+        for e, a, c in ((1, 90.0, 0.0), (2, 100.0, 5.0))))
+    axes = _captured_axes(monkeypatch, curves)
+    curves.plot_run_curves(tmp_path / "run")
+    check(axes)
+
+    trace = gradient_ratio.GradientRatioTrace(
+        iterations=[1, 2], loss=[1.0, 0.5], accuracy=[50.0, 60.0], causal_norm=[1.0, 1.0],
+        confounding_norm=[1.0, 2.0], test_accuracy={"test": 100.0},
+        test_curve={1: {"test": 0.0}, 2: {"test": 100.0}}, settings={
+            "num_classes": 10, "dataset": "one_pixel_mnist", "model": "mlp"})
+    axes = _captured_axes(monkeypatch, gradient_ratio)
+    gradient_ratio.plot_gradient_ratio(trace, tmp_path / "gradient_ratio.png")
+    check([ax for ax in axes if ax.get_title() == "test accuracy (%)"])
 
 
 def test_paired_difference_to_the_baseline_by_hand():

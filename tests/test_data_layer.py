@@ -277,6 +277,45 @@ def test_folder_different_sizes_names_the_line(tmp_path):
     assert "metadata.csv line 5" in text and "7x8" in text and "6x8" in text
 
 
+def test_folder_attribute_column_is_all_integers_or_all_names(tmp_path, capsys, monkeypatch):
+    """Integers keep their numeric meaning (2 < 10, never renumbered in text order); names
+    are numbered in sorted order; one name among integers (a typo) is a one-line error with
+    the file, line and column, exit status 2 through the CLI, and nothing is written."""
+    from debiaskit import cli
+
+    monkeypatch.setenv("DEBIASKIT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+    truth = _write_folder(tmp_path / "set", n=14)
+    rows = _rows(truth)
+    for i, row in enumerate(rows):
+        row["bias"] = str(i % 12)  # 0 ... 11: "10" and "11" sort before "2" as text
+    _write_csv(tmp_path / "set" / "metadata.csv", rows)
+    src = load_folder(tmp_path / "set", progress=False)
+    assert "bias" not in src.attribute_values
+    got = {n: int(b) for s in src.splits.values() for n, b in zip(s.names, s.attributes["bias"])}
+    assert got == {t["name"]: i % 12 for i, t in enumerate(truth)}
+    assert [t["place"] for t in truth] != sorted(t["place"] for t in truth)
+    assert src.attribute_values["place"] == tuple(sorted(PLACES))
+
+    rows[9]["bias"] = "red"  # a typo among the integers: CSV line 11
+    _write_csv(tmp_path / "set" / "metadata.csv", rows)
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    code = cli.main(["data", "info", "folder", "--data", f"path={tmp_path / 'set'}"])
+    out = capsys.readouterr()
+    assert code == 2 and out.out == ""
+    lines = out.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("debiaskit: error:"), out.err
+    assert "metadata.csv line 11" in lines[0] and "column bias" in lines[0]
+    assert "'red'" in lines[0] and "integers and names" in lines[0]
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+    # the same when the typo is the column's first value (it is still the odd one out)
+    rows[9]["bias"], rows[0]["bias"] = "9", "red"
+    _write_csv(tmp_path / "set" / "metadata.csv", rows)
+    with pytest.raises(DataError) as info:
+        load_folder(tmp_path / "set", progress=False)
+    assert "metadata.csv line 2: attribute column bias" in _one_line(info.value)
+
+
 def test_folder_through_the_cli(tmp_path, capsys, monkeypatch):
     from debiaskit import cli
 

@@ -356,6 +356,43 @@ def test_relative_links_resolve(path: Path):
     assert not broken, "broken links:\n" + "\n".join(broken)
 
 
+def _commands(parser, prefix=()):
+    """{"train": parser, "data info": parser, "explain": parser, ...}: every command of
+    the CLI (a command with sub-commands also by itself)."""
+    out = {}
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, child in action.choices.items():
+                out[" ".join((*prefix, name))] = child
+                out.update(_commands(child, (*prefix, name)))
+    return out
+
+
+def test_cli_doc_covers_every_command_with_its_real_options():
+    """docs/cli.md lists every top-level command in its first paragraph and has a
+    ``## `debiaskit COMMAND` `` section for it, and every option a section names (in code
+    spans that are not whole command lines) is an option of that command."""
+    from debiaskit.cli import build_parser
+
+    commands = _commands(build_parser())
+    text = (ROOT / "docs" / "cli.md").read_text(encoding="utf-8")
+    intro = text.split("\n\n")[1]
+    sections = dict(re.findall(r"^## `debiaskit ([a-z -]+)`\n(.*?)(?=^## |\Z)", text,
+                               re.M | re.S))
+    top = [name for name in commands if " " not in name]
+    assert [n for n in top if f"`{n}`" not in intro and f"`{n} " not in intro] == []
+    assert [n for n in top if not any(k.split()[0] == n for k in sections)] == []
+    wrong = []
+    for name, body in sections.items():
+        options = {o for a in commands[name]._actions for o in a.option_strings}
+        prose = re.sub(r"^```.*?^```", "", body, flags=re.M | re.S)  # fenced: parsed above
+        for span in re.findall(r"`([^`]+)`", prose):
+            if not span.startswith("debiaskit "):
+                wrong += [f"{name}: {o}" for o in re.findall(r"(?<![\w-])--[a-z][a-z-]*", span)
+                          if o not in options]
+    assert wrong == []
+
+
 def test_readme_is_short():
     size = README.stat().st_size
     assert size <= README_LIMIT, f"README.md is {size} bytes; at most {README_LIMIT} (docs/)"
@@ -366,6 +403,14 @@ def test_readme_keeps_the_ci_test_command():
     lines = README.read_text(encoding="utf-8").splitlines()
     index = lines.index("# run the tests")
     assert "python -m pytest" in lines[index + 1]
+
+
+def test_readme_says_how_to_avoid_the_cuda_download():
+    """Without a GPU, the CPU-only PyTorch build goes in before `pip install -e .`."""
+    text = README.read_text(encoding="utf-8")
+    cpu = "pip install torch torchvision --index-url https://download.pytorch.org/whl/cpu"
+    assert cpu in text
+    assert text.index("## Set-up on a fresh clone") < text.index(cpu) < text.index("pip install -e")
 
 
 def _documented_defaults() -> list[tuple[str, str, str, str]]:

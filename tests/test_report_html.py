@@ -92,6 +92,40 @@ def test_committed_bench_runs_are_capped_and_gradient_ratio_shown(tmp_path):
     assert "gradient_ratio.png" in html
 
 
+def _fake_run(folder: Path) -> Path:
+    """A finished run directory written by hand (config, two epochs, summary)."""
+    folder.mkdir(parents=True)
+    metrics = {"test": {"accuracy": 60.0, "aligned": 90.0, "conflicting": 30.0}}
+    runs.write_json(folder / runs.CONFIG, {"protocol": "erm on a test", "run": {}})
+    for epoch in (1, 2):
+        runs.append_metrics(folder, {"epoch": epoch, "train": {"loss": 1.0 / epoch},
+                                     "eval": metrics})
+    runs.write_json(folder / runs.SUMMARY, {"protocol": "erm on a test", "metrics": metrics,
+                                            "selected_epoch": 2, "epochs_trained": 2})
+    return folder
+
+
+def headings(html: str) -> list[str]:
+    """The texts of the page's headings and of its collapsible runs' summaries."""
+    return [unescape(re.sub(r"<[^>]+>", "", t)).strip()
+            for t in re.findall(r"<(?:h[1-6]|summary)[^>]*>(.*?)</(?:h[1-6]|summary)>",
+                                html, re.S)]
+
+
+def test_a_single_run_is_not_headed_twice(tmp_path):
+    run = _fake_run(tmp_path / "lff99")
+    out = tmp_path / "report.html"
+    assert main(["report", str(run), "--out", str(out)]) == 0
+    html = out.read_text()
+    assert headings(html) == ["debiaskit report", f"Run {run}"]
+    assert "60.00" in cells(html) and html.count(f"{run}: finished") == 1
+    # several runs: one heading for the folder, one summary per run, no extra "Runs"
+    _fake_run(tmp_path / "runs" / "a"), _fake_run(tmp_path / "runs" / "b")
+    assert main(["report", str(tmp_path / "runs"), "--out", str(out)]) == 0
+    assert headings(out.read_text()) == ["debiaskit report", f"Runs in {tmp_path / 'runs'}",
+                                         "a", "b"]
+
+
 def _chromium(*args, timeout=120) -> subprocess.CompletedProcess:
     return subprocess.run([shutil.which("chromium"), "--headless", "--no-sandbox",
                            "--disable-gpu", "--enable-logging=stderr", "--v=0", *args],

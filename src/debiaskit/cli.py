@@ -1,12 +1,16 @@
-"""Command line: ``debiaskit train | data info | bench | explain KIND | methods``.
+"""Command line: ``debiaskit train | data info | bench | explain KIND | discover | report |
+methods | sweep | export``.
 
-Every user error is one line on stderr and exit status 2 (see :mod:`debiaskit.errors`).
+Every user error is one line on stderr and exit status 2 (see :mod:`debiaskit.errors`);
+every ``--out`` is checked before a command starts (:func:`check_out_option`); a closed
+stdout pipe (``| head``) ends the command quietly.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from .errors import ConfigError, DebiaskitError, unknown_name
@@ -78,7 +82,8 @@ def _add_discover_parser(sub, cfg) -> None:
     v.add_argument("--epochs", type=int, default=dflt.epochs,
                    help="epochs of the GCE biased model")
     v.add_argument("--model", default=dflt.model, help="network of the biased model")
-    v.add_argument("--batch-size", type=int, default=dflt.batch_size)
+    v.add_argument("--batch-size", type=int, default=dflt.batch_size,
+                   help="minibatch size of the biased model")
     v.add_argument("--lr", type=float, default=dflt.lr, help="Adam learning rate")
     v.add_argument("--q", type=float, default=dflt.q, help="GCE exponent q (LfF Eq. 2)")
     v.add_argument("--score", default=dflt.score, help="ranking score: " + "; ".join(
@@ -99,11 +104,16 @@ def _add_discover_parser(sub, cfg) -> None:
                    "its bias visualisation on the page")
     v.add_argument("--sih-epochs", type=int, default=dflt.sih_epochs,
                    help="epochs of the SiH run (last epoch kept)")
-    v.add_argument("--seed", type=int, default=dflt.seed)
-    v.add_argument("--device", default=cfg.device)
-    v.add_argument("--threads", type=int)
+    v.add_argument("--seed", type=int, default=dflt.seed, help="seed of the biased model's "
+                   "training, the clustering and --train-subset")
+    v.add_argument("--device", default=cfg.device, help="torch device, e.g. cpu or cuda")
+    v.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's)")
     v.add_argument("--out", required=True, help="new or empty folder for discovery.json, "
                    "ranking.csv and discover.html")
+
+
+#: --data-dir of the explain commands that reload a run's data.
+EXPLAIN_DATA_DIR = "data directory, if not the one the run was trained with"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -131,7 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="network option, e.g. weights=PATH (resnet18_imagenet), mean=[...]")
     t.add_argument("--epochs", type=int, default=cfg.epochs, help="epochs (the most epochs "
                    "under early stopping; SiH's paper allows 500)")
-    t.add_argument("--batch-size", type=int, default=cfg.batch_size)
+    t.add_argument("--batch-size", type=int, default=cfg.batch_size,
+                   help="training minibatch size")
     t.add_argument("--augment", default=cfg.augment, help="batched training augmentation: "
                    + ", ".join(AUGMENTATIONS))
     t.add_argument("--precision", default=cfg.precision, help="arithmetic of the training and "
@@ -148,11 +159,15 @@ def build_parser() -> argparse.ArgumentParser:
                    "of the step schedule")
     t.add_argument("--lr-gamma", type=float, default=cfg.lr_gamma,
                    help="factor of the step schedule")
-    t.add_argument("--seed", type=int, default=cfg.seed)
+    t.add_argument("--seed", type=int, default=cfg.seed, help="training seed: initial "
+                   "weights, batch order, augmentation, subsets and held-out split (the "
+                   "data's own seed is --data seed=N)")
     t.add_argument("--selection", help="model selection (default: the method's own; see "
                    "'debiaskit methods'): "
                    + "; ".join(f"{k}: {v}" for k, v in SELECTION.items()))
-    t.add_argument("--heldout-fraction", type=float, default=cfg.heldout_fraction)
+    t.add_argument("--heldout-fraction", type=float, default=cfg.heldout_fraction,
+                   help="fraction of the training set held out for selection heldout, "
+                   "worst_group and early_stop")
     t.add_argument("--patience", type=int, default=cfg.patience, help="early-stopping "
                    "patience in epochs (selection early_stop; SiH: 2 for mlp, 20 for resnet18)")
     t.add_argument("--eval-every", type=int, default=cfg.eval_every, metavar="N",
@@ -167,8 +182,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--no-bias-labels", action="store_true",
                    help="drop the training set's bias labels (as a practitioner would have)")
     t.add_argument("--out", help="run directory (default runs/METHOD-DATASET-seedN)")
-    t.add_argument("--device", default=cfg.device)
-    t.add_argument("--threads", type=int)
+    t.add_argument("--device", default=cfg.device, help="torch device, e.g. cpu or cuda")
+    t.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's)")
     t.add_argument("--memory-format", default=cfg.memory_format, help="layout of convolution "
                    "weights: channels_last (faster CPU convolutions) or contiguous")
     t.add_argument("--reuse-stages", metavar="RUN_DIR",
@@ -181,12 +196,13 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("data", help="inspect datasets")
     dsub = d.add_subparsers(dest="data_command", required=True, parser_class=_Parser)
     info = dsub.add_parser("info", help="counts per (class, bias) and checksums of a dataset")
-    info.add_argument("dataset")
+    info.add_argument("dataset", help="dataset protocol: " + ", ".join(PROTOCOLS))
     _add_data_options(info)
 
     b = sub.add_parser("bench", help="reproduce a paper table next to its published numbers")
     b.add_argument("preset", nargs="?", help="table preset (omit to list them)")
-    b.add_argument("--seeds", type=int)
+    b.add_argument("--seeds", type=int, help="train seeds 0 to N-1 of every method and row "
+                   "(default: the preset's)")
     b.add_argument("--workers", type=int, help="parallel runs (default: number of cores)")
     b.add_argument("--methods", help="comma-separated subset of the preset's methods")
     b.add_argument("--rows", help="comma-separated subset of the preset's rows, e.g. 1,0.5")
@@ -202,74 +218,80 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--hp", action="append", metavar="KEY=VALUE",
                    help="method hyper-parameter over the preset's, for every chosen method "
                         "(stated in report; give a new --out)")
-    b.add_argument("--out", default="bench-out")
-    b.add_argument("--data-dir")
+    b.add_argument("--out", default="bench-out", help="output folder: OUT/PRESET holds the "
+                   "runs, report.md, results.json and curves.png (a rerun skips finished runs)")
+    b.add_argument("--data-dir", help="folder with mnist.npz etc. (default: $DEBIASKIT_DATA)")
     b.add_argument("--ray", metavar="ADDRESS", help="run on a Ray cluster (ray.init address, "
                    "or 'local'); --out and --data-dir must be shared by all nodes")
 
     e = sub.add_parser("explain", help="show which shortcut a model took")
     esub = e.add_subparsers(dest="explain_command", required=True, parser_class=_Parser)
     curves = esub.add_parser("curves", help="aligned vs conflicting accuracy per epoch (PNG)")
-    curves.add_argument("run_dir")
+    curves.add_argument("run_dir", help="run directory (the --out of 'debiaskit train')")
     curves.add_argument("--out", help="PNG path (default RUN_DIR/curves.png)")
     bias = esub.add_parser("bias", help="SiH's latent DeepFool bias visualisation of a sih "
                            "run, next to DisEnt-style swapping (PNG grid and scores JSON)")
-    bias.add_argument("run_dir")
+    bias.add_argument("run_dir", help="run directory of a finished sih or sih_rds run")
     bias.add_argument("--images", type=int, default=100, help="how many test images to visualise")
     bias.add_argument("--seed", type=int, default=0, help="seed of image and target choice")
-    bias.add_argument("--split", default="test")
+    bias.add_argument("--split", default="test", help="evaluation split whose images are "
+                      "shown")
     bias.add_argument("--threshold", type=float, default=0.2,
                       help="intensity above which a pixel counts as digit for the shape IoU")
     bias.add_argument("--out", help="PNG path (default RUN_DIR/bias.png; scores beside it)")
-    bias.add_argument("--data-dir")
+    bias.add_argument("--data-dir", help=EXPLAIN_DATA_DIR)
     lad = esub.add_parser("lad", help="LAD's training images next to their VQ-VAE and "
                           "walked reconstructions (Figure 4 PNG)")
-    lad.add_argument("run_dir")
-    lad.add_argument("--images", type=int, default=24)
-    lad.add_argument("--seed", type=int, default=0)
+    lad.add_argument("run_dir", help="run directory of a lad run whose walk has finished")
+    lad.add_argument("--images", type=int, default=24, help="training images shown")
+    lad.add_argument("--seed", type=int, default=0,
+                     help="seed of the image choice and the bias probe")
     lad.add_argument("--out", help="PNG path (default RUN_DIR/lad.png; the bias probe's "
                      "lad_bias.json and .png beside it)")
     lad.add_argument("--no-probe", action="store_true",
                      help="skip the bias probe (does the walk remove the bias or remap it?)")
-    lad.add_argument("--data-dir")
+    lad.add_argument("--data-dir", help=EXPLAIN_DATA_DIR)
     walk = esub.add_parser("lad-walk", help="LAD walk diagnostic: per walk step, f's "
                            "entropy, codes changed (digit vs background), step vs code gap, "
                            "class-bias NMI and digit-shape IoU (JSON table and PNG)")
-    walk.add_argument("run_dir")
+    walk.add_argument("run_dir", help="run directory of a lad run (its stages are reused)")
     walk.add_argument("--hp", action="append", metavar="KEY=VALUE",
                       help="LAD option over the run's (a hypothesis; its stages are computed "
                       "in --out, the run's reused where they match)")
     walk.add_argument("--images", type=int, default=2000, help="training images walked")
     walk.add_argument("--seed", type=int, default=0, help="seed of the image sample and probe")
     walk.add_argument("--out", help="folder (default RUN_DIR/walk_diagnostic)")
-    walk.add_argument("--data-dir")
+    walk.add_argument("--data-dir", help=EXPLAIN_DATA_DIR)
     sal = esub.add_parser("saliency", help="CF/F's saliency focus: images, foreground masks "
                           "and saliency maps (PNG) and the saliency AUPR (JSON)")
-    sal.add_argument("run_dir")
+    sal.add_argument("run_dir", help="run directory of a finished run on data with "
+                     "foreground masks")
     sal.add_argument("--split", help="evaluation split with masks (default: the first)")
     sal.add_argument("--method", default="deeplift_shap", help="deeplift_shap or gradient")
     sal.add_argument("--images", type=int, default=8, help="images in the grid")
     sal.add_argument("--aupr-images", type=int, default=500, help="images the AUPR averages")
-    sal.add_argument("--seed", type=int, default=0)
+    sal.add_argument("--seed", type=int, default=0, help="seed of the image choice")
     sal.add_argument("--out", help="PNG path (default RUN_DIR/saliency-SPLIT-METHOD.png; "
                      "the JSON beside it)")
-    sal.add_argument("--data-dir")
+    sal.add_argument("--data-dir", help=EXPLAIN_DATA_DIR)
     gr = esub.add_parser("gradient-ratio", help="LAD's one-pixel problem: train Vanilla and "
                          "track the gradient ratio GR (Eq. 1) per iteration (Figure 2 PNG, JSON)")
     gr.add_argument("--dataset", default="one_pixel_mnist",
                     help="one_pixel_mnist or one_pixel_cifar10")
     gr.add_argument("--model", default="mlp", help="classifier (mlp, resnet20, resnet18)")
-    gr.add_argument("--iterations", type=int, default=1000)
-    gr.add_argument("--batch-size", type=int, default=256)
+    gr.add_argument("--iterations", type=int, default=1000, help="training minibatches")
+    gr.add_argument("--batch-size", type=int, default=256, help="minibatch size")
     gr.add_argument("--optimizer", default="adam", help="adam or sgd (plain minibatch SGD)")
     gr.add_argument("--lr", type=float, default=1e-3, help="learning rate")
     gr.add_argument("--value", type=int, default=255, help="value of the class pixel")
-    gr.add_argument("--seed", type=int, default=0)
+    gr.add_argument("--seed", type=int, default=0,
+                    help="seed of the data, the initial weights and the batch order")
     gr.add_argument("--eval-every", type=int, metavar="N",
                     help="also evaluate on the test splits every N iterations (4th panel)")
     gr.add_argument("--out", default="gradient-ratio", help="output folder")
-    gr.add_argument("--data-dir")
-    gr.add_argument("--download", action="store_true")
+    gr.add_argument("--data-dir", help="folder with mnist.npz etc. (default: $DEBIASKIT_DATA)")
+    gr.add_argument("--download", action="store_true",
+                    help="download missing datasets through torchvision")
 
     _add_discover_parser(sub, cfg)
 
@@ -277,8 +299,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     w = sub.add_parser("sweep", help="random hyper-parameter search of one method, run by the "
                        "bench runner, trials chosen by a declared rule")
-    w.add_argument("method")
-    w.add_argument("--dataset", default=cfg.dataset)
+    w.add_argument("method", help="method to tune (see 'debiaskit methods')")
+    w.add_argument("--dataset", default=cfg.dataset,
+                   help="dataset protocol: " + ", ".join(PROTOCOLS))
     _add_data_options(w)
     w.add_argument("--trials", type=int, default=8, help="trials (trial 0: the defaults)")
     w.add_argument("--seeds", type=int, default=2, help="training seeds per trial")
@@ -293,25 +316,32 @@ def build_parser() -> argparse.ArgumentParser:
                    "backgrounds from other classes' images; needs masks) or objective (the "
                    "method's own objective, with early stopping); worst-group accuracy is "
                    "always reported beside it, labelled")
-    w.add_argument("--model", default=cfg.model)
-    w.add_argument("--model-opt", action="append", metavar="KEY=VALUE")
-    w.add_argument("--epochs", type=int, default=cfg.epochs)
-    w.add_argument("--batch-size", type=int, default=cfg.batch_size)
+    w.add_argument("--model", default=cfg.model, help="network: " + ", ".join(MODELS))
+    w.add_argument("--model-opt", action="append", metavar="KEY=VALUE",
+                   help="network option, as for 'debiaskit train'")
+    w.add_argument("--epochs", type=int, default=cfg.epochs, help="epochs of every trial")
+    w.add_argument("--batch-size", type=int, default=cfg.batch_size,
+                   help="training minibatch size")
     w.add_argument("--augment", default=cfg.augment, help=", ".join(AUGMENTATIONS))
     w.add_argument("--optimizer", default=cfg.optimizer, help=", ".join(OPTIMIZERS))
-    w.add_argument("--momentum", type=float, default=cfg.momentum)
+    w.add_argument("--momentum", type=float, default=cfg.momentum, help="SGD momentum")
     w.add_argument("--schedule", default=cfg.schedule, help=", ".join(SCHEDULES))
-    w.add_argument("--lr-step", type=int, default=cfg.lr_step)
-    w.add_argument("--lr-gamma", type=float, default=cfg.lr_gamma)
-    w.add_argument("--train-subset", type=int)
-    w.add_argument("--eval-subset", type=int)
+    w.add_argument("--lr-step", type=int, default=cfg.lr_step,
+                   help="epochs between steps of the step schedule")
+    w.add_argument("--lr-gamma", type=float, default=cfg.lr_gamma,
+                   help="factor of the step schedule")
+    w.add_argument("--train-subset", type=int,
+                   help="train on a seeded random subset of N images")
+    w.add_argument("--eval-subset", type=int,
+                   help="evaluate on seeded random subsets of N images")
     w.add_argument("--workers", type=int, help="parallel runs (default: number of cores)")
     w.add_argument("--ray", metavar="ADDRESS", help="run on a Ray cluster (or 'local')")
     w.add_argument("--out", required=True, help="sweep folder (a rerun resumes it)")
 
     x = sub.add_parser("export", help="export run directories to an experiment tracker "
                        "(the run directory stays the source of truth)")
-    x.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    x.add_argument("run_dirs", nargs="+", metavar="RUN_DIR",
+                   help="run directories to export (each with config.json and metrics.jsonl)")
     x.add_argument("--to", default="tensorboard", help="; ".join(
         f"{k}: {v}" for k, v in TRACKERS.items()))
     x.add_argument("--out", required=True, help="new folder for the export (never overwritten)")
@@ -328,10 +358,48 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _train_method(args) -> str:
+    from .train import RunConfig
+
+    return args.method or ("discovered" if args.reweight_from else RunConfig.method)
+
+
+def _train_out(args) -> str:
+    return args.out or f"runs/{_train_method(args)}-{args.dataset}-seed{args.seed}"
+
+
+#: Commands whose --out names a file (explain: the PNG, its JSON beside it), with an
+#: example file name; every other --out is a folder the command creates or fills.
+FILE_OUTS = {("report", None): "report.html", ("explain", "curves"): "curves.png",
+             ("explain", "bias"): "bias.png", ("explain", "lad"): "lad.png",
+             ("explain", "saliency"): "saliency.png"}
+
+
+def check_out_option(args) -> None:
+    """One check of every command's --out before the command runs: a file where a folder
+    is wanted (or the reverse), a path below a file, or a place where nothing can be
+    created is a one-line error, and nothing is written (:func:`debiaskit.runs.check_out`)."""
+    from . import runs
+
+    if args.command == "train":
+        out = _train_out(args)
+    elif args.command == "bench":
+        if not args.preset:  # only lists the presets
+            return
+        runs.check_out(args.out)
+        out = f"{args.out}/{args.preset}"  # what it writes
+    else:
+        out = getattr(args, "out", None)
+    if out is None:  # explain's default: a file in the run directory
+        return
+    example = FILE_OUTS.get((args.command, getattr(args, "explain_command", None)))
+    runs.check_out(out, folder=example is None, example=example or "")
+
+
 def cmd_train(args) -> None:
     from .train import RunConfig, train
 
-    method = args.method or ("discovered" if args.reweight_from else RunConfig.method)
+    method = _train_method(args)
     cfg = RunConfig(
         dataset=args.dataset, data_params=_data_params(args), method=method,
         hparams=_pairs(args.hp, "--hp"), model=args.model,
@@ -348,7 +416,7 @@ def cmd_train(args) -> None:
         data_dir=args.data_dir,
         download=args.download, reuse_stages=args.reuse_stages,
         reweight_from=args.reweight_from)
-    out = args.out or f"runs/{method}-{args.dataset}-seed{args.seed}"
+    out = _train_out(args)
     summary = train(cfg, out)
     print(summary["protocol"])
     print(f"selected epoch {summary['selected_epoch']} of {summary['epochs_trained']} trained")
@@ -600,16 +668,33 @@ COMMANDS = {"train": cmd_train, "data": cmd_data_info, "bench": cmd_bench,
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
     try:
+        return _run(argv)
+    except BrokenPipeError:
+        # the reader of stdout has gone (`debiaskit data info ... | head -1`): stop without
+        # a traceback; stdout now points at devnull, so that Python's own flush at exit
+        # does not fail on the closed pipe again (exit status 1, as Python's docs do)
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError):  # stdout replaced by an object without a descriptor
+            pass
+        return 1
+
+
+def _run(argv) -> int:
+    args = build_parser().parse_args(argv)
+    code = 0
+    try:
+        check_out_option(args)
         COMMANDS[args.command](args)
     except DebiaskitError as err:
         print(f"debiaskit: error: {err}", file=sys.stderr)
-        return 2
+        code = 2
     except KeyboardInterrupt:
         print("debiaskit: interrupted; run the same command again to resume", file=sys.stderr)
-        return 130
-    return 0
+        code = 130
+    sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's flush at exit
+    return code
 
 
 if __name__ == "__main__":

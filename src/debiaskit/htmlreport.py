@@ -187,6 +187,8 @@ def curves_png(records: list[dict], title: str) -> tuple[str, bytes] | None:
     them (the final model's splits before auxiliary ones such as ``b/test``)."""
     from matplotlib.figure import Figure
 
+    from .explain.curves import ACCURACY_YLIM
+
     evals = [r for r in records if "eval" in r]
     if not evals:
         return None
@@ -203,7 +205,7 @@ def curves_png(records: list[dict], title: str) -> tuple[str, bytes] | None:
         values = [r["eval"].get(split, {}).get(metric) for r in evals]
         values = [float("nan") if v is None else v for v in values]
         ax.plot(epochs, values, ls=style, marker=marker, ms=3, label=metric.replace("_", "-"))
-    ax.set(xlabel="epoch", ylabel="accuracy (%)", ylim=(-2, 102))
+    ax.set(xlabel="epoch", ylabel="accuracy (%)", ylim=ACCURACY_YLIM)
     ax.set_title(f"{title}: '{split}' split", fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="best")
@@ -282,15 +284,18 @@ def build_page(paths, max_runs: int = MAX_RUNS) -> str:
         raise ConfigError(f"--max-runs must be >= 1, got {max_runs}")
     sections = []
     for group in discover(paths):
+        # a run directory given alone: its section is the run, without a "Runs" heading
+        # and a second heading with its name
+        alone = group.kind == "runs" and group.runs == [group.path]
         if group.kind == "bench":
             section = bench_section(group, max_runs)
         elif group.kind == "gradient_ratio":
             section = gradient_ratio_section(group.path)
         else:
-            alone = group.runs == [group.path]
             section = {"title": f"{'Run' if alone else 'Runs in'} {group.path}",
                        **_runs_part(group, max_runs)}
-        sections.append({"kind": group.kind, "path": str(group.path), **section})
+        sections.append({"kind": group.kind, "path": str(group.path), "alone": alone,
+                         **section})
     env = jinja2.Environment(loader=jinja2.PackageLoader("debiaskit", "templates"),
                              autoescape=True, undefined=jinja2.StrictUndefined,
                              trim_blocks=True, lstrip_blocks=True)
@@ -301,12 +306,7 @@ def build_page(paths, max_runs: int = MAX_RUNS) -> str:
 def write_report(paths, out, max_runs: int = MAX_RUNS) -> Path:
     """Render the page of ``paths`` and write it to ``out`` atomically (an existing file is
     replaced; a failure leaves the old file or none, never a partial one)."""
-    out = Path(out)
-    if out.is_dir():
-        raise ConfigError(f"--out {out} is a folder; give a file name such as {out}/report.html")
-    if not out.parent.is_dir():
-        raise ConfigError(f"the folder of --out {out} does not exist; create it or choose "
-                          "another --out")
+    out = runs.check_out(out, folder=False, example="report.html")
     html = build_page(paths, max_runs).encode("utf-8")
     runs.atomic_write(out, lambda f: f.write(html))
     return out

@@ -43,6 +43,51 @@ def _disk_error(path: Path, err: OSError) -> DebiaskitError:
     return DebiaskitError(f"cannot write {path}: {err.strerror}; check the output directory")
 
 
+def check_out(path, folder: bool = True, option: str = "--out",
+              example: str = "FILE") -> Path:
+    """Refuse, before anything is computed or written, an output path that cannot be
+    written: a folder output (``folder``; created with its parents) that is an existing
+    file, or a file output that is an existing folder or whose folder does not exist; a
+    path below a file; a place where nothing can be created (``/proc``, a read-only or
+    unwritable folder: tried by creating and removing an empty temporary folder there).
+    Each is a one-line :class:`DebiaskitError` naming ``option``; returns the path."""
+    out = Path(path)  # (os.path's tests: False, not an exception, where a path is unreadable)
+    if folder and os.path.lexists(out) and not os.path.isdir(out):
+        raise DebiaskitError(f"{option} {out} is a file, not a folder; choose a new or "
+                             "empty folder")
+    if not folder and os.path.isdir(out):
+        raise DebiaskitError(f"{option} {out} is a folder; give a file name such as "
+                             f"{out / example}")
+    # the nearest folder that exists: where the first new file or folder goes
+    target = Path(os.path.abspath(out if folder else out.parent))
+    base = target
+    while not os.path.lexists(base) and base != base.parent:
+        base = base.parent
+    if not os.path.isdir(base):
+        raise DebiaskitError(f"{option} {out} is below {base}, which is a file, not a folder; "
+                             f"choose another {option}")
+    if not folder and base != target:  # a file's folder is not created for it
+        raise DebiaskitError(f"the folder of {option} {out} does not exist; create it or "
+                             f"choose another {option}")
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".debiaskit-check-", dir=base))
+    except OSError as err:
+        raise DebiaskitError(f"cannot write {option} {out}: nothing can be created in {base} "
+                             f"({err.strerror}); choose another {option}") from None
+    return out
+
+
+def require_run_dir(run_dir) -> Path:
+    """``run_dir`` as a Path; a one-line error when it does not exist or is not a folder
+    (so that a mistyped name is not reported as a folder without a run)."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        what = "is not a folder" if run_dir.exists() else "does not exist"
+        raise DebiaskitError(f"{run_dir} {what}; give a debiaskit run directory (the --out "
+                             "of 'debiaskit train')")
+    return run_dir
+
+
 def atomic_write(path: Path, write) -> None:
     """Write ``path`` through a temporary file in the same folder, then rename it over.
 
@@ -50,7 +95,10 @@ def atomic_write(path: Path, write) -> None:
     one, never a partial one; on failure the temporary file is removed.
     """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    except OSError as err:
+        raise _disk_error(path, err) from None
     try:
         os.chmod(tmp, 0o666 & ~_UMASK)
         with os.fdopen(fd, "wb") as f:

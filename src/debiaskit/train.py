@@ -399,6 +399,7 @@ class Trainer:
 
     def _check_out_dir(self) -> dict | None:
         """Refuse a finished run or a different run's directory; return a resumable config."""
+        runs.check_out(self.out)  # a file, a path below a file, an unwritable place
         if runs.is_finished(self.out):
             raise DebiaskitError(f"{self.out} holds a finished run; choose another output "
                                  "directory (results are never overwritten)")
@@ -580,7 +581,7 @@ def load_trained(run_dir, data_dir=None) -> Prepared:
 
     ``data_dir`` overrides the data directory the run used (e.g. on another machine).
     """
-    run_dir = Path(run_dir)
+    run_dir = runs.require_run_dir(run_dir)
     if not runs.is_finished(run_dir) or not (run_dir / runs.MODEL).exists():
         raise DebiaskitError(f"{run_dir} holds no finished debiaskit run (no summary.json and "
                              "model.pt); train it to the end first")

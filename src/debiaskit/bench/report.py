@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import runs
-from ..explain.curves import draw_aligned_conflicting, save_png
+from ..explain.curves import ACCURACY_YLIM, draw_aligned_conflicting, save_png
 from ..train import SELECTION, describe_optimiser, describe_precision
 from .presets import TablePreset
 from .runner import PlannedRun
@@ -268,7 +268,7 @@ def plot_curves(preset: TablePreset, results: dict, path: Path) -> None:
                                      arr[:, :, 2].mean(0), colors[m], m)
         ax.set_title(f"{preset.row_header.split(' (')[0]} {row}")
         ax.set_xlabel("epoch")
-        ax.set_ylim(0, 100)
+        ax.set_ylim(*ACCURACY_YLIM)
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel(f"{preset.table_columns()[0]} accuracy (%)")
     axes[0][-1].legend(fontsize=7, loc="best")

@@ -16,6 +16,11 @@ from .. import runs
 from ..errors import DebiaskitError
 
 
+#: y-limits of the accuracy plots (%): a margin below 0 and above 100, so that a curve at
+#: 0 or 100 % is drawn inside the axes, not hidden under their frame.
+ACCURACY_YLIM = (-3.0, 103.0)
+
+
 def draw_aligned_conflicting(ax, epochs, aligned, conflicting, color, label: str) -> None:
     """Aligned (solid) and conflicting (dashed) accuracy per epoch on one axis."""
     ax.plot(epochs, aligned, color=color, label=f"{label} aligned")
@@ -38,7 +43,7 @@ def plot_run_curves(run_dir, out: Path | None = None) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    run_dir = Path(run_dir)
+    run_dir = runs.require_run_dir(run_dir)
     records = runs.read_metrics(run_dir)
     if not records:
         raise DebiaskitError(f"{run_dir} holds no metrics.jsonl records; give a debiaskit run "
@@ -67,7 +72,7 @@ def plot_run_curves(run_dir, out: Path | None = None) -> Path:
             draw_aligned_conflicting(ax, epochs, aligned, conflicting, color, model)
         ax.set_title(split)
         ax.set_xlabel("epoch")
-        ax.set_ylim(0, 100)
+        ax.set_ylim(*ACCURACY_YLIM)
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("accuracy (%)")
     axes[0][-1].legend(fontsize=7, loc="best")

@@ -31,7 +31,7 @@ from ..errors import ConfigError
 from ..metrics import gradient_ratio
 from ..models import build_model
 from ..train import EVAL_BATCH
-from .curves import save_png
+from .curves import ACCURACY_YLIM, save_png
 
 DATASETS = ("one_pixel_mnist", "one_pixel_cifar10")
 OPTIMIZERS = {"adam": lambda params, lr: torch.optim.Adam(params, lr=lr),
@@ -183,7 +183,7 @@ def plot_gradient_ratio(trace: GradientRatioTrace, path: Path) -> Path:
                     label=split)
         ax.axhline(100.0 / trace.settings["num_classes"], color="grey", ls="--", lw=1,
                    label="chance")
-        ax.set_ylim(0, 100)
+        ax.set_ylim(*ACCURACY_YLIM)
         ax.set_xlabel("iteration")
         ax.set_title("test accuracy (%)")
         ax.legend(fontsize=8)

@@ -33,7 +33,7 @@ def explain_lad_run(run_dir, n: int = 24, seed: int = 0, out=None, data_dir=None
     ``.png`` beside it. Returns the PNG's path and the probe's results (or None)."""
     from ..train import RunConfig, prepare
 
-    run_dir = Path(run_dir)
+    run_dir = runs.require_run_dir(run_dir)
     stages = run_dir / runs.STAGES
     if not (run_dir / runs.CONFIG).exists() or not (stages / "walk.json").exists():
         raise DebiaskitError(f"{run_dir} holds no LAD run whose walk stage has finished; "

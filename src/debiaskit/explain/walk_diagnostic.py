@@ -186,7 +186,7 @@ def diagnose_run(run_dir, hparams: dict | None = None, out=None, images: int = 2
     ``run_dir`` is changed (output in ``out``, default ``RUN_DIR/walk_diagnostic``)."""
     from ..train import RunConfig
 
-    run_dir = Path(run_dir)
+    run_dir = runs.require_run_dir(run_dir)
     if not (run_dir / runs.CONFIG).exists() or not (run_dir / runs.STAGES).is_dir():
         raise DebiaskitError(f"{run_dir} holds no LAD run with cached stages; train one with "
                              "--method lad first")

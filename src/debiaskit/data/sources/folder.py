@@ -6,15 +6,17 @@ The CSV (default ``metadata.csv`` in the folder) has a header and one row per im
 - ``y`` (required): the class, by name or by index into the class list;
 - ``split`` (optional, default ``train``): any split name (``train``, ``val``, ``test``...);
 - ``mask`` (optional): a foreground mask image (non-zero = foreground), relative path;
-- every other column is an integer attribute (``bias``, ``place``, ``domain`` ...): integers
-  are kept, names are numbered in sorted order and the names kept in
-  ``ImageSource.attribute_values``.
+- every other column is an integer attribute (``bias``, ``place``, ``domain`` ...), either
+  all integers (kept as they are, so 2 < 10) or all names (numbered 0, 1, ... in sorted
+  order, by code point, with the names kept in ``ImageSource.attribute_values``); a column
+  mixing integers and names is an error.
 
 The class list is ``classes`` when given, else the lines of ``classes.txt`` next to the CSV,
 else the sorted class names of the CSV (or ``0..max`` when every label is an integer).
 Images are read as RGB with Pillow, resized to ``image_size`` (bilinear; masks nearest)
 when given, else must all share one size. Any bad row (missing or unreadable image, a
-label outside the class list, an empty attribute) is a one-line
+label outside the class list, an empty attribute, an attribute column mixing integers and
+names) is a one-line
 :class:`~debiaskit.errors.DataError` naming the CSV line.
 """
 
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import csv
 import pathlib
+import re
 
 import numpy as np
 
@@ -106,7 +109,14 @@ def _read_image(path: pathlib.Path, mode: str, size, where: str, what: str) -> n
                         "replace the file or remove the row") from None
 
 
+#: An integer attribute value: ASCII digits with an optional sign.
+INTEGER = re.compile(r"[+-]?[0-9]+")
+
+
 def _attribute_columns(rows, names, csv_path) -> tuple[dict, dict]:
+    """Each attribute column is all integers (kept as those integers) or all names (numbered
+    0, 1, ... in sorted order, by code point, and kept in ``values``); a column mixing the
+    two is an error naming the first row of the rarer kind (most likely the typo)."""
     columns, values = {}, {}
     for name in names:
         raw = [r[name].strip() if r[name] is not None else "" for r in rows]
@@ -114,12 +124,24 @@ def _attribute_columns(rows, names, csv_path) -> tuple[dict, dict]:
             if v == "":
                 raise DataError(f"{csv_path} line {r['_line']}: attribute {name} is empty; "
                                 "give every row a value")
-        if all(v.lstrip("-").isdigit() for v in raw):
+        is_int = [INTEGER.fullmatch(v) is not None for v in raw]
+        if all(is_int):
             columns[name] = np.array([int(v) for v in raw], dtype=np.int64)
-        else:
+        elif not any(is_int):
             kinds = tuple(sorted(set(raw)))
             values[name] = kinds
-            columns[name] = np.array([kinds.index(v) for v in raw], dtype=np.int64)
+            index = {v: i for i, v in enumerate(kinds)}
+            columns[name] = np.array([index[v] for v in raw], dtype=np.int64)
+        else:
+            ints = sum(is_int)
+            odd = ints < len(raw) - ints or (2 * ints == len(raw) and not is_int[0])
+            i = is_int.index(odd)  # first row of the rarer kind (ties: not the first row's)
+            example = raw[is_int.index(not odd)]
+            raise DataError(
+                f"{csv_path} line {rows[i]['_line']}: attribute column {name} mixes integers "
+                f"and names ({raw[i]!r} here, {example!r} on line "
+                f"{rows[is_int.index(not odd)]['_line']}); make every value of the column an "
+                "integer or every value a name")
     return columns, values
 
 
