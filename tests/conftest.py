@@ -1,4 +1,7 @@
-"""Shared fixtures: the real data directory (DEBIASKIT_DATA, else the sibling ../shared/data)."""
+"""Shared fixtures: the real data directory (DEBIASKIT_DATA, else the sibling ../shared/data).
+
+Real data a test needs goes through :func:`parity.require_data`: a missing or unreadable
+file skips the test, except under ``CI=true``, where it fails it."""
 
 from __future__ import annotations
 
@@ -6,7 +9,7 @@ import os
 
 import pytest
 
-from parity import DATA_DIR  # one rule for the data directory (tests/ is on sys.path)
+from parity import DATA_DIR, require_data  # one rule for the data (tests/ is on sys.path)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -18,8 +21,9 @@ def _derived_cache(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def data_dir() -> str:
-    if not (DATA_DIR / "mnist.npz").is_file():
-        pytest.skip(f"real mnist.npz not found in {DATA_DIR}; set DEBIASKIT_DATA")
+    """The real data directory, holding a sound mnist.npz (see :func:`require_data`);
+    tests that also read another archive call ``require_data(name)`` themselves."""
+    require_data("mnist.npz")
     return str(DATA_DIR)
 
 

@@ -3,8 +3,6 @@ exact counts, exact foregrounds and masks, the IN-9 test-set rules, and bad inpu
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
@@ -13,12 +11,12 @@ from debiaskit.data import infill
 from debiaskit.data.protocols import build_data
 from debiaskit.data.sources import load_source
 from debiaskit.errors import ConfigError
+from parity import require_data
 
 
 @pytest.fixture(scope="module")
 def small(data_dir):
-    if not (Path(data_dir) / "cifar10.npz").is_file():
-        pytest.skip(f"real cifar10.npz not found in {data_dir}; set DEBIASKIT_DATA")
+    require_data("cifar10.npz")
     return build_data("bg_shift", data_dir=data_dir, train_per_class=200, test_per_class=40)
 
 
@@ -109,8 +107,7 @@ def test_bad_parameters(data_dir, params, words):
 def test_smaller_images_and_faint_digits(data_dir):
     # image_size: backgrounds resized with PIL bicubic, digits placed inside the smaller
     # image; fg_opacity: a digit pixel is the rounded mix of its colour and the background
-    if not (Path(data_dir) / "cifar10.npz").is_file():
-        pytest.skip(f"real cifar10.npz not found in {data_dir}; set DEBIASKIT_DATA")
+    require_data("cifar10.npz")
     from debiaskit.data.protocols.resize import resize_images
 
     opts = dict(data_dir=data_dir, train_per_class=20, test_per_class=5, image_size=16,
@@ -147,8 +144,7 @@ def test_bad_size_or_opacity_is_refused(data_dir, params, words):
 def test_a_background_pool_serves_training_and_test_sets_alike(data_dir):
     # bg_pool: every background, train and test, is one of that many CIFAR-10 training
     # photographs of its class; the test sets keep IN-9's rules within the pool
-    if not (Path(data_dir) / "cifar10.npz").is_file():
-        pytest.skip(f"real cifar10.npz not found in {data_dir}; set DEBIASKIT_DATA")
+    require_data("cifar10.npz")
     data = build_data("bg_shift", data_dir=data_dir, train_per_class=10, test_per_class=3,
                       bg_pool=3)
     cifar = load_source("cifar10", data_dir)

@@ -15,14 +15,13 @@ from debiaskit.data.protocols import build_data, corrupted_cifar10
 from debiaskit.data.protocols.assignment import block_assignment
 from debiaskit.data.source import two_split_source
 from debiaskit.errors import ConfigError
+from parity import require_data
 
 
 @pytest.fixture(scope="module")
 def cifar(data_dir):
     from debiaskit.data.sources import load_source
-    from conftest import DATA_DIR
-    if not (DATA_DIR / "cifar10.npz").is_file():
-        pytest.skip("real cifar10.npz not found; set DEBIASKIT_DATA")
+    require_data("cifar10.npz")
     return load_source("cifar10", data_dir)
 
 
@@ -162,6 +161,7 @@ def test_bad_parameters_are_one_line_errors(small, params, words):
 
 def test_cli_bad_parameter_exit_2_writes_nothing(data_dir, tmp_path):
     import os
+    require_data("cifar10.npz")  # the source is read before the parameters are checked
     env = {**os.environ, "DEBIASKIT_DATA": data_dir, "DEBIASKIT_CACHE": str(tmp_path / "c")}
     done = subprocess.run([sys.executable, "-m", "debiaskit", "data", "info", "corrupted_cifar10",
                            "--data", "severity=5"], capture_output=True, text=True, env=env)
@@ -171,5 +171,6 @@ def test_cli_bad_parameter_exit_2_writes_nothing(data_dir, tmp_path):
 
 
 def test_build_data_passes_the_data_directory(data_dir):
+    require_data("cifar10.npz")
     with pytest.raises(ConfigError, match="LfF's severity 1-4"):
         build_data("corrupted_cifar10", data_dir, severity=9)

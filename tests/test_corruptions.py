@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 
 import cv2
@@ -17,6 +16,7 @@ from skimage import color as skcolor
 from debiaskit.data.corruptions import CORRUPTIONS, HENDRYCKS_ORDER, corrupt, frost_textures
 from debiaskit.data.corruptions import _common, blur, digital, noise, textures, weather
 from debiaskit.errors import ConfigError, DataError
+from parity import require_data
 
 REPO_SIBLING = Path(__file__).resolve().parents[2] / "shared"
 PROTOCOL_JSON = REPO_SIBLING / "protocols" / "cifar10c.json"
@@ -29,13 +29,7 @@ NEEDS_FROST = {"frost"}
 def cifar() -> np.ndarray:
     """24 real CIFAR-10 training images (uint8, N x 32 x 32 x 3)."""
     from debiaskit.data.sources import load_source
-    try:
-        if os.environ.get("DEBIASKIT_DATA"):
-            src = load_source("cifar10")
-        else:  # the sibling ../shared/data the other tests use when the variable is unset
-            src = load_source("cifar10", REPO_SIBLING / "data")
-    except DataError as err:
-        pytest.skip(f"real CIFAR-10 not available ({err}); set DEBIASKIT_DATA")
+    src = load_source("cifar10", require_data("cifar10.npz").parent)
     return np.array(src.x_train[:24])
 
 

@@ -399,10 +399,15 @@ def test_readme_is_short():
 
 
 def test_readme_keeps_the_ci_test_command():
-    """.ci/run takes the line after '# run the tests' as its test command."""
+    """.ci/run takes the line after '# run the tests' as its test command; its pytest run
+    shows why tests were skipped (-rs), so that no skip goes unseen."""
     lines = README.read_text(encoding="utf-8").splitlines()
     index = lines.index("# run the tests")
-    assert "python -m pytest" in lines[index + 1]
+    command = lines[index + 1]
+    assert "python -m pytest" in command
+    pytest_args = shlex.split(command.split("python -m pytest", 1)[1].split("&&")[0])
+    # -rs, or -r with other letters that include skips (s, a: all but passes, A: all)
+    assert any(a.startswith("-r") and set(a[2:]) & set("saA") for a in pytest_args), command
 
 
 def test_readme_says_how_to_avoid_the_cuda_download():

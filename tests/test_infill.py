@@ -3,20 +3,18 @@ digit masks): each changes only the pixels it may change, in the way it is defin
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 
 from debiaskit.data import infill
 from debiaskit.data.protocols import build_data
 from debiaskit.errors import ConfigError
+from parity import require_data
 
 
 @pytest.fixture(scope="module")
 def batch(data_dir):
-    if not (Path(data_dir) / "cifar10.npz").is_file():
-        pytest.skip(f"real cifar10.npz not found in {data_dir}; set DEBIASKIT_DATA")
+    require_data("cifar10.npz")
     ds = build_data("bg_shift", data_dir=data_dir, train_per_class=20, test_per_class=1).train
     pick = torch.arange(0, 200, 13)
     mask = ds.mask[pick]
@@ -105,8 +103,6 @@ def test_bad_input(batch):
 def test_within_image_shuffle_keeps_a_uniform_background_colour(data_dir):
     # background-coloured MNIST: the paper's F(Shuffle) permutes one image's own background,
     # so the colour shortcut survives it; F(Random) and F(Shuffle-batch) draw other colours
-    if not (Path(data_dir) / "mnist.npz").is_file():
-        pytest.skip(f"real mnist.npz not found in {data_dir}; set DEBIASKIT_DATA")
     ds = build_data("bg_colored_mnist", data_dir=data_dir).train
     x, mask = ds.x[:64].float() / 255.0, ds.mask[:64]
     background = ~mask[:, None].expand_as(x)
@@ -120,8 +116,7 @@ def test_within_image_shuffle_keeps_a_uniform_background_colour(data_dir):
 def test_mixed_background_view_keeps_each_digit_on_another_class_background(data_dir):
     # the held-out view of the heldout_mixed rule: foreground pixels untouched, background
     # from another class's image with that image's digit tiled over, bias labels dropped
-    if not (Path(data_dir) / "cifar10.npz").is_file():
-        pytest.skip(f"real cifar10.npz not found in {data_dir}; set DEBIASKIT_DATA")
+    require_data("cifar10.npz")
     ds = build_data("bg_shift", data_dir=data_dir, train_per_class=3, test_per_class=1).train
     view = infill.mixed_background_view(ds, seed=5)
     assert view.b is None and torch.equal(view.y, ds.y) and torch.equal(view.mask, ds.mask)

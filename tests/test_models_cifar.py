@@ -2,7 +2,6 @@
 interface every registered model has."""
 
 import math
-from pathlib import Path
 
 import pytest
 import torch
@@ -12,6 +11,7 @@ from torch import nn
 from debiaskit.errors import ConfigError
 from debiaskit.models import MODELS, build_model, feature_extractor
 from debiaskit.models.resnet18 import IMAGENET_MEAN, IMAGENET_STD
+from parity import require_data
 
 SHAPES = {name: [(3, 32, 32), (3, 64, 64)] for name in MODELS}
 SHAPES["resnet18_imagenet"] = [(3, 32, 32), (3, 224, 224)]
@@ -30,8 +30,7 @@ def _one_thread():
 @pytest.fixture(scope="module")
 def cifar(data_dir):
     """The first 16 real CIFAR-10 training images as float NCHW in [0, 1], and labels."""
-    if not (Path(data_dir) / "cifar10.npz").is_file():
-        pytest.skip(f"real cifar10.npz not found in {data_dir}; set DEBIASKIT_DATA")
+    require_data("cifar10.npz")
     from debiaskit.data.sources import load_source
     src = load_source("cifar10", data_dir)
     x = torch.from_numpy(src.x_train[:16].copy()).permute(0, 3, 1, 2).float().div(255)

@@ -91,10 +91,11 @@ def test_pack_auto_times_both_once_and_the_run_records_the_decision(data_dir, tm
     cfg = RunConfig(method="lff", data_params={"conflict_ratio": 0.02}, epochs=1,
                     train_subset=1000, eval_subset=500, data_dir=data_dir, progress=False,
                     threads=1)
-    assert cfg.pack == "auto"
+    assert cfg.pack is False  # the default: the same numbers in every process
+    assert "pack" not in train(replace(cfg, method="erm"), tmp_path / "erm")
+    cfg = replace(cfg, pack="auto")
     summary = train(cfg, tmp_path / "auto")
     assert summary["pack"]["mode"] == "auto" and summary["pack"]["separate_ms"] > 0
-    assert "pack" not in train(replace(cfg, method="erm"), tmp_path / "erm")
     lines = packing_lines([{"mode": "auto", "packed": True, "packed_ms": 9.0,
                             "separate_ms": 10.0},
                            {"mode": "auto", "packed": False, "packed_ms": 11.0,

@@ -31,19 +31,55 @@ def _replay(manifest_path: Path, which: str):
         torch.set_num_threads(threads)
 
 
+#: A replay that fails only as float rounding does, on a machine whose arithmetic is not the
+#: one that measured the fixture: its first failure within FIRST_FACTOR times a tolerance
+#: (a rounding difference of about 1e-7 grown by a chaotic recipe) and no difference ever
+#: beyond WORST_FACTOR times a tolerance. Every negative control lies outside this
+#: (test_negative_control_fails), so the allowance cannot hide a known-wrong option.
+FIRST_FACTOR = 10
+WORST_FACTOR = 1000
+
+
+def _same_arithmetic(fixture, result) -> bool:
+    """Whether this machine replays the fixture exactly as the machine that measured it
+    did: every worst difference equal to the manifest's ``measured`` record."""
+    return result.as_record()["worst"] == fixture.manifest["measured"]["options"]["worst"]
+
+
+def _rounding_like(result) -> bool:
+    step, name, diff, tol = result.first_failure
+    return diff <= FIRST_FACTOR * tol and result.worst_ratio <= WORST_FACTOR
+
+
 @pytest.mark.parametrize("manifest", MANIFESTS, ids=lambda p: p.stem)
 def test_replay_matches_the_reference(manifest):
+    """Within the fixture's tolerances at every step. On a machine whose float kernels
+    round differently from the measuring machine's (e.g. AVX-512 against AVX2), a chaotic
+    recipe grows a 1e-7 rounding difference over the steps; a replay that then fails only
+    as rounding does (``_rounding_like``) is skipped with its numbers, not passed."""
     fixture, result = _replay(manifest, "options")
+    if (not result.passed and result.first_failure and not _same_arithmetic(fixture, result)
+            and _rounding_like(result)):
+        step, name, diff, tol = result.first_failure
+        pytest.skip(f"{fixture.name}: this machine's float arithmetic is not the measuring "
+                    f"machine's (worst differences not the manifest's) and the recipe "
+                    f"amplifies rounding: first failure at step {step}, {name} {diff:.1e} "
+                    f"(tolerance {tol:.0e}), at most {result.worst_ratio:.0f}x a tolerance")
     assert result.passed, f"{fixture.name}: {result.summary()}"
     assert result.steps == fixture.manifest["steps"]
 
 
 @pytest.mark.parametrize("manifest", MANIFESTS, ids=lambda p: p.stem)
 def test_negative_control_fails(manifest):
+    """The known-wrong option fails, and not as rounding does, so the rounding allowance
+    of test_replay_matches_the_reference can never hide it."""
     fixture, result = _replay(manifest, "negative_control")
     assert result.first_failure is not None, (
         f"{fixture.name}: the known-wrong option "
         f"{fixture.manifest['negative_control']['options']} passed: {result.summary()}")
+    assert not _rounding_like(result), (
+        f"{fixture.name}: the known-wrong option fails only as rounding does: "
+        f"{result.summary()}, at most {result.worst_ratio:.0f}x a tolerance")
 
 
 def test_fixtures_are_complete_and_small():
@@ -140,3 +176,12 @@ def test_fingerprint_is_the_weighted_pixel_sum_modulo_the_prime():
     changed = images.copy()
     changed[1, 3, 2, 0] ^= 1                      # one pixel, one grey level
     assert (fingerprint(changed) != fingerprint(images)).tolist() == [False, True, False]
+
+
+def test_comparison_keeps_the_largest_difference_in_units_of_its_tolerance():
+    from debiaskit.parity import Comparison
+    comp = Comparison(tolerances={"abs": 1e-5, "rel": 1e-4})
+    comp.absolute(0, "ce", [1.0, 2.0], [1.0, 2.00003])     # 3x the absolute tolerance
+    comp.relative(1, "sketch", [1.0, 0.0], [1.0, 0.0005])  # 5x the relative tolerance
+    assert comp.first_failure[:2] == (0, "ce")
+    assert comp.worst_ratio == pytest.approx(5.0, rel=1e-3)

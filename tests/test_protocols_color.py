@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import os
 from pathlib import Path
 
 import numpy as np
@@ -16,15 +15,12 @@ from debiaskit.data.protocols import PROTOCOLS, bar, build_data, cifar10s, proto
 from debiaskit.data.sources import load_source
 from debiaskit.errors import ConfigError, DataError
 from debiaskit.metrics import classification_metrics
-
-REAL_DIR = Path(os.environ.get("DEBIASKIT_DATA")
-                or Path(__file__).resolve().parents[2] / "shared" / "data").resolve()
+from parity import require_data
 
 
 def _need(name: str) -> str:
-    if not (REAL_DIR / name).is_file():
-        pytest.skip(f"real {name} not found in {REAL_DIR}; set DEBIASKIT_DATA")
-    return str(REAL_DIR)
+    """The real data directory, holding a sound ``name`` (:func:`require_data`)."""
+    return str(require_data(name).parent)
 
 
 @pytest.fixture(scope="module")

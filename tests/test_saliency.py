@@ -10,6 +10,7 @@ from torch import nn
 from debiaskit.errors import ConfigError
 from debiaskit.explain.saliency import saliency_aupr, saliency_maps
 from debiaskit.metrics import macro_auc, next_class_shift
+from parity import require_data
 
 
 def test_aupr_is_one_for_the_mask_and_the_positive_rate_for_a_constant_map():
@@ -71,9 +72,7 @@ def test_explain_saliency_on_a_trained_run(tmp_path, data_dir):
     import json
     import subprocess
     import sys
-    from pathlib import Path
-    if not (Path(data_dir) / "cifar10.npz").is_file():
-        pytest.skip("real cifar10.npz not found; set DEBIASKIT_DATA")
+    require_data("cifar10.npz")
     run = tmp_path / "run"
     common = [sys.executable, "-m", "debiaskit"]
     train = subprocess.run(

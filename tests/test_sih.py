@@ -13,6 +13,7 @@ from debiaskit.methods.sih import focal_weight, gaussian_kl
 from debiaskit.models.vae import build_two_encoder_vae
 from debiaskit.train import (EVAL_BATCH, RunConfig, heldout_objective, load_trained, prepare,
                              train)
+from parity import require_data
 
 
 def cfg(data_dir, method, conflict, epochs=2, **kw):
@@ -184,15 +185,13 @@ def test_resnet_vae_learns_to_reconstruct_real_cifar_images(data_dir):
     value and below that of the best constant image. Measured with this procedure at
     seeds 0-2: 0.071-0.079 -> 0.042-0.043, i.e. 0.53-0.61 of the initial value; best
     constant image 0.060."""
-    from pathlib import Path
     from debiaskit.data.loader import Batch
     from debiaskit.data.sources import load_source
     from debiaskit.methods.base import DataSpec
     from debiaskit.methods.sih import SiH
     from debiaskit.models import NetworkFactory
 
-    if not (Path(data_dir) / "cifar10.npz").is_file():
-        pytest.skip(f"real cifar10.npz not found in {data_dir}; set DEBIASKIT_DATA")
+    require_data("cifar10.npz")
     src = load_source("cifar10", data_dir)
     x = torch.from_numpy(src.x_train[:512].copy()).permute(0, 3, 1, 2).float().div(255)
     y = torch.from_numpy(src.y_train[:512].copy()).long()

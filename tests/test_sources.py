@@ -20,15 +20,8 @@ import pytest
 from debiaskit.data import sources
 from debiaskit.data.sources import ImageSource, load_source, resolve_data_dir, sha256_file
 from debiaskit.errors import ConfigError, DataError
-
-# The real archives: DEBIASKIT_DATA if set, else the repo's sibling ../shared/data.
-REAL_DIR = Path(os.environ.get("DEBIASKIT_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data").resolve()
-needs_real_mnist = pytest.mark.skipif(
-    not (REAL_DIR / "mnist.npz").is_file(), reason=f"real mnist.npz not found in {REAL_DIR} (set DEBIASKIT_DATA)"
-)
-needs_real_cifar = pytest.mark.skipif(
-    not (REAL_DIR / "cifar10.npz").is_file(), reason=f"real cifar10.npz not found in {REAL_DIR} (set DEBIASKIT_DATA)"
-)
+from parity import DATA_DIR as REAL_DIR  # the real archives (tests/parity/__init__.py)
+from parity import require_data
 
 
 @pytest.fixture(autouse=True)
@@ -131,8 +124,8 @@ def write_tiny_cifar(directory: Path, n_per_batch=3, py2_style=True):
 # --------------------------------------------------------------------------- the real archives
 
 
-@needs_real_mnist
 def test_real_mnist_archive():
+    require_data("mnist.npz")
     src = load_source("mnist", REAL_DIR)
     assert isinstance(src, ImageSource) and src.name == "mnist"
     assert src.x_train.shape == (60000, 28, 28) and src.x_test.shape == (10000, 28, 28)
@@ -152,8 +145,8 @@ def test_real_mnist_archive():
     assert "60000" in repr(src)
 
 
-@needs_real_cifar
 def test_real_cifar10_archive():
+    require_data("cifar10.npz")
     src = load_source("cifar10", REAL_DIR)
     assert src.x_train.shape == (50000, 32, 32, 3) and src.x_test.shape == (10000, 32, 32, 3)
     assert src.x_train.dtype == np.uint8 and src.y_train.dtype == np.int64
@@ -164,8 +157,8 @@ def test_real_cifar10_archive():
     assert not lossless.flags.writeable
 
 
-@needs_real_mnist
 def test_real_archive_through_env_var(monkeypatch, tmp_path):
+    require_data("mnist.npz")
     # env var picks the directory; a link keeps the real file and its SHA256SUMS next to each other
     (tmp_path / "mnist.npz").symlink_to(REAL_DIR / "mnist.npz")
     monkeypatch.setenv("DEBIASKIT_DATA", str(tmp_path))

@@ -8,6 +8,7 @@ import pytest
 from debiaskit.bench.sweep import sample_hparams, searchable
 from debiaskit.cli import main
 from debiaskit.errors import ConfigError
+from parity import require_data
 
 ARGS = ("sweep", "lff", "--conflict-ratio", "0.02", "--trials", "3", "--seeds", "1",
         "--search", "lr,q", "--epochs", "1", "--train-subset", "2000", "--eval-subset", "1000")
@@ -89,9 +90,7 @@ def test_grid_sweep_scores_trials_on_held_out_images_with_other_backgrounds(caps
                                                                            data_dir):
     # one trial per listed value; the label-free rule reads the held-out split seen on
     # other classes' backgrounds (val_mixed), which the masks make without bias labels
-    from pathlib import Path
-    if not (Path(data_dir) / "cifar10.npz").is_file():
-        pytest.skip(f"real cifar10.npz not found in {data_dir}; set DEBIASKIT_DATA")
+    require_data("cifar10.npz")
     out = tmp_path / "grid"
     assert main([*GRID, "--workers", "1", "--out", str(out), "--data-dir", data_dir]) == 0
     text = capsys.readouterr().out

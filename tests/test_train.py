@@ -29,6 +29,60 @@ def test_same_seed_same_numbers(data_dir, tmp_path):
     assert c["metrics"] != a["metrics"]
 
 
+#: The keys of metrics.jsonl's records that may differ between two runs (timings);
+#: summary.json's timings, memory and pack decision are not compared either.
+TIMING_KEYS = {"seconds", "train_seconds"}
+
+
+def _run_numbers(run_dir):
+    """A finished run's numbers: its epoch records (timings dropped), its summary's
+    metrics and selection, and its saved tensors (trained networks, sample weights)."""
+    import torch
+    records = [{k: v for k, v in r.items() if k not in TIMING_KEYS}
+               for r in runs.read_metrics(run_dir)]
+    summary = runs.read_json(run_dir / runs.SUMMARY)
+    kept = {k: summary[k] for k in ("metrics", "last_epoch_metrics", "selected_epoch",
+                                     "epochs_trained", "seed")}
+    tensors = {}
+    for name in (runs.MODEL, runs.WEIGHTS):
+        if (run_dir / name).exists():
+            saved = torch.load(run_dir / name, map_location="cpu", weights_only=False)
+            stack = [(name, saved)]
+            while stack:  # every tensor in the saved (nested) dicts, by its key path
+                key, value = stack.pop()
+                if isinstance(value, dict):
+                    stack.extend((f"{key}/{k}", v) for k, v in value.items())
+                elif isinstance(value, torch.Tensor):
+                    tensors[key] = value
+    return records, kept, tensors, summary.get("pack")
+
+
+def test_same_seed_same_numbers_in_two_processes(data_dir, tmp_path):
+    # `debiaskit train` twice, each in a process of its own with the default options (a
+    # tiny run): per-process choices (pack "auto" times the first batch and is remembered
+    # for the rest of the process) must not change the numbers, which
+    # test_same_seed_same_numbers, in one process, cannot see
+    outs = [tmp_path / "a", tmp_path / "b"]
+    for out in outs:
+        proc = subprocess.run(
+            [sys.executable, "-m", "debiaskit", "train", "--method", "lff",
+             "--train-subset", "2000", "--eval-subset", "1000", "--epochs", "1",
+             "--data-dir", data_dir, "--out", str(out)],
+            capture_output=True, text=True, timeout=300,
+            env={**os.environ, "DEBIASKIT_CACHE": str(out) + "-cache"})
+        assert proc.returncode == 0, proc.stderr
+    (rec_a, sum_a, ten_a, pack_a), (rec_b, sum_b, ten_b, pack_b) = map(_run_numbers, outs)
+    why = f"same seed, two processes, different numbers (pack: {pack_a} vs {pack_b})"
+    assert sum_a["seed"] == 0 and len(rec_a) == 1 and ten_a
+    assert rec_a == rec_b, why
+    assert sum_a == sum_b, why
+    assert ten_a.keys() == ten_b.keys(), why
+    import torch
+    differ = [k for k in ten_a if not (ten_a[k].dtype == ten_b[k].dtype
+                                       and torch.equal(ten_a[k], ten_b[k]))]
+    assert not differ, f"{why}: tensors {differ}"
+
+
 def _cli_train(data_dir, out, epochs):
     return [sys.executable, "-m", "debiaskit.cli", "train", "--method", "lff",
             "--conflict-ratio", "0.02", "--train-subset", "6000", "--eval-subset", "2000",

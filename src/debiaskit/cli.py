@@ -172,10 +172,11 @@ def build_parser() -> argparse.ArgumentParser:
                    "patience in epochs (selection early_stop; SiH: 2 for mlp, 20 for resnet18)")
     t.add_argument("--eval-every", type=int, default=cfg.eval_every, metavar="N",
                    help="evaluate every N-th epoch and the last (selection last only)")
-    t.add_argument("--pack", choices=("auto", "on", "off"), default="auto",
-                   help="networks that read the same batch: first layers as one product "
-                   "(on), one by one (off), or whichever the first batch times faster on this "
-                   "CPU (auto) (equal up to float rounding)")
+    t.add_argument("--pack", choices=("auto", "on", "off"), default="off",
+                   help="networks that read the same batch: one by one (off, the default: "
+                   "the same numbers in every process), first layers as one product (on), or "
+                   "whichever the first batch times faster on this CPU (auto); on and auto "
+                   "change results by float rounding")
     t.add_argument("--no-pack", action="store_true", help="same as --pack off")
     t.add_argument("--train-subset", type=int, help="train on a seeded random subset of N images")
     t.add_argument("--eval-subset", type=int, help="evaluate on seeded random subsets of N images")
@@ -210,10 +211,10 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--precision", help="fp32 (the papers') or bf16 autocast (stated in report)")
     b.add_argument("--force-precision", action="store_true",
                    help="run bf16 even without native bf16 (to measure it)")
-    b.add_argument("--pack", choices=("auto", "on", "off"), default="auto",
-                   help="networks that read the same batch: first layers as one product "
-                   "(on), one by one (off), or whichever the first batch times faster on this "
-                   "CPU (auto) (stated in report)")
+    b.add_argument("--pack", choices=("auto", "on", "off"), default="off",
+                   help="networks that read the same batch: one by one (off, the default), "
+                   "first layers as one product (on), or whichever the first batch times "
+                   "faster on this CPU (auto); stated in the report")
     b.add_argument("--no-pack", action="store_true", help="same as --pack off")
     b.add_argument("--hp", action="append", metavar="KEY=VALUE",
                    help="method hyper-parameter over the preset's, for every chosen method "

@@ -98,11 +98,15 @@ class Comparison:
     worst: dict = field(default_factory=dict)
     first_failure: tuple | None = None   # (step, quantity, difference, tolerance)
     steps: int = 0
+    # the largest difference in units of its tolerance, over every quantity and step
+    worst_ratio: float = 0.0
 
     def _note(self, step: int, name: str, diff: float, tol: float) -> None:
         if not np.isfinite(diff):
             diff = float("inf")
         self.worst[name] = max(self.worst.get(name, 0.0), diff)
+        ratio = diff / tol if tol > 0 else (float("inf") if diff > 0 else 0.0)
+        self.worst_ratio = max(self.worst_ratio, ratio)
         self.steps = max(self.steps, step + 1)
         if diff > tol and self.first_failure is None:
             self.first_failure = (step, name, diff, tol)

@@ -131,7 +131,9 @@ class RunConfig:
     reuse_stages: str | None = None
     eval_every: int = 1
     force_precision: bool = False
-    pack: bool | str = "auto"
+    # off by default: "auto" decides by timing, so two processes may pack differently and
+    # differ by float rounding (docs/cli.md)
+    pack: bool | str = False
     reweight_from: str | None = None
 
     def identity(self) -> dict:

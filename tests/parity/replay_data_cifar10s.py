@@ -16,12 +16,12 @@ import numpy as np
 
 from debiaskit.parity import Comparison, fingerprint
 
-from . import DATA_DIR, real_data
+from . import DATA_DIR, require_data
 
 
 
 def source():
-    real_data("cifar10.npz")
+    require_data("cifar10.npz")
     from debiaskit.data.sources import load_source
     return load_source("cifar10", str(DATA_DIR))
 

@@ -1,6 +1,6 @@
 """Replay of LfF's data-protocol fixtures (alinlab/LfF's make_dataset.py, recorded by
 tools/parity/data/record_lff.py) through debiaskit's own protocol code, on the real data of
-DEBIASKIT_DATA (skips without it). ``replay`` dispatches on the manifest's ``method``:
+DEBIASKIT_DATA (skips without it; fails under CI=true). ``replay`` dispatches on the manifest's ``method``:
 
 ``protocol:colored_mnist`` (``data-lff-cmnist``): :func:`debiaskit.data.protocols.colored_mnist.build`.
 LfF draws each image's colour noise from torch (``randn(3, 1, 1)`` per image), debiaskit
@@ -32,7 +32,7 @@ import numpy as np
 
 from debiaskit.parity import Comparison, fingerprint
 
-from . import DATA_DIR, real_data
+from . import DATA_DIR, require_data
 
 CHUNKS = {"train": 3000, "test": 2500}  # Colored MNIST
 CHUNK = 50  # Corrupted CIFAR-10
@@ -66,7 +66,7 @@ def recorded_generators(draws: dict):
 
 
 def replay_cmnist(fixture, options: dict) -> Comparison:
-    real_data("mnist.npz")
+    require_data("mnist.npz")
     from debiaskit.data.protocols import colored_mnist
     from debiaskit.data.sources import load_source
 
@@ -103,7 +103,7 @@ def replay_cmnist(fixture, options: dict) -> Comparison:
 
 
 def replay_cc10(fixture, options: dict) -> Comparison:
-    real_data("cifar10.npz")
+    require_data("cifar10.npz")
     from debiaskit.data.protocols import corrupted_cifar10 as cc
     from debiaskit.data.protocols.assignment import block_assignment
     from debiaskit.data.sources import load_source

@@ -32,7 +32,7 @@ from debiaskit.methods.sih import SiH
 from debiaskit.models import NetworkFactory
 from debiaskit.parity import Comparison, Sketch
 
-from . import DATA_DIR, real_data
+from . import DATA_DIR, require_data
 from debiaskit.train import EVAL_BATCH, heldout_objective
 
 # Their layer (key prefix in their two models' state dicts) -> ours in SiH's VAE;
@@ -57,7 +57,7 @@ def _subset(params: tuple, index: bytes):
 
 
 def load_data(fixture):
-    real_data("mnist.npz")
+    require_data("mnist.npz")
     data = fixture.manifest["data"]
     params = tuple(sorted(data["params"].items()))
     ds = _subset(params, fixture["train_index"].astype(np.int32).tobytes())

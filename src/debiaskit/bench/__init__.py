@@ -13,7 +13,7 @@ def run_bench(name: str, out, seeds: int | None = None, workers: int | None = No
               methods=None, epochs: int | None = None, data_dir=None, log=print,
               ray_address: str | None = None, rows=None, precision: str | None = None,
               hparams: dict | None = None, force_precision: bool = False,
-              pack: bool | str = "auto") -> str:
+              pack: bool | str = False) -> str:
     """Run preset ``name`` into ``out/name`` (skipping finished runs); return the report.
 
     ``ray_address`` sends the runs to a Ray cluster instead of a local process pool;

@@ -38,7 +38,7 @@ class PlannedRun:
 def plan(preset: TablePreset, out: Path, seeds: int, methods=None, epochs: int | None = None,
          data_dir=None, threads: int = 1, rows=None,
          precision: str | None = None, hparams: dict | None = None,
-         force_precision: bool = False, pack: bool | str = "auto") -> list[PlannedRun]:
+         force_precision: bool = False, pack: bool | str = False) -> list[PlannedRun]:
     """The runs of ``preset`` for seeds 0..seeds-1 (optionally fewer methods, rows or
     epochs, another ``precision`` than the papers' float32, or method hyper-parameters
     ``hparams`` set over the preset's for every chosen method; the report states them)."""
