@@ -117,6 +117,9 @@ def test_walk_diagnostic_records_every_step_and_leaves_the_run_alone(small_lad_r
 
 def test_walk_diagnostic_bad_input_exits_2(tmp_path, capsys, small_lad_run, data_dir):
     assert main(["explain", "lad-walk", str(tmp_path / "nothing")]) == 2
+    assert "nothing does not exist" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()  # a folder, but no LAD run in it
+    assert main(["explain", "lad-walk", str(tmp_path / "empty")]) == 2
     assert "train one with --method lad" in capsys.readouterr().err
     assert main(["explain", "lad-walk", str(small_lad_run), "--images", "0"]) == 2
     assert main(["explain", "lad-walk", str(small_lad_run), "--hp", "walk_views=2",
