@@ -27,6 +27,14 @@ COLUMNS = ("original", "mixed_same", "mixed_rand", "mixed_next")
 RECIPE = {"model": "resnet20", "optimizer": "sgd", "momentum": 0.9, "schedule": "cosine",
           "selection": "last", "method": "erm"}
 
+def _s16(conflict_ratio: float, fg: tuple[int, int], epochs: int, **data) -> tuple[dict, dict]:
+    """A 16 px candidate: digits of ``fg`` px, ``epochs`` of crop2-augmented SGD 0.05."""
+    return ({"conflict_ratio": conflict_ratio, "train_per_class": 500, "image_size": 16,
+             "fg_min": fg[0], "fg_max": fg[1], **data},
+            {"augment": "crop2", "epochs": epochs, "batch_size": 64,
+             "hparams": {"lr": 0.05, "weight_decay": 5e-4}})
+
+
 #: name -> (bg_shift parameters, run settings over RECIPE)
 CANDIDATES = {
     # the current CPU preset's data (32 px, 16-24 px digits, 95 %) trained to convergence
@@ -34,42 +42,18 @@ CANDIDATES = {
                {"augment": "crop", "epochs": 12, "batch_size": 64,
                 "hparams": {"lr": 0.05, "weight_decay": 5e-4}}),
     # 16 px: a quarter of the arithmetic; digits 8-12 px
-    "s16-95": ({"conflict_ratio": 0.05, "train_per_class": 500, "image_size": 16,
-                "fg_min": 8, "fg_max": 12},
-               {"augment": "crop2", "epochs": 20, "batch_size": 64,
-                "hparams": {"lr": 0.05, "weight_decay": 5e-4}}),
-    "s16-99": ({"conflict_ratio": 0.01, "train_per_class": 500, "image_size": 16,
-                "fg_min": 8, "fg_max": 12},
-               {"augment": "crop2", "epochs": 20, "batch_size": 64,
-                "hparams": {"lr": 0.05, "weight_decay": 5e-4}}),
+    "s16-95": _s16(0.05, (8, 12), 20),
+    "s16-99": _s16(0.01, (8, 12), 20),
     # larger digits (11-14 of 16 px) and longer training: ERM must learn the digit
-    "s16-95-d14": ({"conflict_ratio": 0.05, "train_per_class": 500, "image_size": 16,
-                    "fg_min": 11, "fg_max": 14},
-                   {"augment": "crop2", "epochs": 30, "batch_size": 64,
-                    "hparams": {"lr": 0.05, "weight_decay": 5e-4}}),
-    "s16-99-d14": ({"conflict_ratio": 0.01, "train_per_class": 500, "image_size": 16,
-                    "fg_min": 11, "fg_max": 14},
-                   {"augment": "crop2", "epochs": 30, "batch_size": 64,
-                    "hparams": {"lr": 0.05, "weight_decay": 5e-4}}),
+    "s16-95-d14": _s16(0.05, (11, 14), 30),
+    "s16-99-d14": _s16(0.01, (11, 14), 30),
     # a pool of 20 training photographs per class for every background (train and test):
     # recurring scenes, a background signal the network picks up as fast as the digit
-    "s16-95-pool20": ({"conflict_ratio": 0.05, "train_per_class": 500, "image_size": 16,
-                       "fg_min": 8, "fg_max": 12, "bg_pool": 20},
-                      {"augment": "crop2", "epochs": 20, "batch_size": 64,
-                       "hparams": {"lr": 0.05, "weight_decay": 5e-4}}),
-    "s16-95-d14-pool20": ({"conflict_ratio": 0.05, "train_per_class": 500, "image_size": 16,
-                           "fg_min": 11, "fg_max": 14, "bg_pool": 20},
-                          {"augment": "crop2", "epochs": 30, "batch_size": 64,
-                           "hparams": {"lr": 0.05, "weight_decay": 5e-4}}),
+    "s16-95-pool20": _s16(0.05, (8, 12), 20, bg_pool=20),
+    "s16-95-d14-pool20": _s16(0.05, (11, 14), 30, bg_pool=20),
     # fainter digits: the colour mixed half and half with the background
-    "s16-95-faint": ({"conflict_ratio": 0.05, "train_per_class": 500, "image_size": 16,
-                      "fg_min": 8, "fg_max": 12, "fg_opacity": 0.5},
-                     {"augment": "crop2", "epochs": 20, "batch_size": 64,
-                      "hparams": {"lr": 0.05, "weight_decay": 5e-4}}),
-    "s16-99-faint": ({"conflict_ratio": 0.01, "train_per_class": 500, "image_size": 16,
-                      "fg_min": 8, "fg_max": 12, "fg_opacity": 0.5},
-                     {"augment": "crop2", "epochs": 20, "batch_size": 64,
-                      "hparams": {"lr": 0.05, "weight_decay": 5e-4}}),
+    "s16-95-faint": _s16(0.05, (8, 12), 20, fg_opacity=0.5),
+    "s16-99-faint": _s16(0.01, (8, 12), 20, fg_opacity=0.5),
 }
 
 
