@@ -1,4 +1,4 @@
-"""The data layer (commit bf7a9aa): folder sources, the derived-dataset cache, the loader
+"""The data layer: folder sources, the derived-dataset cache, the loader
 and the batched augmentations, checked on small synthetic data written by the tests."""
 
 from __future__ import annotations
