@@ -3,8 +3,8 @@
 The original is ``ImageNet-C/create_c/make_cifar_c.py`` of hendrycks/robustness. This
 script contains none of its code: at run time it takes the file (and the frost textures
 next to it) out of a git directory you give it, into a temporary folder, applies the
-compatibility fixes of ``shared/protocols/cifar10c-notes.md`` section 7 as plain text
-substitutions (``FIXES`` below), and runs, with a Python of your choice that has the
+fixes that let it run with today's libraries as plain text substitutions (``FIXES``
+below), and runs, with a Python of your choice that has the
 original's dependencies (numpy, scipy, scikit-image, opencv, Pillow, Wand + ImageMagick),
 a small driver that loads only the function definitions (the text up to the module's
 ``# /////////////// End Distortions`` marker; its torch / torchvision imports are served by
@@ -64,7 +64,7 @@ FROST_FILES = ["frost1.png", "frost2.png", "frost3.png", "frost4.jpg", "frost5.j
                "frost6.jpg"]
 END_MARKER = "# /////////////// End Distortions ///////////////"
 
-#: Hendrycks' generation order (cifar10c.json, ``generation_order_hendrycks``).
+#: Hendrycks' generation order (the order of make_cifar_c.py's loop).
 ALL_CORRUPTIONS = [
     "gaussian_noise", "shot_noise", "impulse_noise", "defocus_blur", "glass_blur",
     "motion_blur", "zoom_blur", "snow", "frost", "fog", "brightness", "contrast",
