@@ -136,12 +136,11 @@ def _attribute_columns(rows, names, csv_path) -> tuple[dict, dict]:
             ints = sum(is_int)
             odd = ints < len(raw) - ints or (2 * ints == len(raw) and not is_int[0])
             i = is_int.index(odd)  # first row of the rarer kind (ties: not the first row's)
-            example = raw[is_int.index(not odd)]
+            j = is_int.index(not odd)  # first row of the other kind, as the example
             raise DataError(
                 f"{csv_path} line {rows[i]['_line']}: attribute column {name} mixes integers "
-                f"and names ({raw[i]!r} here, {example!r} on line "
-                f"{rows[is_int.index(not odd)]['_line']}); make every value of the column an "
-                "integer or every value a name")
+                f"and names ({raw[i]!r} here, {raw[j]!r} on line {rows[j]['_line']}); make "
+                "every value of the column an integer or every value a name")
     return columns, values
 
 
