@@ -12,13 +12,15 @@ it from here.
 """
 
 import functools
-import hashlib
 import os
 import re
 import zipfile
 from pathlib import Path
 
 import pytest
+
+from debiaskit.data.sources.files import one_line, read_sha256sums, sha256_file
+from debiaskit.errors import DataError
 
 #: The real data directory: DEBIASKIT_DATA, else the sibling ../shared/data (the whole
 #: test suite reads it from here, tests/conftest.py too).
@@ -82,14 +84,11 @@ def _problem(path: str, size: int, mtime_ns: int) -> str | None:
 
     path = Path(path)
     try:
-        listed = _listed_sha256(path)
+        listed = read_sha256sums(path.parent).get(path.name)
         if listed is not None:
-            digest = hashlib.sha256()
-            with open(path, "rb") as fh:
-                while chunk := fh.read(1 << 20):
-                    digest.update(chunk)
-            if digest.hexdigest() != listed:
-                return (f"is corrupt or altered (sha256 {digest.hexdigest()[:12]}... is not "
+            actual = sha256_file(path)
+            if actual != listed:
+                return (f"is corrupt or altered (sha256 {actual[:12]}... is not "
                         f"{listed[:12]}... from SHA256SUMS)")
         if path.suffix != ".npz":
             return None
@@ -110,30 +109,12 @@ def _problem(path: str, size: int, mtime_ns: int) -> str | None:
                     if dtype.hasobject:
                         raise ValueError("it holds Python objects (pickles)")
                 except Exception as exc:  # zip, zlib and numpy format errors alike
-                    return f"cannot be read as an npz archive ({member}: {_one_line(exc)})"
+                    return f"cannot be read as an npz archive ({member}: {one_line(exc)})"
                 arrays.append(member.removesuffix(".npy"))
         missing = [k for k in REAL_ARCHIVES.get(path.name, ()) if k not in arrays]
         if missing:
             return (f"lacks the array(s) {', '.join(missing)} (it holds "
                     f"{', '.join(arrays) or 'nothing'})")
-    except OSError as exc:
-        return f"cannot be read ({_one_line(exc)})"
-    return None
-
-
-def _one_line(exc: BaseException) -> str:
-    text = re.sub(r"\s+", " ", str(exc)).strip()[:200]
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
-def _listed_sha256(path: Path) -> str | None:
-    """The sha256 that ``SHA256SUMS`` next to ``path`` lists for it (``<hex>  <name>``
-    lines, as sha256sum writes them), else None."""
-    sums = path.parent / "SHA256SUMS"
-    if not sums.is_file():
-        return None
-    for line in sums.read_text(encoding="utf-8", errors="replace").splitlines():
-        match = re.fullmatch(r"\s*([0-9a-fA-F]{64})\s+\*?(.+?)\s*", line)
-        if match and Path(match.group(2)).name == path.name:
-            return match.group(1).lower()
+    except (OSError, DataError) as exc:
+        return f"cannot be read ({one_line(exc)})"
     return None
