@@ -33,7 +33,7 @@ from pathlib import Path
 import torch
 
 from debiaskit import runs
-from debiaskit.explain.discover import DiscoverConfig, load_protocol_input, run_discovery
+from debiaskit.discover import DiscoverConfig, load_protocol_input, run_discovery
 from debiaskit.train import RunConfig, train, versions
 
 EVAL_KEYS = ("conflicting", "aligned", "unbiased", "accuracy")

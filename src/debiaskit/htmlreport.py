@@ -10,7 +10,6 @@ is embedded as a ``data:`` URI, so the page needs no server and no network.
 
 from __future__ import annotations
 
-import base64
 import io
 import json
 from dataclasses import dataclass, field
@@ -18,6 +17,7 @@ from pathlib import Path
 
 from . import __version__, runs
 from .errors import ConfigError, DebiaskitError
+from .explain.images import data_uri
 
 #: Metrics shown per split in a run's table, in this order (those a run has).
 RUN_METRICS = ("accuracy", "unbiased", "aligned", "conflicting", "worst_group", "ece")
@@ -82,10 +82,6 @@ def discover(paths) -> list[Group]:
             raise ConfigError(f"{path} holds no run directory and no bench folder; {WHAT}")
         groups += found
     return groups
-
-
-def data_uri(png: bytes) -> str:
-    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 
 def _images(folder: Path) -> list[dict]:

@@ -1,10 +1,17 @@
-"""Grids of images with a label per row and a title per column (the explain PNGs)."""
+"""Images for people: grids with a label per row and a title per column (the explain
+PNGs), and PNG bytes as data URIs for self-contained HTML pages."""
 
 from __future__ import annotations
 
+import base64
 from pathlib import Path
 
 from .curves import save_png
+
+
+def data_uri(png: bytes) -> str:
+    """PNG bytes as a ``data:`` URI, to embed in an HTML page without a separate file."""
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 
 def save_image_grid(rows, column_titles: list[str], path, title: str = "",

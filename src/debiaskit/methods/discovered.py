@@ -1,6 +1,6 @@
 """Training from a bias discovery (``debiaskit train --reweight-from DIR``), label-free.
 
-``debiaskit discover`` (:mod:`debiaskit.explain.discover`) ranks the training images by how
+``debiaskit discover`` (:mod:`debiaskit.discover`) ranks the training images by how
 likely they conflict with the shortcut a GCE-trained biased model takes, records that
 model's error set and clusters the images. This method trains one network on the same
 training set from that result, in one of three modes. The selected images are the

@@ -202,3 +202,39 @@ def load_folder(folder, csv_name: str = "metadata.csv", image_size=None, name: s
     checksum = arrays_sha256(digest_parts, sorted(digest_parts))
     return ImageSource(name=name or folder.name, splits=out, origin=f"folder:{csv_path}",
                        checksum=checksum, classes=class_list, attribute_values=attribute_values)
+
+
+#: File types read from class sub-folders (:func:`read_class_folders`).
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+
+
+def read_class_folders(folder, image_size=None):
+    """The images of ``folder`` stored one sub-folder per class (sub-folder name = class
+    name; hidden sub-folders and other file types skipped), read as :func:`load_folder`
+    reads a CSV's rows (RGB, resized when ``image_size`` is given, else one size for all),
+    in sorted order. Returns ``(entries, x, y, classes)``: ``(relative path, class name)``
+    per image, uint8 N x H x W x 3 images, int64 class indices and the class list (sorted
+    names, or ``0..max`` when every name is an integer)."""
+    folder = pathlib.Path(folder)
+    entries = []
+    for sub in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        for f in sorted(sub.iterdir()):
+            if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES:
+                entries.append((f.relative_to(folder).as_posix(), sub.name))
+    if not entries:
+        raise DataError(f"{folder} holds no images in class sub-folders; put each class's "
+                        "images in a sub-folder named after it, or give --labels CSV")
+    classes = _class_list([{"y": name} for _, name in entries], None,
+                          folder / "no-classes-file")
+    size = _size(image_size)
+    images, labels = [], []
+    for rel, name in entries:
+        where = str(folder / rel)
+        labels.append(_label(name, classes, where))
+        image = _read_image(folder / rel, "RGB", size, where, "image")
+        if images and image.shape != images[0].shape:
+            raise DataError(f"{folder / rel}: image is {image.shape[1]}x{image.shape[0]}, the "
+                            f"first was {images[0].shape[1]}x{images[0].shape[0]}; pass "
+                            "--image-size to resize them")
+        images.append(image)
+    return entries, np.stack(images), np.array(labels, dtype=np.int64), classes

@@ -1,0 +1,129 @@
+"""A discovery's settings (:class:`DiscoverConfig`), their checks, the names of the files it
+writes and the output-folder rule."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import ConfigError, unknown_name
+from ..models import MODELS
+
+
+RANKING, PAGE, LABELS = "ranking.csv", "discover.html", "labels.csv"
+#: The SiH run folder inside the discovery folder, and the bias visualisation's PNG.
+SIH_DIR, SIH_PNG = "sih", "sih_bias.png"
+
+#: How an image's bias-conflicting likelihood is scored (``--score``).
+SCORES = {
+    "ce": "cross-entropy -log p_y of the trained biased model on each training image",
+    "ema": "LfF's per-sample moving average (decay --ema) of the biased model's "
+           "cross-entropy during training",
+    "sih": "cross-entropy -log p_y of SiH's biased classifier (the head on its bias "
+           "encoder's latent mean) on each training image (needs --sih)",
+}
+
+#: Image sides (height, width) SiH's MLP VAE is built for (MNIST, Colored MNIST).
+SIH_IMAGE_SIZE = (28, 28)
+
+#: Training images the SiH bias visualisation draws from (a seeded random pool), how
+#: many of them it visualises for its scores, and the columns of its PNG grid.
+SIH_POOL, SIH_VISUALISED, SIH_COLUMNS = 1000, 100, 12
+
+#: Brightness above which a pixel counts as foreground for the visualisation's shape
+#: IoU (``debiaskit explain bias``'s default).
+SIH_IOU_THRESHOLD = 0.2
+
+#: One line under the bias visualisation on the page.
+SIH_CAPTION = ("SiH's bias visualisation on training images: each column is an image, its "
+               "VAE reconstruction, the reconstruction after DeepFool moves only the bias "
+               "latent across the biased classifier's boundary to the class named above it, "
+               "and the reconstruction with another image's bias latent swapped in "
+               "(DisEnt-style); what changes from the second row to the third is what the "
+               "biased classifier relies on.")
+
+#: What the clusters are computed on (``--cluster-on``).
+CLUSTER_FEATURES = {
+    "colour": "mean RGB colour of each image's foreground pixels and of its background "
+              "pixels (foreground: brightness above the threshold)",
+    "features": "the biased model's penultimate features",
+}
+
+#: The k of the precision / recall at k that a scored discovery reports.
+PRECISION_AT = (100, 600)
+
+#: Largest side (pixels) at which the page shows an image; small images are upscaled.
+SHOW_SIZE = 64
+
+
+@dataclass
+class DiscoverConfig:
+    """The settings of one discovery (defaults: LfF's biased model, briefly trained).
+
+    ``epochs``, ``batch_size``, ``lr`` (Adam) and ``q`` (GCE) train the biased network
+    ``model``; ``score`` names the ranking score (:data:`SCORES`) and ``ema`` its decay;
+    ``cluster_on`` (:data:`CLUSTER_FEATURES`), ``clusters`` (None: one per class) and
+    ``threshold`` (foreground brightness in [0, 1]; None: per image, halfway between its
+    darkest and brightest pixel) set the clustering; ``top`` images are listed as the top
+    of the ranking and shown on the page, ``examples`` per cluster; ``seed`` seeds the
+    network, the batches, k-means and the example choice. ``sih`` also trains SiH for
+    ``sih_epochs`` epochs (seeded by ``seed``; SiH's own batch size and hyper-parameters)
+    for a second ranking and its bias visualisation.
+    """
+
+    epochs: int = 3
+    model: str = "mlp"
+    batch_size: int = 256
+    lr: float = 1e-3
+    q: float = 0.7
+    score: str = "ce"
+    ema: float = 0.7
+    cluster_on: str = "colour"
+    clusters: int | None = None
+    threshold: float | None = None
+    top: int = 100
+    examples: int = 12
+    seed: int = 0
+    sih: bool = False
+    sih_epochs: int = 10
+
+
+def check_config(cfg: DiscoverConfig) -> None:
+    """Range checks that need no data."""
+    if cfg.score not in SCORES:
+        raise unknown_name("score", cfg.score, SCORES)
+    if cfg.score == "sih" and not cfg.sih:
+        raise ConfigError("--score sih ranks by SiH's biased classifier, which only --sih "
+                          "trains; add --sih or choose --score ce or ema")
+    if cfg.sih_epochs < 1:
+        raise ConfigError(f"--sih-epochs must be >= 1, got {cfg.sih_epochs}")
+    if cfg.cluster_on not in CLUSTER_FEATURES:
+        raise unknown_name("cluster feature", cfg.cluster_on, CLUSTER_FEATURES)
+    if cfg.model not in MODELS:
+        raise unknown_name("model", cfg.model, MODELS)
+    for key in ("epochs", "batch_size", "top", "examples"):
+        if getattr(cfg, key) < 1:
+            raise ConfigError(f"--{key.replace('_', '-')} must be >= 1, got {getattr(cfg, key)}")
+    if cfg.clusters is not None and cfg.clusters < 2:
+        raise ConfigError(f"--clusters must be >= 2, got {cfg.clusters}")
+    if not 0.0 < cfg.q <= 1.0:
+        raise ConfigError(f"--q must be in (0, 1], got {cfg.q}")
+    if not 0.0 <= cfg.ema < 1.0:
+        raise ConfigError(f"--ema must be in [0, 1), got {cfg.ema}")
+    if not cfg.lr > 0:
+        raise ConfigError(f"--lr must be > 0, got {cfg.lr}")
+    if cfg.threshold is not None and not 0.0 <= cfg.threshold < 1.0:
+        raise ConfigError(f"--threshold must be in [0, 1), got {cfg.threshold}")
+
+
+def check_out_dir(out, sih: bool = False) -> Path:
+    """``out`` must be new or an empty folder (a discovery never overwrites); with ``sih``
+    it may also hold only the ``sih`` run folder of an interrupted discovery (resumed)."""
+    out = Path(out)
+    if out.exists() and out.is_dir() and sih and all(
+            p.name == SIH_DIR and p.is_dir() for p in out.iterdir()):
+        return out
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ConfigError(f"{out} exists and is not empty; choose a new --out folder "
+                          "(discoveries never overwrite)")
+    return out

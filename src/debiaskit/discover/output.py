@@ -1,0 +1,84 @@
+"""The machine-readable result: ``discovery.json`` (format :data:`FORMAT`, read by
+``debiaskit train --reweight-from``) and ``ranking.csv``."""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import asdict
+
+import numpy as np
+import torch
+
+from ..methods.discovered import FORMAT, training_checksum
+from .config import CLUSTER_FEATURES, SCORES, DiscoverConfig
+from .inputs import DiscoveryInput
+from .ranking import Discovery, ranks_of
+
+
+def result_json(inp: DiscoveryInput, cfg: DiscoverConfig, res: Discovery) -> dict:
+    """The content of ``discovery.json``: indices are positions in the training set.
+    ``biased_model`` is always the GCE model; the per-image fields (``scores``, ``order``,
+    ``predictions``, ``error_set`` ...) are the primary ranking's (``ranking``). With SiH,
+    ``rankings`` holds both rankings (per-image scores and predictions, accuracy, error
+    set size, evaluation) and ``sih`` what was trained (settings, run folder, seconds,
+    visualisation scores)."""
+    data = inp.data
+    top = min(cfg.top, len(data))
+    gce = res.rankings.get("gce")
+    record = {
+        "format": FORMAT,
+        "settings": {**asdict(cfg), "clusters": cfg.clusters or data.num_classes,
+                     "score_description": SCORES[cfg.score],
+                     "cluster_description": CLUSTER_FEATURES[cfg.cluster_on],
+                     "loss": f"generalized cross-entropy, q = {cfg.q} (LfF Eq. 2)"},
+        "input": inp.source,
+        "train": {"size": len(data), "image_shape": list(data.image_shape),
+                  "classes": inp.class_names,
+                  "class_counts": torch.bincount(data.y, minlength=data.num_classes).tolist(),
+                  "checksum": training_checksum(data),
+                  "bias_labels": "hidden; used only for 'evaluation'" if data.has_bias
+                  else "none"},
+        "biased_model": {"train_accuracy": gce.accuracy if gce else res.biased_accuracy,
+                         "error_set_size": int((gce.errors if gce else res.errors).sum())},
+        "ranking": res.primary,
+        "top": res.order[:top].tolist(),
+        "order": res.order.tolist(),
+        "scores": [round(float(s), 6) for s in res.scores],
+        "ranks": res.ranks.tolist(),
+        "predictions": res.predictions.tolist(),
+        "error_set": np.flatnonzero(res.errors).tolist(),
+        "clusters": res.clusters.tolist(),
+        "cluster_summary": res.cluster_summary,
+        "evaluation": res.evaluation,
+        "seconds": res.seconds,
+    }
+    if res.sih is not None:
+        record["sih"] = res.sih
+        record["rankings"] = {name: {
+            "score": r.score, "description": SCORES[r.score], "primary": name == res.primary,
+            "train_accuracy": r.accuracy, "error_set_size": int(r.errors.sum()),
+            "evaluation": r.evaluation, "scores": [round(float(v), 6) for v in r.scores],
+            "predictions": r.predictions.tolist()} for name, r in res.rankings.items()}
+    return record
+
+
+def ranking_csv(inp: DiscoveryInput, res: Discovery) -> str:
+    """``ranking.csv``: one row per image, by the primary rank: index, score, rank, class,
+    the biased model's prediction, cluster, with SiH the other ranking's score and rank
+    (``sih_score,sih_rank`` or ``gce_score,gce_rank``), and the file path for folders."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    others = [(name, r.scores, ranks_of(r.order)) for name, r in res.rankings.items()
+              if name != res.primary and res.sih is not None]
+    writer.writerow(["index", "score", "rank", "y", "predicted", "cluster"]
+                    + [f"{name}_{col}" for name, _, _ in others for col in ("score", "rank")]
+                    + (["path"] if inp.paths else []))
+    names, y = inp.class_names, inp.data.y.numpy()
+    for r, i in enumerate(res.order):
+        row = [int(i), f"{res.scores[i]:.6g}", r, names[y[i]], names[res.predictions[i]],
+               int(res.clusters[i])]
+        for _, scores, ranks in others:
+            row += [f"{scores[i]:.6g}", int(ranks[i])]
+        writer.writerow(row + ([inp.paths[i]] if inp.paths else []))
+    return buf.getvalue()

@@ -1,0 +1,128 @@
+"""A discovery from input to folder: train, score, rank and cluster (:func:`discover`),
+then write every file at once through a temporary folder renamed into place
+(:func:`run_discovery`)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from .. import runs
+from ..errors import ConfigError
+from ..methods.discovered import DISCOVERY
+from .biased import biased_outputs, train_biased_model
+from .clusters import colour_statistics, kmeans, summarise_clusters
+from .config import (LABELS, PAGE, RANKING, SIH_DIR, SIH_PNG, DiscoverConfig, check_config,
+                     check_out_dir)
+from .inputs import DiscoveryInput
+from .output import ranking_csv, result_json
+from .page import render_page
+from .ranking import Discovery, Ranking, score_discovery, score_ranking
+from .sih import check_sih_input, train_sih
+
+
+def discover(inp: DiscoveryInput, cfg: DiscoverConfig, device="cpu",
+             sih_dir=None) -> Discovery:
+    """Train the biased model, score, rank and cluster ``inp.data`` (see the module
+    docstring); with ``cfg.sih`` also train SiH into the run folder ``sih_dir`` for a
+    second ranking. Bias labels, if any, are read only to score the result."""
+    check_config(cfg)
+    data = inp.data
+    k = cfg.clusters or data.num_classes
+    if k > len(data):
+        raise ConfigError(f"--clusters {k} exceeds the {len(data)} images; give fewer clusters")
+    if cfg.sih:
+        check_sih_input(inp, cfg)
+        if sih_dir is None:
+            raise ConfigError("--sih trains SiH into a run folder; give sih_dir "
+                              "(run_discovery uses OUT/sih)")
+    seconds = {}
+    t0 = time.perf_counter()
+    net, ema = train_biased_model(data, cfg, device)
+    seconds["train"] = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    ce, pred, feats = biased_outputs(net, data, cfg.cluster_on == "features", device)
+    gce_score = "ema" if cfg.score == "ema" else "ce"
+    y = data.y.numpy()
+    rankings = {"gce": Ranking(gce_score, (ce if gce_score == "ce" else ema).double().numpy(),
+                               pred.numpy(), y)}
+    seconds["score"] = time.perf_counter() - t1
+    sih = sih_png = None
+    if cfg.sih:
+        t = time.perf_counter()
+        rankings["sih"], sih, sih_png = train_sih(inp, cfg, sih_dir, device)
+        seconds["sih"] = time.perf_counter() - t
+    primary = "sih" if cfg.score == "sih" else "gce"
+    main = rankings[primary]
+    order = main.order
+    t2 = time.perf_counter()
+    colour = colour_statistics(data.x, cfg.threshold)
+    points = colour if cfg.cluster_on == "colour" else feats.numpy()
+    clusters, _ = kmeans(points, k, cfg.seed)
+    summary = summarise_clusters(clusters, k, y, main.predictions, order,
+                                 min(cfg.top, len(data)), cfg.examples, cfg.seed, colour,
+                                 inp.class_names, data.b.numpy() if data.has_bias else None)
+    seconds["cluster"] = time.perf_counter() - t2
+    evaluation = score_discovery(order, main.errors, clusters, data)
+    for r in rankings.values():
+        r.evaluation = score_ranking(r.order, r.errors, data)
+    return Discovery(scores=main.scores, order=order, y=y, predictions=main.predictions,
+                     clusters=clusters, cluster_summary=summary, evaluation=evaluation,
+                     seconds=seconds, colour=colour, rankings=rankings, primary=primary,
+                     sih=sih, sih_png=sih_png)
+
+
+def write_discovery(out, files: dict[str, bytes], keep: tuple[str, ...] = ()) -> Path:
+    """Write ``files`` (name -> bytes) into the new or empty folder ``out`` through a
+    temporary sibling folder renamed into place: ``out`` is whole or absent. ``keep``
+    names folders already in ``out`` (the SiH run) that are moved into the temporary
+    folder just before the rename (and moved back if anything fails)."""
+    out = check_out_dir(out, sih=bool(keep))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    os.chmod(tmp, 0o777 & ~runs._UMASK)  # (mkdtemp makes it private)
+    moved = []
+    try:
+        for name, content in files.items():
+            runs.atomic_write(tmp / name, lambda f, c=content: f.write(c))
+        for name in keep:
+            if (out / name).exists():
+                os.replace(out / name, tmp / name)
+                moved.append(name)
+        if out.exists():
+            out.rmdir()
+        os.replace(tmp, out)
+    except BaseException:
+        if moved:
+            out.mkdir(exist_ok=True)
+            for name in moved:
+                os.replace(tmp / name, out / name)
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def run_discovery(inp: DiscoveryInput, cfg: DiscoverConfig, out, device="cpu",
+                  started: float | None = None) -> dict:
+    """Discover on ``inp`` and write the result into ``out``; returns discovery.json's
+    content. ``started`` (a ``time.perf_counter`` value) counts loading the data into the
+    total seconds. With ``cfg.sih`` the SiH run trains in ``out/sih`` first (``out`` may
+    already hold only that folder, from an interrupted discovery: it is resumed)."""
+    out = check_out_dir(out, sih=cfg.sih)
+    started = time.perf_counter() if started is None else started
+    res = discover(inp, cfg, device, sih_dir=out / SIH_DIR if cfg.sih else None)
+    res.seconds["total"] = time.perf_counter() - started  # data, training, scores, clusters
+    page = render_page(inp, cfg, res)
+    record = result_json(inp, cfg, res)
+    files = {DISCOVERY: json.dumps(runs.json_safe(record), sort_keys=True).encode(),
+             RANKING: ranking_csv(inp, res).encode(), PAGE: page.encode()}
+    if inp.labels_csv is not None:
+        files[LABELS] = inp.labels_csv.encode()
+    if res.sih_png is not None:
+        files[SIH_PNG] = res.sih_png
+    write_discovery(out, files, keep=(SIH_DIR,) if cfg.sih else ())
+    return record

@@ -1,0 +1,138 @@
+"""Rankings of the training images by how likely each is bias-conflicting, the result of a
+discovery, and their scores against hidden bias labels (precision / recall at k, average
+precision, the error set, cluster NMI)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..data.dataset import BiasedDataset
+from .config import PRECISION_AT
+
+
+@dataclass
+class Ranking:
+    """One biased model's ranking of the training images: per image (indexed by position
+    in the training set) its ``score`` (a key of :data:`SCORES`) and the model's
+    prediction; ``evaluation`` is filled by :func:`score_ranking` when bias labels exist."""
+
+    score: str
+    scores: np.ndarray
+    predictions: np.ndarray
+    y: np.ndarray
+    evaluation: dict | None = None
+
+    @property
+    def order(self) -> np.ndarray:
+        """Image indices, most likely bias-conflicting first."""
+        return rank(self.scores)
+
+    @property
+    def errors(self) -> np.ndarray:
+        """The model's error set: the images it misclassifies (bool per image)."""
+        return self.predictions != self.y
+
+    @property
+    def accuracy(self) -> float:
+        """The model's training accuracy (%)."""
+        return 100.0 * float((~self.errors).mean())
+
+
+@dataclass
+class Discovery:
+    """A discovery's result before it is written: per-image arrays (indexed by position
+    in the training set) and the summaries. ``scores``, ``order`` and ``predictions`` are
+    the primary ranking's; ``rankings`` holds every ranking computed (``gce``, and ``sih``
+    with its run record ``sih`` and bias visualisation PNG ``sih_png``)."""
+
+    scores: np.ndarray
+    order: np.ndarray  # image indices, most likely conflicting first
+    y: np.ndarray
+    predictions: np.ndarray
+    clusters: np.ndarray
+    cluster_summary: list
+    evaluation: dict | None
+    seconds: dict
+    colour: np.ndarray
+    rankings: dict = field(default_factory=dict)
+    primary: str = "gce"
+    sih: dict | None = None
+    sih_png: bytes | None = None
+
+    @property
+    def ranks(self) -> np.ndarray:
+        """Each image's rank (0: most likely bias-conflicting)."""
+        return ranks_of(self.order)
+
+    @property
+    def errors(self) -> np.ndarray:
+        """The error set: images the biased model misclassifies (bool per image)."""
+        return self.predictions != self.y
+
+    @property
+    def biased_accuracy(self) -> float:
+        return 100.0 * float((~self.errors).mean())
+
+
+def rank(scores: np.ndarray) -> np.ndarray:
+    """Image indices by descending score (ties: lower index first)."""
+    return np.argsort(-scores, kind="stable")
+
+
+def score_ranking(order: np.ndarray, errors: np.ndarray, data: BiasedDataset) -> dict | None:
+    """How well a ranking and an error set find the truly bias-conflicting images, from
+    the hidden bias labels (None without them).
+
+    precision@k = |top k ∩ conflicting| / k; recall@k = |top k ∩ conflicting| /
+    |conflicting|; R-precision (k = |conflicting|); average precision over the whole
+    ranking (scikit-learn); the error set's (the biased model's misclassified images)
+    precision and recall.
+    """
+    if not data.has_bias:
+        return None
+    from sklearn.metrics import average_precision_score
+
+    conflicting = (~data.aligned).numpy()
+    total = int(conflicting.sum())
+    hits = np.cumsum(conflicting[order])
+    out = {"conflicting": total, "images": len(order)}
+    for k in PRECISION_AT:
+        kk = min(k, len(order))
+        out[f"precision_at_{k}"] = 100.0 * float(hits[kk - 1]) / kk
+        out[f"recall_at_{k}"] = 100.0 * float(hits[kk - 1]) / total if total else None
+    if total:
+        out["r_precision"] = 100.0 * float(hits[total - 1]) / total  # at k = |conflicting|
+        out["average_precision"] = 100.0 * float(
+            average_precision_score(conflicting, -ranks_of(order)))
+    else:
+        out["r_precision"] = out["average_precision"] = None
+    size = int(errors.sum())
+    caught = int((errors & conflicting).sum())
+    out["error_set"] = {"size": size,
+                        "precision": 100.0 * caught / size if size else None,
+                        "recall": 100.0 * caught / total if total else None}
+    return out
+
+
+def score_discovery(order: np.ndarray, errors: np.ndarray, clusters: np.ndarray,
+                    data: BiasedDataset) -> dict | None:
+    """:func:`score_ranking` of the primary ranking, plus the normalised mutual
+    information between the cluster ids and the bias values, and between the cluster ids
+    and the classes (None without bias labels)."""
+    out = score_ranking(order, errors, data)
+    if out is None:
+        return None
+    from sklearn.metrics import normalized_mutual_info_score
+
+    out["cluster_nmi_bias"] = float(normalized_mutual_info_score(data.b.numpy(), clusters))
+    out["cluster_nmi_class"] = float(normalized_mutual_info_score(data.y.numpy(), clusters))
+    return out
+
+
+def ranks_of(order: np.ndarray) -> np.ndarray:
+    """Each image's position in ``order`` (0: first)."""
+    ranks = np.empty(len(order), dtype=np.int64)
+    ranks[order] = np.arange(len(order))
+    return ranks
