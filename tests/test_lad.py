@@ -16,8 +16,8 @@ from debiaskit.data.protocols.one_pixel import confounding_mask
 from debiaskit.errors import ConfigError, DebiaskitError
 from debiaskit.methods import DataSpec
 from debiaskit.methods.lad import LAD, bias_classifier
-from debiaskit.methods.lad_rule import check_rule_data, choose, parse_alphas
-from debiaskit.methods.lad_walk import latent_walk, predictive_entropy, walk_step
+from debiaskit.methods.lad.rule import check_rule_data, choose, parse_alphas
+from debiaskit.methods.lad.walk import latent_walk, predictive_entropy, walk_step
 from debiaskit.metrics import gradient_ratio
 from debiaskit.models import NetworkFactory
 from debiaskit.models.vqvae import VQVAE, VectorQuantizer

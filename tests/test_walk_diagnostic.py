@@ -16,7 +16,7 @@ from debiaskit.errors import ConfigError
 from debiaskit.explain.walk_diagnostic import diagnose_run, digit_positions, format_table, verdict
 from debiaskit.methods import DataSpec
 from debiaskit.methods.lad import LAD
-from debiaskit.methods.lad_walk import latent_walk, nearest_other_distance, spacing_scale
+from debiaskit.methods.lad.walk import latent_walk, nearest_other_distance, spacing_scale
 from debiaskit.models import NetworkFactory
 from debiaskit.train import RunConfig, train
 

@@ -30,7 +30,7 @@ from ..data.protocols import PROTOCOLS
 from ..data.sources import resolve_data_dir
 from ..errors import ConfigError, unknown_name
 from ..methods import get_method
-from ..methods.base import search_of
+from ..methods.hparams import search_of
 from ..train import RunConfig, check_config, describe_optimiser
 from .report import mean_std
 from .runner import PlannedRun, execute

@@ -11,7 +11,7 @@ def add_parser(sub) -> None:
 
 def run(_args) -> None:
     from ..methods import METHODS
-    from ..methods.base import search_of
+    from ..methods.hparams import search_of
 
     for name, cls in sorted(METHODS.items()):
         needs = ", ".join(sorted(cls.requires)) or "nothing beyond targets"

@@ -4,7 +4,7 @@ LAD's walk must leave "the digit shape almost entirely unchanged" (LAD, Sec. 5.2
 For the coloured MNIST datasets the stroke can be read from any image of them, original or
 decoded, by a colour rule (:data:`STROKE_RULES`), and compared with the dataset's foreground
 mask (the grey digit's non-zero pixels) by intersection over union (:func:`mask_iou`). LAD's
-walk-length rule (:mod:`debiaskit.methods.lad_rule`) and the walk diagnostic
+walk-length rule (:mod:`debiaskit.methods.lad.rule`) and the walk diagnostic
 (:mod:`debiaskit.explain.walk_diagnostic`) both measure a walk this way.
 """
 

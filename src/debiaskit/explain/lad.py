@@ -31,15 +31,14 @@ def explain_lad_run(run_dir, n: int = 24, seed: int = 0, out=None, data_dir=None
     """Write ``RUN_DIR/lad.png`` (or ``out``): rows original / reconstruction / LAD; and,
     if ``probe`` and the data have bias labels, the bias probe's ``lad_bias.json`` and
     ``.png`` beside it. Returns the PNG's path and the probe's results (or None)."""
-    from ..train import RunConfig, prepare
+    from ..train import config_from_run, prepare
 
     run_dir = runs.require_run_dir(run_dir)
     stages = run_dir / runs.STAGES
     if not (run_dir / runs.CONFIG).exists() or not (stages / "walk.json").exists():
         raise DebiaskitError(f"{run_dir} holds no LAD run whose walk stage has finished; "
                              "train one with --method lad first")
-    stored = runs.read_json(run_dir / runs.CONFIG)
-    cfg = RunConfig(**stored["run"], data_dir=data_dir or stored["runtime"].get("data_dir"))
+    cfg = config_from_run(runs.read_json(run_dir / runs.CONFIG), data_dir)
     prep = prepare(cfg)
     train = prep.train
     walked = runs.load_torch(stages / "walk.pt")["images"]

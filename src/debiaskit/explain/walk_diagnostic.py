@@ -38,7 +38,7 @@ from .. import runs
 from ..data.strokes import mask_iou, stroke_rule
 from ..errors import ConfigError, DebiaskitError
 from ..methods.lad import to_uint8
-from ..methods.lad_walk import nearest_other_distance, predictive_entropy
+from ..methods.lad.walk import nearest_other_distance, predictive_entropy
 from ..stages import StageStore
 from .bias_probe import (bias_dependence, most_independent_split, predict, probe_reads_bias,
                          train_probe)
@@ -184,16 +184,13 @@ def diagnose_run(run_dir, hparams: dict | None = None, out=None, images: int = 2
     """:func:`diagnose_config` for the LAD run in ``run_dir``, with ``hparams`` over its
     own (a hypothesis); its stages are reused where their settings match, and nothing in
     ``run_dir`` is changed (output in ``out``, default ``RUN_DIR/walk_diagnostic``)."""
-    from ..train import RunConfig
+    from ..train import config_from_run
 
     run_dir = runs.require_run_dir(run_dir)
     if not (run_dir / runs.CONFIG).exists() or not (run_dir / runs.STAGES).is_dir():
         raise DebiaskitError(f"{run_dir} holds no LAD run with cached stages; train one with "
                              "--method lad first")
-    stored = runs.read_json(run_dir / runs.CONFIG)
-    run = dict(stored["run"])
-    run["hparams"] = {**run.get("hparams", {}), **(hparams or {})}
-    cfg = RunConfig(**run, data_dir=data_dir or stored["runtime"].get("data_dir"))
+    cfg = config_from_run(runs.read_json(run_dir / runs.CONFIG), data_dir, hparams)
     out = Path(out) if out else run_dir / "walk_diagnostic"
     return {**diagnose_config(cfg, out, run_dir / runs.STAGES, images, seed), "folder": str(out)}
 

@@ -22,13 +22,14 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Callable, ClassVar
 
-import numpy as np
 import torch
 from torch import nn
 
 from ..errors import ConfigError, unknown_name
 from ..models import packed
 from ..optim import OptimizerSpec, build_optimizer
+from .hparams import HParam, resolve
+from .migration import load_pre_module_state
 
 METHODS: dict[str, type["Method"]] = {}
 
@@ -45,83 +46,6 @@ def get_method(name: str) -> type["Method"]:
     return METHODS[name]
 
 
-@dataclass(frozen=True)
-class Search:
-    """A hyper-parameter's search distribution for sweeps (the shape of DomainBed's
-    ``hparams_registry``): ``log_uniform`` (10 ** U(log10 low, log10 high)), ``uniform``
-    (U(low, high)), ``int_uniform`` (an integer in [low, high]) or ``choice`` (one of
-    ``values``, uniformly)."""
-
-    kind: str
-    low: float | None = None
-    high: float | None = None
-    values: tuple = ()
-
-    def sample(self, rng: np.random.RandomState):
-        if self.kind == "log_uniform":
-            return float(10 ** rng.uniform(np.log10(self.low), np.log10(self.high)))
-        if self.kind == "uniform":
-            return float(rng.uniform(self.low, self.high))
-        if self.kind == "int_uniform":
-            return int(rng.randint(int(self.low), int(self.high) + 1))
-        if self.kind == "choice":
-            return self.values[int(rng.randint(len(self.values)))]
-        raise ValueError(f"unknown search distribution {self.kind!r}")
-
-    def describe(self) -> str:
-        if self.kind == "choice":
-            return "one of " + ", ".join(map(str, self.values))
-        return f"{self.kind.replace('_', '-')} in [{self.low:g}, {self.high:g}]"
-
-
-def log_uniform(low: float, high: float) -> Search:
-    return Search("log_uniform", low, high)
-
-
-def uniform(low: float, high: float) -> Search:
-    return Search("uniform", low, high)
-
-
-def int_uniform(low: int, high: int) -> Search:
-    return Search("int_uniform", low, high)
-
-
-def choice(*values) -> Search:
-    return Search("choice", values=tuple(values))
-
-
-@dataclass(frozen=True)
-class HParam:
-    """A hyper-parameter: the paper's default, a one-line doc, its valid range or, for a
-    named option, its valid ``choices``, and the distribution sweeps draw it from
-    (``search``; None: not searched unless it is a learning rate or weight decay, which
-    :func:`search_of` gives a standard distribution). ``authors_code`` marks an option
-    that exists only to reproduce the authors' code where it differs from the paper
-    (docs/parity.md); ``debiaskit methods`` says so."""
-
-    default: float | int | bool | str
-    doc: str
-    low: float | None = None
-    high: float | None = None
-    choices: tuple | None = None
-    search: Search | None = None
-    authors_code: bool = False
-
-
-def search_of(name: str, hp: HParam) -> Search | None:
-    """The search distribution of hyper-parameter ``name``: its own, else for learning
-    rates (``lr``, ``*_lr``) log-uniform over a decade either side of the default and for
-    ``weight_decay`` log-uniform in [1e-6, 1e-2] (DomainBed's ranges); None otherwise."""
-    if hp.search is not None:
-        return hp.search
-    if (name == "lr" or name.endswith("_lr")) and isinstance(hp.default, float) \
-            and hp.default > 0:
-        return log_uniform(hp.default / 10, hp.default * 10)
-    if name == "weight_decay":
-        return log_uniform(1e-6, 1e-2)
-    return None
-
-
 @dataclass
 class DataSpec:
     """What a method may know about its training data before it sees a batch."""
@@ -132,20 +56,6 @@ class DataSpec:
     train_targets: torch.Tensor
     num_bias: int = 0
     train_bias: torch.Tensor | None = None
-
-
-def _coerce(value, default):
-    """``value`` as the type of ``default`` (bools also from "true"/"false"); None if it is not."""
-    if isinstance(default, bool):
-        if isinstance(value, bool):
-            return value
-        text = str(value).lower()
-        return {"true": True, "1": True, "yes": True, "false": False, "0": False,
-                "no": False}.get(text)
-    try:
-        return type(default)(value)
-    except (TypeError, ValueError):
-        return None
 
 
 class Method(nn.Module):
@@ -188,26 +98,9 @@ class Method(nn.Module):
 
     @classmethod
     def resolve_hparams(cls, given: dict) -> dict:
-        """Defaults overridden by ``given``; unknown names and out-of-range values fail."""
-        unknown = set(given) - set(cls.hparams)
-        if unknown:
-            raise ConfigError(
-                f"method {cls.name} has no hyper-parameter {', '.join(sorted(unknown))}; "
-                f"it has: {', '.join(cls.hparams) or 'none'}")
-        out = {}
-        for key, hp in cls.hparams.items():
-            value = _coerce(given.get(key, hp.default), hp.default)
-            if value is None:
-                raise ConfigError(f"{cls.name}.{key}={given[key]!r} is not a "
-                                  f"{type(hp.default).__name__}")
-            if (hp.low is not None and value < hp.low) or (hp.high is not None and value > hp.high):
-                raise ConfigError(f"{cls.name}.{key}={value} is out of range "
-                                  f"[{hp.low}, {hp.high}]: {hp.doc}")
-            if hp.choices is not None and value not in hp.choices:
-                raise ConfigError(f"{cls.name}.{key}={value!r}: use one of "
-                                  f"{', '.join(map(str, hp.choices))}")
-            out[key] = value
-        return out
+        """The method's values: its declared defaults overridden by ``given``
+        (:func:`~debiaskit.methods.hparams.resolve`)."""
+        return resolve(cls.name, cls.hparams, given)
 
     def add_network(self, role: str, module: nn.Module, **optimizer) -> nn.Module:
         """Register ``module`` as network ``role`` with its own optimiser, declared by the
@@ -341,22 +234,12 @@ class Method(nn.Module):
                 "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()}}
 
     def load_training_state(self, state: dict) -> None:
-        """Restore :meth:`training_state`; also reads the checkpoints written before methods
-        were modules (``networks`` / ``optimizers`` / ``tables`` of plain tensors)."""
+        """Restore :meth:`training_state` (checkpoints of older versions through
+        :mod:`debiaskit.methods.migration`)."""
         if "module" in state:
             self.load_state_dict(state["module"])
         else:
-            self.networks.load_state_dict(state["networks"])
-            with torch.no_grad():
-                for key, table in state.get("tables", {}).items():
-                    for name, value in table.items():
-                        # a table module's buffer, a method buffer of the field's name
-                        # (GroupDRO's q), or one named after the table (DisEnt's steps)
-                        target = (getattr(self.tables[key], name) if key in self.tables
-                                  else getattr(self, name, None))
-                        if not isinstance(target, torch.Tensor):
-                            target = getattr(self, key)
-                        target.copy_(torch.as_tensor(value))
+            load_pre_module_state(self, state)
         for k, o in self.optimizers.items():
             o.load_state_dict(state["optimizers"][k])
 

@@ -46,7 +46,8 @@ import torch.nn.functional as F
 from ..data import infill
 from ..errors import ConfigError
 from ..losses import CF_LOSSES, counterfactual_loss
-from .base import HParam, Method, choice, log_uniform, register
+from .base import Method, register
+from .hparams import HParam, choice, log_uniform, optimiser_hparams
 
 FACTUAL = infill.FACTUAL + ("fgsm",)
 SAL_VARIANTS = ("paper", "code")
@@ -122,8 +123,7 @@ class CounterfactualFactual(Method):
     requires = frozenset({"mask"})
     relative_cost = 2.5
     hparams = {
-        "lr": HParam(1e-3, "learning rate", 0.0, 10.0),
-        "weight_decay": HParam(0.0, "weight decay", 0.0, 1.0),
+        **optimiser_hparams(1e-3),
         "cf": HParam("none", "counterfactual infill of the box: none | "
                              + " | ".join(infill.COUNTERFACTUAL),
                      choices=("none",) + infill.COUNTERFACTUAL),
@@ -244,8 +244,7 @@ class Mixup(Method):
 
     name = "mixup"
     hparams = {
-        "lr": HParam(1e-3, "learning rate", 0.0, 10.0),
-        "weight_decay": HParam(0.0, "weight decay", 0.0, 1.0),
+        **optimiser_hparams(1e-3),
         "alpha": HParam(0.2, "Beta(alpha, alpha) of the mixing weight (CF/F grid 0.1-0.3)",
                         1e-6, 100.0, search=choice(0.1, 0.2, 0.3)),
     }
@@ -280,8 +279,7 @@ class LabelSmoothing(Method):
 
     name = "label_smoothing"
     hparams = {
-        "lr": HParam(1e-3, "learning rate", 0.0, 10.0),
-        "weight_decay": HParam(0.0, "weight decay", 0.0, 1.0),
+        **optimiser_hparams(1e-3),
         "epsilon": HParam(0.1, "smoothing (CF/F grid 0.05, 0.1, 0.2)", 0.0, 1.0,
                           search=choice(0.05, 0.1, 0.2)),
     }

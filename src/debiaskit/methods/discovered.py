@@ -33,7 +33,8 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import ConfigError
-from .base import HParam, Method, choice, register
+from .base import Method, register
+from .hparams import HParam, choice, optimiser_hparams
 from .groupdro import group_dro_step
 
 #: The file a discovery folder holds its result in.
@@ -72,8 +73,7 @@ class Discovered(Method):
     name = "discovered"
     requires = frozenset({"discovery"})
     hparams = {
-        "lr": HParam(1e-3, "Adam learning rate", 0.0, 10.0),
-        "weight_decay": HParam(0.0, "Adam weight decay", 0.0, 1.0),
+        **optimiser_hparams(1e-3),
         "mode": HParam("reweight", "reweight: the selected images' loss weighted by "
                        "upweight; upsample: ERM with them repeated upweight times per epoch "
                        "(JTT); groupdro: Group DRO over the (class, cluster) groups of the "

@@ -31,7 +31,8 @@ from torch import nn
 
 from ..losses import PerSampleEMA, generalized_cross_entropy, relative_difficulty
 from ..models import feature_extractor
-from .base import HParam, Method, aligned_conflicting_means, log_uniform, register
+from .base import Method, aligned_conflicting_means, register
+from .hparams import HParam, log_uniform, optimiser_hparams
 
 
 @register
@@ -39,8 +40,7 @@ class DisEnt(Method):
     name = "disent"
     relative_cost = 2.2
     hparams = {
-        "lr": HParam(0.01, "Adam learning rate of both branches", 0.0, 10.0),
-        "weight_decay": HParam(0.0, "Adam weight decay", 0.0, 1.0),
+        **optimiser_hparams(0.01, of="both branches"),
         "q": HParam(0.7, "GCE exponent q of the bias branch", 0.0, 1.0),
         "ema": HParam(0.7, "per-sample EMA decay of both branches' CE", 0.0, 1.0),
         "lambda_dis": HParam(10.0, "weight of the bias branch's GCE in L_dis (Eq. 2)", 0.0, 1e4),

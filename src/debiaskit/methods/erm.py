@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch.nn.functional as F
 
-from .base import HParam, Method, register
+from .base import Method, register
+from .hparams import optimiser_hparams
 
 
 @register
@@ -13,8 +14,7 @@ class ERM(Method):
 
     name = "erm"
     hparams = {
-        "lr": HParam(1e-3, "Adam learning rate", 0.0, 10.0),
-        "weight_decay": HParam(0.0, "Adam weight decay", 0.0, 1.0),
+        **optimiser_hparams(1e-3),
     }
 
     def __init__(self, spec, make_network, hparams=None):

@@ -53,7 +53,8 @@ from torch import nn
 
 from ..data.loader import as_float_images
 from ..errors import ConfigError
-from .base import HParam, Method, log_uniform, register
+from .base import Method, register
+from .hparams import HParam, log_uniform, optimiser_hparams
 
 MASK_RULES = {
     "gba": "Eq. 7: drop features whose gradient sign agrees with D's correctness",
@@ -115,8 +116,7 @@ class GBA(Method):
     requires = frozenset({"bias"})
     relative_cost = 1.3
     hparams = {
-        "lr": HParam(1e-3, "Adam learning rate of F and C", 0.0, 10.0),
-        "weight_decay": HParam(0.0, "weight decay of F and C", 0.0, 1.0),
+        **optimiser_hparams(1e-3, of="F and C"),
         "disc_lr": HParam(1e-3, "Adam learning rate of the discriminator D", 0.0, 10.0),
         "lambda_adv": HParam(0.1, "lambda of Eq. 3: weight of the reversed D loss for F",
                              0.0, 100.0, search=log_uniform(0.01, 10.0)),
@@ -272,8 +272,7 @@ class DomainIndependent(Method):
     name = "domain_independent"
     requires = frozenset({"bias"})
     hparams = {
-        "lr": HParam(1e-3, "learning rate", 0.0, 10.0),
-        "weight_decay": HParam(0.0, "weight decay", 0.0, 1.0),
+        **optimiser_hparams(1e-3),
         "inference": HParam("sum", "sum (raw logits over domains) | conditional",
                             choices=("sum", "conditional")),
     }

@@ -19,7 +19,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .base import HParam, Method, log_uniform, register
+from .base import Method, register
+from .hparams import HParam, log_uniform, optimiser_hparams
 
 
 def group_dro_step(model, optimizer, batch, groups, q, eta: float, adjustment=None,
@@ -59,8 +60,7 @@ class GroupDRO(Method):
     name = "groupdro"
     requires = frozenset({"bias"})
     hparams = {
-        "lr": HParam(1e-3, "Adam learning rate", 0.0, 10.0),
-        "weight_decay": HParam(0.0, "Adam weight decay", 0.0, 1.0),
+        **optimiser_hparams(1e-3),
         "eta": HParam(0.01, "step size of the group weights (eta_q)", 0.0, 10.0,
                       search=log_uniform(1e-3, 1e-1)),
         "adjustment": HParam(0.0, "generalisation adjustment C (0 = off)", 0.0, 100.0),

@@ -27,7 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import HParam, Method, choice, int_uniform, register
+from .base import Method, register
+from .hparams import HParam, choice, int_uniform, optimiser_hparams
 
 
 class ErrorSet(nn.Module):
@@ -44,8 +45,7 @@ class ErrorSet(nn.Module):
 class JTT(Method):
     name = "jtt"
     hparams = {
-        "lr": HParam(1e-3, "Adam learning rate of both stages", 0.0, 10.0),
-        "weight_decay": HParam(0.0, "Adam weight decay of both stages", 0.0, 1.0),
+        **optimiser_hparams(1e-3, of="both stages"),
         "identification_epochs": HParam(1, "T: epochs of the ERM identification model", 1, 10_000,
                                         search=int_uniform(1, 5)),
         "upweight": HParam(50, "lambda_up: times each error-set sample appears in stage 2",

@@ -14,7 +14,8 @@ import torch
 import torch.nn.functional as F
 
 from ..losses import PerSampleEMA, generalized_cross_entropy, relative_difficulty
-from .base import HParam, Method, aligned_conflicting_means, register, uniform
+from .base import Method, aligned_conflicting_means, register
+from .hparams import HParam, optimiser_hparams, uniform
 
 
 @register
@@ -22,8 +23,7 @@ class LfF(Method):
     name = "lff"
     relative_cost = 2.0
     hparams = {
-        "lr": HParam(1e-3, "Adam learning rate of both models", 0.0, 10.0),
-        "weight_decay": HParam(0.0, "Adam weight decay of both models", 0.0, 1.0),
+        **optimiser_hparams(1e-3, of="both models"),
         "q": HParam(0.7, "GCE exponent q of the biased model (Eq. 2)", 0.0, 1.0,
                     search=uniform(0.1, 1.0)),
         "ema": HParam(0.7, "per-sample EMA decay of both models' CE losses", 0.0, 1.0,

@@ -36,7 +36,8 @@ from ..data.loader import as_float_images
 from ..losses import PerSampleEMA, generalized_cross_entropy, relative_difficulty
 from ..models.vae import TwoEncoderVAE, build_two_encoder_vae
 from ..errors import unknown_name
-from .base import HParam, Method, aligned_conflicting_means, register
+from .base import Method, aligned_conflicting_means, register
+from .hparams import HParam, optimiser_hparams
 
 #: Reconstruction likelihoods: name -> per-sample loss summed over pixels, from logits.
 RECONSTRUCTION = {
@@ -63,7 +64,7 @@ class SiH(Method):
     default_selection = "early_stop"
     relative_cost = 14.0  # two encoders and a 200-512-1024-2352 decoder vs a 3-layer MLP
     hparams = {
-        "lr": HParam(1e-3, "Adam learning rate", 0.0, 10.0),
+        **optimiser_hparams(1e-3, weight_decay=None),
         "q": HParam(0.7, "focal exponent q of the unbiased classifier's weight (Eq. 4)",
                     0.0, 1.0),
         "gce_q": HParam(0.7, "GCE exponent q of the biased classifier", 0.0, 1.0),

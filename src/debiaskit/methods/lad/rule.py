@@ -32,10 +32,10 @@ import math
 
 import torch
 
-from ..data.dataset import BiasedDataset
-from ..data.strokes import mask_iou, stroke_rule
-from ..errors import ConfigError
-from .lad_walk import predictive_entropy
+from ...data.dataset import BiasedDataset
+from ...data.strokes import mask_iou, stroke_rule
+from ...errors import ConfigError
+from .walk import predictive_entropy
 
 #: Batch of the rule's walks (each step is decoded to read the strokes).
 RULE_BATCH = 500

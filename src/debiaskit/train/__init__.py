@@ -1,0 +1,31 @@
+"""The trainer: epochs, evaluation on every split, model selection, run directory, resume.
+
+``train(RunConfig(...), out_dir)`` builds the data and the method, checks that the data
+carries the supervision the method needs, and trains. Everything is validated before the
+run directory is created, so bad input writes nothing. After every epoch it evaluates each
+split (the final classifier and any auxiliary one, e.g. LfF's biased model), appends the
+record to ``metrics.jsonl`` and writes ``checkpoint.pt`` atomically; started again with the
+same configuration, it resumes from that checkpoint and ends with the same numbers.
+With ``early_stop`` selection it also computes the method's objective on a held-out split
+after every epoch, lowers the learning rate on plateaus and stops when it stops improving.
+
+Modules: :mod:`.config` (RunConfig, its checks, selection policies), :mod:`.assemble`
+(data and method built and checked: :func:`prepare`, :func:`load_trained`),
+:mod:`.evaluation` (metrics, held-out objective, selection score), :mod:`.record` (protocol
+text, versions, machine), :mod:`.trainer` (the loop and the run directory).
+"""
+
+from .assemble import (Prepared, channel_stats, heldout_indices, load_trained,
+                       normalisation_from_data, prepare, random_subset)
+from .config import (MEMORY_FORMATS, SELECTION, VOLATILE, RunConfig, check_config,
+                     config_from_run, same_run)
+from .evaluation import EVAL_BATCH, arithmetic, evaluate, heldout_objective, selection_score
+from .record import describe_optimiser, machine, peak_rss_mib, protocol_text, versions
+from .trainer import Trainer, train
+
+__all__ = ["EVAL_BATCH", "MEMORY_FORMATS", "SELECTION", "VOLATILE", "Prepared", "RunConfig",
+           "Trainer", "arithmetic", "channel_stats", "check_config", "config_from_run",
+           "describe_optimiser", "evaluate", "heldout_indices", "heldout_objective",
+           "load_trained", "machine", "normalisation_from_data", "peak_rss_mib", "prepare",
+           "protocol_text", "random_subset", "same_run", "selection_score", "train",
+           "versions"]

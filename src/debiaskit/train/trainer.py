@@ -1,0 +1,241 @@
+"""The training loop: one configuration into one run directory, epoch by epoch, with a
+checkpoint after each so that the same command resumes and ends with the same numbers."""
+
+from __future__ import annotations
+
+import copy
+import time
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from .. import optim, runs
+from ..data.augment import AUGMENTATIONS
+from ..data.loader import InMemoryLoader
+from ..errors import DebiaskitError
+from ..speed import keep_freed_buffers
+from ..stages import StageStore
+from .assemble import Prepared, prepare
+from .config import SELECTION, VOLATILE, RunConfig, check_config, same_run
+from .evaluation import EVAL_BATCH, arithmetic, evaluate, heldout_objective, selection_score
+from .record import machine, peak_rss_mib, protocol_text, versions
+
+
+class Trainer:
+    """Runs one configuration into one run directory: :meth:`run` opens the directory
+    (new, or resumed from its checkpoint), then per epoch trains (:meth:`_train_epoch`),
+    evaluates (:meth:`_evaluate_epoch`), steps the schedules, keeps the selected epoch and
+    saves the checkpoint (:meth:`_save_epoch`); :meth:`_finish` writes the model and the
+    summary."""
+
+    def __init__(self, cfg: RunConfig, out_dir) -> None:
+        self.cfg = check_config(cfg)
+        self.out = Path(out_dir)
+        self.stage_records: dict = {}
+
+    def _check_out_dir(self) -> dict | None:
+        """Refuse a finished run or a different run's directory; return a resumable config."""
+        runs.check_out(self.out)  # a file, a path below a file, an unwritable place
+        if runs.is_finished(self.out):
+            raise DebiaskitError(f"{self.out} holds a finished run; choose another output "
+                                 "directory (results are never overwritten)")
+        cfg_path = self.out / runs.CONFIG
+        if not cfg_path.exists():
+            if self.out.exists() and any(self.out.iterdir()):
+                raise DebiaskitError(f"{self.out} is not empty and holds no debiaskit run; "
+                                     "choose another output directory")
+            return None
+        stored = runs.read_json(cfg_path)
+        if not same_run(self.cfg, stored):
+            raise DebiaskitError(f"{self.out} holds an unfinished run with a different "
+                                 "configuration; use another output directory or the same options")
+        return stored
+
+    def _open(self, prep: Prepared, resumable: dict | None, schedulers: dict) -> tuple:
+        """Write ``config.json`` for a new run, or restore the checkpoint of an unfinished
+        one (networks, optimisers, schedules, RNG, the best epoch so far, its metrics up to
+        the checkpoint). Returns the first epoch to train and the best epoch so far."""
+        cfg, method, train = self.cfg, prep.method, prep.train
+        start, best = 0, {"epoch": None, "score": None, "state": None}
+        stored_data = (resumable or {}).get("data", {})
+        if stored_data.get("train_checksum") not in (None, train.checksum()):
+            raise DebiaskitError(
+                f"{self.out} holds an unfinished run on other training data (checksum "
+                f"{stored_data['train_checksum'][:12]}..., now {train.checksum()[:12]}...: the "
+                "data or the code that generates it changed); use another output directory")
+        if resumable is None:
+            self.out.mkdir(parents=True, exist_ok=True)
+            runs.write_json(self.out / runs.CONFIG, {
+                "run": cfg.identity(), "runtime": {k: getattr(cfg, k) for k in VOLATILE},
+                "versions": versions(), "protocol": protocol_text(cfg, prep.evals),
+                "data": {"protocol": prep.bundle.protocol, "params": prep.bundle.params,
+                         "train_checksum": train.checksum(), "train_size": len(train),
+                         "eval_checksums": {k: v.checksum() for k, v in prep.evals.items()}},
+            })
+        elif (self.out / runs.CHECKPOINT).exists():
+            ckpt = runs.load_torch(self.out / runs.CHECKPOINT)
+            method.load_training_state(ckpt["method"])
+            for k, sched in schedulers.items():
+                sched.load_state_dict(ckpt["schedulers"][k])
+            torch.set_rng_state(ckpt["rng"])
+            start, best = ckpt["epoch"], ckpt["best"]
+            if ckpt.get("pack_info") is not None:
+                method.pack, method.pack_info = ckpt["pack"], ckpt["pack_info"]
+            runs.rewrite_metrics(self.out, runs.read_metrics(self.out, up_to_epoch=start))
+        else:  # interrupted before the first checkpoint: start over, keep the config
+            runs.rewrite_metrics(self.out, [])
+        return start, best
+
+    def _training_loader(self, prep: Prepared, device) -> InMemoryLoader:
+        """The method's training data (after its cached stages, e.g. LAD's walk) in
+        shuffled, augmented minibatches."""
+        cfg, method = self.cfg, prep.method
+        reuse_from = None if cfg.reuse_stages is None else Path(cfg.reuse_stages) / runs.STAGES
+        stages = StageStore(self.out / runs.STAGES, reuse_from)
+        train = method.prepare_training_data(prep.train, prep.evals, stages, cfg.seed, device)
+        self.stage_records = stages.records
+        return InMemoryLoader(train, cfg.batch_size, shuffle=True, seed=cfg.seed,
+                              drop_last=method.drop_last, device=device,
+                              augment=AUGMENTATIONS[cfg.augment]())
+
+    def _train_epoch(self, method, loader: InMemoryLoader, epoch: int) -> dict:
+        """One pass over the training minibatches; the mean of each step statistic."""
+        pool = method.begin_epoch(epoch, loader)
+        method.train(True)
+        sums, steps = {}, 0
+        for batch in loader.epoch(epoch, pool):  # (augmented in float32)
+            with arithmetic(self.cfg):
+                step_stats = method.update(batch)
+            for k, v in step_stats.items():
+                sums[k] = sums.get(k, 0.0) + v
+            steps += 1
+        method.train(False)
+        return {k: v / max(steps, 1) for k, v in sums.items()}
+
+    def _evaluate_epoch(self, method, epoch: int, eval_loaders: dict,
+                        predictors: dict) -> tuple[dict, float | None]:
+        """Metrics on every split (on evaluated epochs) and, for early stopping, the
+        held-out objective."""
+        cfg = self.cfg
+        evaluated = (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs
+        evals, objective = {}, None
+        with arithmetic(cfg):
+            if evaluated:
+                evals = {f"{prefix}{split}": metrics for split, ld in eval_loaders.items()
+                         for prefix, metrics in evaluate(predictors, ld).items()}
+            if cfg.selection == "early_stop":
+                objective = heldout_objective(method, eval_loaders["val"])
+        return evals, objective
+
+    def _save_epoch(self, method, record: dict, best: dict, schedulers: dict) -> None:
+        """Append the epoch's record to metrics.jsonl and write the checkpoint."""
+        runs.append_metrics(self.out, record)
+        runs.save_torch(self.out / runs.CHECKPOINT, {
+            "epoch": record["epoch"], "method": method.training_state(),
+            "rng": torch.get_rng_state(),
+            "best": best, "schedulers": {k: v.state_dict() for k, v in schedulers.items()},
+            # a resumed run keeps the packing its first epochs used (pack auto decides once)
+            "pack": method.pack, "pack_info": method.pack_info})
+
+    def run(self) -> dict:
+        keep_freed_buffers()
+        resumable = self._check_out_dir()
+        prep = prepare(self.cfg)
+        cfg, method = self.cfg, prep.method
+        device = torch.device(cfg.device)
+        eval_loaders = {k: InMemoryLoader(v, EVAL_BATCH, shuffle=False, device=device)
+                        for k, v in prep.evals.items()}
+        predictors = {"": method.predict_batch, **{
+            f"{k}/": (lambda batch, p=p: p(batch.x))
+            for k, p in method.auxiliary_predictors().items()}}
+        method.total_epochs = cfg.epochs
+        early_stop = cfg.selection == "early_stop"
+        # each network's declared schedule (prepare() applied the run's overrides)
+        schedulers = {k: sched for k, opt in method.optimizers.items()
+                      if (sched := optim.build_schedule(opt, method.optimizer_specs[k],
+                                                        cfg.epochs)) is not None}
+        start, best = self._open(prep, resumable, schedulers)
+        loader = self._training_loader(prep, device)
+        train = loader.dataset
+        main = next(iter(prep.evals))
+
+        bar = tqdm(range(start, cfg.epochs), initial=start, total=cfg.epochs, unit="epoch",
+                   disable=(not cfg.progress) if cfg.progress is not None else None,
+                   desc=f"{cfg.method}")
+        for epoch in bar:
+            if early_stop and best["epoch"] is not None and epoch - best["epoch"] >= cfg.patience:
+                break  # (checked first, so a resumed run that had stopped stops again)
+            t0 = time.perf_counter()
+            stats = self._train_epoch(method, loader, epoch)
+            train_time = time.perf_counter() - t0
+            evals, objective = self._evaluate_epoch(method, epoch, eval_loaders, predictors)
+            stats.update(method.epoch_stats(train))
+            for sched in schedulers.values():
+                if isinstance(sched, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                    sched.step(objective)
+                else:
+                    sched.step()
+            record = {"epoch": epoch + 1, "train": stats, "train_seconds": train_time,
+                      "seconds": time.perf_counter() - t0}
+            if evals:
+                record["eval"] = evals
+            if early_stop:
+                record["val_objective"] = objective
+            if schedulers:
+                record["lr"] = {k: o.param_groups[0]["lr"] for k, o in method.optimizers.items()}
+            score = selection_score(cfg, evals, objective)
+            if score is not None and (best["score"] is None or score > best["score"]):
+                best = {"epoch": epoch + 1, "score": score,
+                        "state": copy.deepcopy(method.networks.state_dict())}
+            self._save_epoch(method, record, best, schedulers)
+            if evals:
+                bar.set_postfix({k: f"{evals[main][k]:.1f}" for k in
+                                 ("accuracy", "aligned", "conflicting") if k in evals[main]})
+        bar.close()
+        return self._finish(prep, best)
+
+    def _finish(self, prep: Prepared, best: dict) -> dict:
+        cfg, method = self.cfg, prep.method
+        records = runs.read_metrics(self.out)
+        if cfg.selection == "last":
+            selected = records[-1]
+            networks = method.networks.state_dict()
+        else:
+            selected = next(r for r in records if r["epoch"] == best["epoch"])
+            networks = best["state"]
+        runs.save_torch(self.out / runs.MODEL, {"method": cfg.method, "model": cfg.model,
+                                                "networks": networks})
+        weights = method.training_weights(prep.train)
+        if weights is not None:
+            runs.save_torch(self.out / runs.WEIGHTS, {
+                "weights": weights, "y": prep.train.y,
+                "aligned": prep.train.aligned if prep.train.has_bias else None})
+        note = method.protocol_note()
+        summary = {
+            "protocol": protocol_text(cfg, prep.evals) + (f"; {note}" if note else ""),
+            "selection": cfg.selection,
+            "selection_description": SELECTION[cfg.selection],
+            "selected_epoch": selected["epoch"], "epochs": cfg.epochs,
+            "epochs_trained": records[-1]["epoch"], "seed": cfg.seed,
+            "metrics": selected["eval"], "last_epoch_metrics": records[-1]["eval"],
+            "train_seconds": sum(r["train_seconds"] for r in records),
+            "peak_rss_mib": peak_rss_mib(),
+            "machine": machine(cfg.device), "versions": versions(),
+        }
+        if method.pack_info is not None:
+            summary["pack"] = method.pack_info
+        if self.stage_records:
+            summary["stages"] = {}
+            for name, rec in self.stage_records.items():
+                summary["stages"][name] = {"checksum": rec["checksum"], **rec["stats"]}
+                if "reused_from" in rec:
+                    summary["stages"][name]["reused_from"] = rec["reused_from"]
+        runs.write_json(self.out / runs.SUMMARY, summary)
+        (self.out / runs.CHECKPOINT).unlink(missing_ok=True)
+        return summary
+
+
+def train(cfg: RunConfig, out_dir) -> dict:
+    """Train ``cfg`` into ``out_dir`` (resuming if it holds the same unfinished run)."""
+    return Trainer(cfg, out_dir).run()
