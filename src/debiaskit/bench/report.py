@@ -11,7 +11,8 @@ import numpy as np
 
 from .. import runs
 from ..explain.curves import ACCURACY_YLIM, draw_aligned_conflicting, save_png
-from ..train import SELECTION, describe_optimiser, describe_precision
+from ..precision import describe_precision
+from ..train import SELECTION, describe_optimiser
 from .presets import TablePreset
 from .runner import PlannedRun
 

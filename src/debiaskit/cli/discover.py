@@ -66,8 +66,8 @@ def run(args) -> None:
 
     import torch
 
-    from .discover import (DiscoverConfig, check_config, check_out_dir, load_folder_input,
-                           load_protocol_input, run_discovery)
+    from ..discover import (DiscoverConfig, check_config, check_out_dir, load_folder_input,
+                            load_protocol_input, run_discovery)
 
     started = time.perf_counter()
     if (args.folder is None) == (args.dataset is None):
