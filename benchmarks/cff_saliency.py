@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from debiaskit import runs
-from debiaskit.bench.report import mean_std
+from debiaskit.bench.tables import mean_std
 from debiaskit.explain.saliency import explain_saliency_run
 
 

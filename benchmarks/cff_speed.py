@@ -22,7 +22,7 @@ from debiaskit import runs
 from debiaskit.data import infill
 from debiaskit.data.loader import InMemoryLoader
 from debiaskit.methods.cff import fgsm_background, gradmask
-from debiaskit.speed import keep_freed_buffers
+from debiaskit.allocator import keep_freed_buffers
 from debiaskit.train import RunConfig, prepare
 
 BATCH = 256

@@ -13,7 +13,7 @@ import argparse
 from pathlib import Path
 
 from debiaskit import runs
-from debiaskit.bench.report import mean_std
+from debiaskit.bench.tables import mean_std
 
 COLUMNS = ("accuracy", "conflicting")
 

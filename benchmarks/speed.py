@@ -37,7 +37,7 @@ from torch import nn
 from debiaskit import runs
 from debiaskit.data.loader import InMemoryLoader
 from debiaskit.precision import cpu_name, native_bf16
-from debiaskit.speed import keep_freed_buffers
+from debiaskit.allocator import keep_freed_buffers
 from debiaskit.train import RunConfig, arithmetic, prepare
 
 

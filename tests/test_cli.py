@@ -314,7 +314,7 @@ def test_bench_on_a_local_ray_cluster(tmp_path, data_dir):
 
 def test_bench_rows_with_their_own_dataset_and_columns(tmp_path, data_dir):
     from debiaskit.bench.presets import Row, TablePreset
-    from debiaskit.bench.report import write_report
+    from debiaskit.bench.tables import write_report
     from debiaskit.bench.runner import execute, plan
 
     preset = TablePreset(
@@ -360,7 +360,7 @@ def test_accuracy_curves_at_100_and_0_percent_are_inside_the_axes(tmp_path, monk
     """A curve at 100 % (or 0 %) must not hide under the axes frame: the y-limits leave a
     margin above 100 and below 0, in the bench report's curves.png, explain curves' PNG
     and explain gradient-ratio's test-accuracy panel."""
-    from debiaskit.bench import report
+    from debiaskit.bench import tables
     from debiaskit.bench.presets import Row, TablePreset
     from debiaskit.explain import curves, gradient_ratio
 
@@ -374,8 +374,8 @@ def test_accuracy_curves_at_100_and_0_percent_are_inside_the_axes(tmp_path, monk
 
     preset = TablePreset(name="p", title="t", source="s", dataset="colored_mnist",
                          rows=(Row("99", {}),), methods={"ERM": "erm"}, published={})
-    axes = _captured_axes(monkeypatch, report)
-    report.plot_curves(preset, {"curves": {("ERM", "99"): [[(1, 90.0, 0.0), (2, 100.0, 5.0)]]}},
+    axes = _captured_axes(monkeypatch, tables)
+    tables.plot_curves(preset, {"curves": {("ERM", "99"): [[(1, 90.0, 0.0), (2, 100.0, 5.0)]]}},
                        tmp_path / "curves.png")
     check(axes)
 
@@ -402,7 +402,7 @@ def test_paired_difference_to_the_baseline_by_hand():
     # 9.33, t(0.975, 2) = 4.3027 x sd 2.0817 / sqrt(3) = 5.17 (an unpaired interval, a
     # normal quantile or ddof 0 all give other bounds)
     from debiaskit.bench.presets import Row, TablePreset
-    from debiaskit.bench.report import paired_difference, paired_lines
+    from debiaskit.bench.tables import paired_difference, paired_lines
     from debiaskit.bench.runner import PlannedRun
 
     d = paired_difference([80.0, 82.0, 90.0], [70.0, 75.0, 79.0])
@@ -425,7 +425,7 @@ def test_paired_difference_to_the_baseline_by_hand():
 
 
 def test_report_lists_stage_statistics_over_seeds():
-    from debiaskit.bench.report import stage_lines
+    from debiaskit.bench.tables import stage_lines
 
     stages = {f"LAD/BG-100/seed{i}": {"walk": {"seconds": s, "checksum": "ab", "ok": True},
                                       "vqvae": {"codes_in_use": 20}}
@@ -502,7 +502,7 @@ def test_every_preset_plans_and_reports_before_any_run(tmp_path, data_dir):
     # each registered preset's runs are valid configurations, and its report (published
     # numbers, references, protocol) renders while nothing has run yet
     from debiaskit.bench.presets import PRESETS
-    from debiaskit.bench.report import write_report
+    from debiaskit.bench.tables import write_report
     from debiaskit.bench.runner import plan
 
     for name, preset in PRESETS.items():

@@ -13,7 +13,7 @@ import torch
 from debiaskit.data.corruptions import corrupt
 from debiaskit.data.protocols import build_data, corrupted_cifar10
 from debiaskit.data.protocols.assignment import block_assignment
-from debiaskit.data.source import two_split_source
+from debiaskit.data.image_source import two_split_source
 from debiaskit.errors import ConfigError
 from parity import require_data
 

@@ -76,7 +76,7 @@ def test_a_packed_run_equals_an_unpacked_one(data_dir, tmp_path, method, hparams
 
 
 def test_pack_auto_times_both_once_and_the_run_records_the_decision(data_dir, tmp_path):
-    from debiaskit.bench.report import packing_lines
+    from debiaskit.bench.tables import packing_lines
     from debiaskit.models import packed
 
     nets = [build_model("mlp", (3, 28, 28), 10) for _ in range(2)]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .presets import PRESETS, TablePreset, get_preset
-from .report import write_report
+from .tables import write_report
 from .runner import default_workers, execute, plan
 
 

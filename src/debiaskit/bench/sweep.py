@@ -32,7 +32,7 @@ from ..errors import ConfigError, unknown_name
 from ..methods import get_method
 from ..methods.hparams import search_of
 from ..train import RunConfig, check_config, describe_optimiser
-from .report import mean_std
+from .tables import mean_std
 from .runner import PlannedRun, execute
 
 

@@ -14,7 +14,7 @@ from .. import optim, runs
 from ..data.augment import AUGMENTATIONS
 from ..data.loader import InMemoryLoader
 from ..errors import DebiaskitError
-from ..speed import keep_freed_buffers
+from ..allocator import keep_freed_buffers
 from ..stages import StageStore
 from .assemble import Prepared, prepare
 from .config import SELECTION, VOLATILE, RunConfig, check_config, same_run

@@ -26,7 +26,7 @@ import torch
 from ...errors import ConfigError
 from ..cache import DerivedCache
 from ..dataset import BiasedDataset, DataBundle
-from ..source import ImageSource
+from ..image_source import ImageSource
 from .resize import RESIZE, RESIZE_VERSION, check_image_size, resize_images
 
 def build(source: ImageSource, image_size: int = 64, seed: int = 0, data_dir=None) -> DataBundle:

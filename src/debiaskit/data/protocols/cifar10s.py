@@ -43,8 +43,8 @@ import torch
 
 from ...errors import ConfigError
 from ..dataset import BiasedDataset, DataBundle
-from ..source import ImageSource
-from .cifar_test import pick_test_images
+from ..image_source import ImageSource
+from .test_images import pick_test_images
 from .resize import RESIZE, RESIZE_VERSION, check_image_size, resize_images
 
 #: the authors' selection seed (``random.seed(42)`` in preprocess_data.py)

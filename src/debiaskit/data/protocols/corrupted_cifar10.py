@@ -41,9 +41,9 @@ import torch
 from ...errors import ConfigError
 from ..cache import DerivedCache
 from ..dataset import BiasedDataset, DataBundle
-from ..source import ImageSource, as_nchw
+from ..image_source import ImageSource, as_nchw
 from .assignment import block_assignment, check_conflict_ratio
-from .cifar_test import pick_test_images
+from .test_images import pick_test_images
 from .resize import RESIZE, RESIZE_VERSION, check_image_size, resize_images
 
 #: class k -> its aligned corruption (LfF's protocol lists, in class order)

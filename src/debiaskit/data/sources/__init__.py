@@ -4,7 +4,7 @@ One module per concern: :mod:`.files` (checksummed files, verified npz archives)
 :mod:`.mnist` (idx files), :mod:`.cifar` (CIFAR-10 python pickles), :mod:`.download`
 (torchvision downloads), :mod:`.folder` (a folder of images plus a CSV: how users bring
 their own data), :mod:`.bar` (Biased Action Recognition). Every reader returns an
-:class:`~debiaskit.data.source.ImageSource` with named splits; none knows about bias
+:class:`~debiaskit.data.image_source.ImageSource` with named splits; none knows about bias
 protocols (:mod:`debiaskit.data.protocols` builds biased datasets on top).
 
 The data directory is chosen by :func:`resolve_data_dir` (explicit argument, else the
@@ -35,7 +35,7 @@ from typing import Callable
 import numpy as np
 
 from ...errors import DataError, unknown_name
-from ..source import ImageSource, Split
+from ..image_source import ImageSource, Split
 from . import bar, cifar, mnist
 from .cifar import read_cifar_batch
 from .download import torchvision_download

@@ -23,7 +23,7 @@ import pathlib
 import numpy as np
 
 from ...errors import DataError
-from ..source import ImageSource, Split
+from ..image_source import ImageSource, Split
 from .files import arrays_sha256, check_labels, read_npz, verify_file
 
 CLASSES = ("climbing", "diving", "fishing", "pole vaulting", "racing", "throwing")

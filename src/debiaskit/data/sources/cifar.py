@@ -8,7 +8,7 @@ import pickle
 import numpy as np
 
 from ...errors import DataError
-from ..source import ImageSource, two_split_source
+from ..image_source import ImageSource, two_split_source
 from .files import arrays_sha256, check_labels, one_line
 
 CIFAR_DIRNAME = "cifar-10-batches-py"

@@ -13,7 +13,7 @@ import re
 import numpy as np
 
 from ...errors import DataError
-from ..source import two_split_source
+from ..image_source import two_split_source
 
 #: sha256 of the reference archives, used when no ``SHA256SUMS`` file lists them.
 NPZ_SHA256 = {

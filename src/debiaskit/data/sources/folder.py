@@ -29,7 +29,7 @@ import re
 import numpy as np
 
 from ...errors import DataError
-from ..source import ImageSource, Split
+from ..image_source import ImageSource, Split
 from .files import arrays_sha256, one_line
 
 RESERVED = ("path", "y", "split", "mask")

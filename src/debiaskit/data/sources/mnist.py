@@ -9,7 +9,7 @@ import struct
 import numpy as np
 
 from ...errors import DataError
-from ..source import ImageSource, two_split_source
+from ..image_source import ImageSource, two_split_source
 from .files import arrays_sha256, check_labels, one_line
 
 MNIST_IDX_FILES = {

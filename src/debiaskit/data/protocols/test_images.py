@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from ...errors import ConfigError
-from ..source import ImageSource
+from ..image_source import ImageSource
 
 TEST_SETS = ("all", "lossless")
 
