@@ -46,6 +46,18 @@ def get_method(name: str) -> type["Method"]:
     return METHODS[name]
 
 
+@dataclass(frozen=True)
+class RunContext:
+    """What a run tells its method beyond data and hyper-parameters
+    (:meth:`Method.begin_run`): its length in ``epochs``, the ``pack`` option, and for a
+    method that trains from a bias discovery ``(folder, training set before any held-out
+    split, indices of it the run trains on or None)``."""
+
+    epochs: int
+    pack: bool | str = False
+    discovery: tuple | None = None
+
+
 @dataclass
 class DataSpec:
     """What a method may know about its training data before it sees a batch."""
@@ -72,12 +84,12 @@ class Method(nn.Module):
     default_selection: ClassVar[str] = "last"
     #: Whether networks that read the same batch share packed arithmetic
     #: (:mod:`debiaskit.models.packed`; equal results up to float rounding): True, False, or
-    #: "auto" (decided by timing both on the first batch). The trainer sets it from the
-    #: run's ``pack`` option; :attr:`pack_info` then records the decision.
+    #: "auto" (decided by timing both on the first batch); set by :meth:`begin_run` from
+    #: the run's ``pack`` option; :attr:`pack_info` then records the decision.
     pack: bool | str = "auto"
     pack_info: dict | None = None
-    #: The run's length in epochs, set by the trainer before training (for methods whose
-    #: schedule follows the run's progress, e.g. GBA's dann lambda); None outside a run.
+    #: The run's length in epochs, set by :meth:`begin_run` (for methods whose schedule
+    #: follows the run's progress, e.g. GBA's dann lambda); None outside a run.
     total_epochs: int | None = None
 
     def __init__(self, spec: DataSpec, make_network: Callable[[], nn.Module],
@@ -89,6 +101,23 @@ class Method(nn.Module):
         self.tables = nn.ModuleDict()
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
         self.optimizer_specs: dict[str, OptimizerSpec] = {}
+
+    def begin_run(self, context: RunContext) -> None:
+        """The one call by which a run tells its method what is not data or a
+        hyper-parameter (:class:`RunContext`), made once after construction."""
+        self.pack = context.pack
+        self.total_epochs = context.epochs
+        if context.discovery is not None:
+            self.attach_discovery(*context.discovery)
+
+    def attach_discovery(self, path, full_train, kept=None) -> None:
+        """Read a bias discovery (only methods that require ``"discovery"`` do)."""
+        raise ConfigError(f"method {self.name} does not train from a bias discovery")
+
+    def restore_packing(self, pack: bool | str, info: dict | None) -> None:
+        """A resumed run keeps the packing its first epochs used (``auto`` decides once)."""
+        if info is not None:
+            self.pack, self.pack_info = pack, info
 
     @property
     def drop_last(self) -> bool:

@@ -13,7 +13,7 @@ from ..data.dataset import BiasedDataset, DataBundle
 from ..data.infill import mixed_background_view
 from ..data.protocols import build_data
 from ..errors import ConfigError, DebiaskitError
-from ..methods import DataSpec, get_method
+from ..methods import DataSpec, RunContext, get_method
 from ..models import NetworkFactory
 from .config import MEMORY_FORMATS, RunConfig, check_config, config_from_run
 
@@ -109,9 +109,9 @@ def prepare(cfg: RunConfig) -> Prepared:
     make_network = NetworkFactory(cfg.model, train.image_shape, train.num_classes,
                                   normalisation_from_data(dict(cfg.model_options), train))
     method = method_cls(spec, make_network, cfg.hparams).to(device)
-    method.pack = cfg.pack
-    if cfg.reweight_from is not None:
-        method.attach_discovery(cfg.reweight_from, full_train, kept)
+    method.begin_run(RunContext(
+        epochs=cfg.epochs, pack=cfg.pack,
+        discovery=None if cfg.reweight_from is None else (cfg.reweight_from, full_train, kept)))
     method.networks.to(memory_format=MEMORY_FORMATS[cfg.memory_format])  # 4-d weights only
     override = {}
     if cfg.optimizer != "adam":

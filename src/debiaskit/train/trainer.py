@@ -80,8 +80,7 @@ class Trainer:
                 sched.load_state_dict(ckpt["schedulers"][k])
             torch.set_rng_state(ckpt["rng"])
             start, best = ckpt["epoch"], ckpt["best"]
-            if ckpt.get("pack_info") is not None:
-                method.pack, method.pack_info = ckpt["pack"], ckpt["pack_info"]
+            method.restore_packing(ckpt.get("pack"), ckpt.get("pack_info"))
             runs.rewrite_metrics(self.out, runs.read_metrics(self.out, up_to_epoch=start))
         else:  # interrupted before the first checkpoint: start over, keep the config
             runs.rewrite_metrics(self.out, [])
@@ -149,7 +148,6 @@ class Trainer:
         predictors = {"": method.predict_batch, **{
             f"{k}/": (lambda batch, p=p: p(batch.x))
             for k, p in method.auxiliary_predictors().items()}}
-        method.total_epochs = cfg.epochs
         early_stop = cfg.selection == "early_stop"
         # each network's declared schedule (prepare() applied the run's overrides)
         schedulers = {k: sched for k, opt in method.optimizers.items()
