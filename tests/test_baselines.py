@@ -119,8 +119,8 @@ def test_groupdro_adjust_absent_raises_missing_groups():
     from debiaskit.data.loader import Batch
     from debiaskit.methods.groupdro import GroupDRO, group_dro_step
 
-    assert GroupDRO.hparams["adjust_absent"].authors_code
-    assert GroupDRO.hparams["adjust_absent"].default is False
+    assert GroupDRO.declared_hparams["adjust_absent"].authors_code
+    assert GroupDRO.declared_hparams["adjust_absent"].default is False
     x = torch.rand(6, 5, generator=torch.Generator().manual_seed(0))
     y = torch.tensor([0, 1, 0, 1, 0, 1])
     groups = torch.tensor([0, 1, 0, 1, 0, 1])          # groups 2 and 3 absent
@@ -168,7 +168,7 @@ def test_jtt_training_pass_error_set_and_code_options():
     from debiaskit.methods.jtt import JTT
 
     for key in ("error_set_from", "upweight_adds_copies", "same_init"):
-        assert JTT.hparams[key].authors_code
+        assert JTT.declared_hparams[key].authors_code
     gen = torch.Generator().manual_seed(0)
     n = 37
     train_set = BiasedDataset(name="t", x=torch.randint(0, 256, (n, 3, 4, 4), dtype=torch.uint8,

@@ -251,7 +251,7 @@ def check_names(args: argparse.Namespace) -> list[str]:
         method = known["method"].get(args.method)
         for item in args.hp or []:
             key = item.partition("=")[0].replace("-", "_")
-            if method is not None and key not in method.hparams:
+            if method is not None and key not in method.declared_hparams:
                 problems.append(f"method {args.method!r} has no hyper-parameter {key!r}")
         if args.command == "sweep" and method is not None and args.search:
             from debiaskit.bench.sweep import searchable
@@ -453,7 +453,7 @@ def test_method_docs_state_the_code_defaults():
     assert len(rows) > 100
     wrong = []
     for doc, method, key, text in rows:
-        default = get_method(method).hparams[key].default
+        default = get_method(method).declared_hparams[key].default
         if isinstance(default, bool) or isinstance(default, str):
             same = text == str(default)
         else:

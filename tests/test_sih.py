@@ -287,7 +287,7 @@ def test_sih_gce_code_value_changes_the_objective_not_the_gradient():
     assert torch.allclose(grad_code, grad_gce, atol=1e-6)
     assert not torch.allclose(code, gce, atol=1e-2)
     assert torch.allclose(_tiny_sih().bias_loss(logits, y, ce), gce)
-    assert type(method).hparams["gce_code_value"].authors_code
+    assert type(method).declared_hparams["gce_code_value"].authors_code
     assert _tiny_sih(drop_last=True).drop_last and not _tiny_sih().drop_last
 
 

@@ -44,7 +44,7 @@ def seed_hash(*args) -> int:
 def searchable(method: str) -> dict:
     """name -> Search distribution of every searchable hyper-parameter of ``method``."""
     cls = get_method(method)
-    return {k: s for k, hp in cls.hparams.items() if (s := search_of(k, hp)) is not None}
+    return {k: s for k, hp in cls.declared_hparams.items() if (s := search_of(k, hp)) is not None}
 
 
 def sample_hparams(method: str, trial: int, names=None) -> dict:

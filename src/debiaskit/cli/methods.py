@@ -16,7 +16,7 @@ def run(_args) -> None:
     for name, cls in sorted(METHODS.items()):
         needs = ", ".join(sorted(cls.requires)) or "nothing beyond targets"
         print(f"{name}  (needs: {needs}; model selection: {cls.default_selection})")
-        for key, hp in cls.hparams.items():
+        for key, hp in cls.declared_hparams.items():
             search = search_of(key, hp)
             print(f"    {key} = {hp.default!r}: {hp.doc}"
                   + (" [only to match the authors' code: docs/parity.md]"

@@ -71,13 +71,14 @@ class DataSpec:
 
 
 class Method(nn.Module):
-    """Base class. Subclasses set ``name``, ``requires``, ``hparams`` and implement
+    """Base class. Subclasses set ``name``, ``requires``, ``declared_hparams`` (the
+    declarations; the values a run resolves are ``self.hp``) and implement
     ``update`` (or ``loss``) and ``predict``; networks are added with :meth:`add_network`,
     other state is buffers (``register_buffer``) or modules with buffers in ``self.tables``."""
 
     name: ClassVar[str] = ""
     requires: ClassVar[frozenset[str]] = frozenset()
-    hparams: ClassVar[dict[str, HParam]] = {}
+    declared_hparams: ClassVar[dict[str, HParam]] = {}
     #: Training cost relative to ERM with the same network (for scheduling bench runs).
     relative_cost: ClassVar[float] = 1.0
     #: Model-selection policy (see ``debiaskit.train.SELECTION``) when a run names none.
@@ -129,7 +130,7 @@ class Method(nn.Module):
     def resolve_hparams(cls, given: dict) -> dict:
         """The method's values: its declared defaults overridden by ``given``
         (:func:`~debiaskit.methods.hparams.resolve`)."""
-        return resolve(cls.name, cls.hparams, given)
+        return resolve(cls.name, cls.declared_hparams, given)
 
     def add_network(self, role: str, module: nn.Module, **optimizer) -> nn.Module:
         """Register ``module`` as network ``role`` with its own optimiser, declared by the

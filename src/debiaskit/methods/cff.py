@@ -122,7 +122,7 @@ class CounterfactualFactual(Method):
     name = "cff"
     requires = frozenset({"mask"})
     relative_cost = 2.5
-    hparams = {
+    declared_hparams = {
         **optimiser_hparams(1e-3),
         "cf": HParam("none", "counterfactual infill of the box: none | "
                              + " | ".join(infill.COUNTERFACTUAL),
@@ -243,7 +243,7 @@ class Mixup(Method):
     ``lambda ~ Beta(alpha, alpha)`` against a shuffled copy of the batch."""
 
     name = "mixup"
-    hparams = {
+    declared_hparams = {
         **optimiser_hparams(1e-3),
         "alpha": HParam(0.2, "Beta(alpha, alpha) of the mixing weight (CF/F grid 0.1-0.3)",
                         1e-6, 100.0, search=choice(0.1, 0.2, 0.3)),
@@ -278,7 +278,7 @@ class LabelSmoothing(Method):
     mixed with the uniform distribution by ``epsilon``."""
 
     name = "label_smoothing"
-    hparams = {
+    declared_hparams = {
         **optimiser_hparams(1e-3),
         "epsilon": HParam(0.1, "smoothing (CF/F grid 0.05, 0.1, 0.2)", 0.0, 1.0,
                           search=choice(0.05, 0.1, 0.2)),

@@ -72,7 +72,7 @@ def read_discovery(path) -> dict:
 class Discovered(Method):
     name = "discovered"
     requires = frozenset({"discovery"})
-    hparams = {
+    declared_hparams = {
         **optimiser_hparams(1e-3),
         "mode": HParam("reweight", "reweight: the selected images' loss weighted by "
                        "upweight; upsample: ERM with them repeated upweight times per epoch "

@@ -39,7 +39,7 @@ from .hparams import HParam, log_uniform, optimiser_hparams
 class DisEnt(Method):
     name = "disent"
     relative_cost = 2.2
-    hparams = {
+    declared_hparams = {
         **optimiser_hparams(0.01, of="both branches"),
         "q": HParam(0.7, "GCE exponent q of the bias branch", 0.0, 1.0),
         "ema": HParam(0.7, "per-sample EMA decay of both branches' CE", 0.0, 1.0),

@@ -13,7 +13,7 @@ class ERM(Method):
     """Empirical risk minimisation: the "Vanilla" rows of every table."""
 
     name = "erm"
-    hparams = {
+    declared_hparams = {
         **optimiser_hparams(1e-3),
     }
 

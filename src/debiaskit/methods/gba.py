@@ -115,7 +115,7 @@ class GBA(Method):
     name = "gba"
     requires = frozenset({"bias"})
     relative_cost = 1.3
-    hparams = {
+    declared_hparams = {
         **optimiser_hparams(1e-3, of="F and C"),
         "disc_lr": HParam(1e-3, "Adam learning rate of the discriminator D", 0.0, 10.0),
         "lambda_adv": HParam(0.1, "lambda of Eq. 3: weight of the reversed D loss for F",
@@ -254,7 +254,7 @@ class Adversarial(GBA):
     mask (``mask_rule`` none)."""
 
     name = "adversarial"
-    hparams = {**GBA.hparams,
+    declared_hparams = {**GBA.declared_hparams,
                "mask_rule": HParam("none", "none (the baseline has no mask)",
                                    choices=tuple(MASK_RULES)),
                "test_mask": HParam("none", "none (the baseline has no mask)",
@@ -271,7 +271,7 @@ class DomainIndependent(Method):
 
     name = "domain_independent"
     requires = frozenset({"bias"})
-    hparams = {
+    declared_hparams = {
         **optimiser_hparams(1e-3),
         "inference": HParam("sum", "sum (raw logits over domains) | conditional",
                             choices=("sum", "conditional")),

@@ -59,7 +59,7 @@ def group_dro_step(model, optimizer, batch, groups, q, eta: float, adjustment=No
 class GroupDRO(Method):
     name = "groupdro"
     requires = frozenset({"bias"})
-    hparams = {
+    declared_hparams = {
         **optimiser_hparams(1e-3),
         "eta": HParam(0.01, "step size of the group weights (eta_q)", 0.0, 10.0,
                       search=log_uniform(1e-3, 1e-1)),

@@ -44,7 +44,7 @@ class ErrorSet(nn.Module):
 @register
 class JTT(Method):
     name = "jtt"
-    hparams = {
+    declared_hparams = {
         **optimiser_hparams(1e-3, of="both stages"),
         "identification_epochs": HParam(1, "T: epochs of the ERM identification model", 1, 10_000,
                                         search=int_uniform(1, 5)),

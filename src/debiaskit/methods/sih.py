@@ -63,7 +63,7 @@ class SiH(Method):
     name = "sih"
     default_selection = "early_stop"
     relative_cost = 14.0  # two encoders and a 200-512-1024-2352 decoder vs a 3-layer MLP
-    hparams = {
+    declared_hparams = {
         **optimiser_hparams(1e-3, weight_decay=None),
         "q": HParam(0.7, "focal exponent q of the unbiased classifier's weight (Eq. 4)",
                     0.0, 1.0),
@@ -189,7 +189,7 @@ class SiHRDS(SiH):
     """
 
     name = "sih_rds"
-    hparams = {**SiH.hparams,
+    declared_hparams = {**SiH.declared_hparams,
                "ema": HParam(0.7, "per-sample EMA decay of both classifiers' CE", 0.0, 1.0)}
 
     def __init__(self, spec, make_network, hparams=None):

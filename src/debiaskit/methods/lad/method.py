@@ -38,7 +38,7 @@ def to_uint8(images: torch.Tensor) -> torch.Tensor:
 class LAD(ERM):
     name = "lad"
     relative_cost = 1.5
-    hparams = {**ERM.hparams, **PAPER, **RULE, **DIAGNOSTIC}
+    declared_hparams = {**ERM.declared_hparams, **PAPER, **RULE, **DIAGNOSTIC}
 
     def __init__(self, spec, make_network, hparams=None):
         super().__init__(spec, make_network, hparams)
@@ -263,7 +263,7 @@ class LAD(ERM):
     def stage_defaults(cls) -> dict:
         """Default of every option: a stage cached before an option existed was made as
         with its default."""
-        return {**{name: param.default for name, param in cls.hparams.items()},
+        return {**{name: param.default for name, param in cls.declared_hparams.items()},
                 **IMPLIED_BEFORE}
 
     def fit_stages(self, train: BiasedDataset, evals: dict, store, seed: int, device,
