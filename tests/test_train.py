@@ -81,6 +81,11 @@ def test_same_seed_same_numbers_in_two_processes(data_dir, tmp_path):
     differ = [k for k in ten_a if not (ten_a[k].dtype == ten_b[k].dtype
                                        and torch.equal(ten_a[k], ten_b[k]))]
     assert not differ, f"{why}: tensors {differ}"
+    # where the numbers were computed is on record (what reproduces where: docs/bench.md)
+    machine = json.loads((outs[0] / "summary.json").read_text())
+    assert machine["machine"]["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert machine["machine"]["device"] == "cpu" and machine["machine"]["threads"] >= 1
+    assert machine["versions"]["torch"] == torch.__version__
 
 
 def _cli_train(data_dir, out, epochs):
