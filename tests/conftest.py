@@ -12,6 +12,14 @@ import pytest
 from parity import DATA_DIR, require_data  # one rule for the data (tests/ is on sys.path)
 
 
+def pytest_collection_modifyitems(items):
+    """Mark every test that takes the real data (the ``data_dir`` fixture, directly or
+    through another fixture) with ``data``."""
+    for item in items:
+        if "data_dir" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.data)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _derived_cache(tmp_path_factory):
     """Derived datasets (corrupted CIFAR-10 ...) go to a temporary cache, never into the

@@ -1,5 +1,6 @@
 """SiH's label-free baselines on small real Colored MNIST: JTT and DisEnt."""
 
+import pytest
 import torch
 
 from debiaskit.data.loader import InMemoryLoader
@@ -21,6 +22,7 @@ def test_feature_extractor_drops_the_head():
         assert encoder(torch.rand(2, *shape)).shape == (2, dim)
 
 
+@pytest.mark.slow
 def test_jtt_error_set_holds_the_conflicting_samples_and_is_upsampled(data_dir):
     prep = prepare(cfg(data_dir, "jtt", 0.02, hparams={"upweight": 7}))
     loader = InMemoryLoader(prep.train, 256, seed=0)
@@ -39,6 +41,7 @@ def test_jtt_error_set_holds_the_conflicting_samples_and_is_upsampled(data_dir):
     assert bool((counts[errors] == 7).all()) and bool((counts[~errors] == 1).all())
 
 
+@pytest.mark.slow
 def test_jtt_and_disent_beat_vanilla_on_conflicting_samples(data_dir, tmp_path):
     runs = {
         "erm": cfg(data_dir, "erm", 0.02, epochs=4, train_subset=20000),
@@ -51,6 +54,7 @@ def test_jtt_and_disent_beat_vanilla_on_conflicting_samples(data_dir, tmp_path):
     assert res["disent"]["conflicting"] > res["erm"]["conflicting"] + 8
 
 
+@pytest.mark.slow
 def test_disent_weights_conflicting_samples_more_and_swaps(data_dir):
     prep = prepare(cfg(data_dir, "disent", 0.02, hparams={"swap_start": 100},
                        train_subset=None))
@@ -62,6 +66,7 @@ def test_disent_weights_conflicting_samples_more_and_swaps(data_dir):
     assert weights["weight_conflicting"] > 3 * weights["weight_aligned"]
 
 
+@pytest.mark.slow
 def test_disent_runs_as_its_authors_code(data_dir, tmp_path):
     # learning rate 0.01 until step 20k (the schedule counts from step 10k), then halved
     # every 10k; 16-d features per branch; the last incomplete batch dropped

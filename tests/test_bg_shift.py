@@ -20,6 +20,7 @@ def small(data_dir):
     return build_data("bg_shift", data_dir=data_dir, train_per_class=200, test_per_class=40)
 
 
+@pytest.mark.slow
 def test_training_counts_are_exact(small):
     train = small.train
     counts = torch.zeros(10, 10, dtype=torch.long)
@@ -50,6 +51,7 @@ def _background_class(image, mask, cifar_x, cifar_y) -> int:
     return int(cifar_y[hits[0]]), hits[0]
 
 
+@pytest.mark.slow
 def test_test_sets_follow_in9_rules_on_one_set_of_foregrounds(small, data_dir):
     cifar = load_source("cifar10", data_dir).split("test")
     ev = small.evals
@@ -141,6 +143,7 @@ def test_bad_size_or_opacity_is_refused(data_dir, params, words):
     assert words in str(err.value) and "\n" not in str(err.value)
 
 
+@pytest.mark.slow
 def test_a_background_pool_serves_training_and_test_sets_alike(data_dir):
     # bg_pool: every background, train and test, is one of that many CIFAR-10 training
     # photographs of its class; the test sets keep IN-9's rules within the pool

@@ -153,6 +153,7 @@ def test_bad_input():
     (["--dataset", "bg_colored_mnist", "--method", "cff", "--hp", "factual=tile"],
      "factual='tile'"),
 ])
+@pytest.mark.slow
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(train_fails_cleanly, args, words):
     train_fails_cleanly(args, words)
 
@@ -184,7 +185,7 @@ def test_code_logp_loss_saturates_like_the_authors_code():
     assert code_logp_loss(two, torch.tensor([0])).item() == pytest.approx(
         nn.functional.cross_entropy(two, torch.tensor([1])).item())
     method = _cff(cf="grey", cf_logp_code=True)
-    assert METHODS["cff"].hparams["cf_logp_code"].authors_code
+    assert METHODS["cff"].declared_hparams["cf_logp_code"].authors_code
     loss, stats = method.loss(_batch(), training=False)
     assert torch.isfinite(loss)
 
@@ -217,6 +218,7 @@ def test_sal_range_unit_is_four_times_signed():
     assert b == pytest.approx(4 * a, rel=1e-5)
 
 
+@pytest.mark.slow
 def test_the_originals_go_through_the_network_alone_unless_passes_is_joint():
     spec = DataSpec(input_shape=(3, 8, 8), num_classes=3, num_train=6,
                     train_targets=torch.arange(6) % 3)
@@ -267,7 +269,7 @@ def test_sal_share_is_the_penalty_part_of_the_loss():
 def test_grad_clip_bounds_the_gradient_norm_of_every_step():
     torch.manual_seed(0)
     method = _cff(cf="grey", grad_clip=0.01, lr=0.0)
-    assert METHODS["cff"].hparams["grad_clip"].authors_code
+    assert METHODS["cff"].declared_hparams["grad_clip"].authors_code
     norms = []
     opt = method.optimizers["model"]
     step = opt.step

@@ -28,6 +28,7 @@ def corrupt_dir(tmp_path):
     return d
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("argv, says", [
     (["--dataset", "colored_mnits"], "unknown dataset"),
     (["--method", "lfff"], "unknown method"),
@@ -64,6 +65,7 @@ def test_argparse_errors_are_one_line(capsys):
     assert capsys.readouterr().err.count("\n") == 1
 
 
+@pytest.mark.slow
 def test_train_then_refuse_to_overwrite(capsys, tmp_path, data_dir):
     out = tmp_path / "run"
     code, stdout, _ = run_cli(capsys, "train", "--data-dir", data_dir, "--out", str(out),
@@ -159,6 +161,7 @@ def test_a_closed_stdout_pipe_ends_quietly(capsys, monkeypatch, tmp_path, argv):
     assert code == 1 and capsys.readouterr().err == ""
 
 
+@pytest.mark.slow
 def test_a_closed_stdout_pipe_ends_the_process_quietly():
     """The same through the interpreter: no traceback, no "Exception ignored" at exit."""
     read, write = os.pipe()
@@ -205,6 +208,7 @@ def test_every_option_of_every_command_has_help():
     assert not measured, measured
 
 
+@pytest.mark.slow
 def test_data_info_prints_exact_counts(capsys, data_dir):
     code, out, _ = run_cli(capsys, "data", "info", "colored_mnist", "--aligned-ratio", "0.99",
                            "--data-dir", data_dir)
@@ -215,6 +219,7 @@ def test_data_info_prints_exact_counts(capsys, data_dir):
     assert out.count("checksum ") == 2
 
 
+@pytest.mark.slow
 def test_bench_runs_reports_and_skips_finished(capsys, tmp_path, data_dir):
     args = ["bench", "quick", "--epochs", "1", "--workers", "2", "--out", str(tmp_path),
             "--data-dir", data_dir]
@@ -236,6 +241,7 @@ def test_bench_runs_reports_and_skips_finished(capsys, tmp_path, data_dir):
     assert (report / "report.md").read_text() == before
 
 
+@pytest.mark.slow
 def test_bench_reports_the_best_epoch_as_a_test_set_oracle(capsys, tmp_path, data_dir):
     code, out, _ = run_cli(capsys, "bench", "quick", "--epochs", "3", "--methods", "Vanilla",
                            "--out", str(tmp_path), "--data-dir", data_dir)
@@ -256,6 +262,7 @@ def test_bench_reports_the_best_epoch_as_a_test_set_oracle(capsys, tmp_path, dat
     assert f"| Vanilla | 99.0 | loss | {losses[-1]:.4g} +- 0 | 1 |" in out
 
 
+@pytest.mark.slow
 def test_bench_hyper_parameters_over_the_preset(capsys, tmp_path, data_dir):
     code, out, _ = run_cli(capsys, "bench", "quick", "--epochs", "1", "--workers", "1",
                            "--methods", "Vanilla", "--hp", "lr=0.0005", "--out", str(tmp_path),
@@ -281,6 +288,7 @@ def test_bench_bad_input(capsys, tmp_path):
     assert not (tmp_path / "b").exists()
 
 
+@pytest.mark.slow
 def test_bench_in_bf16_says_so(capsys, tmp_path, data_dir, monkeypatch):
     from debiaskit import precision
     monkeypatch.setattr(precision, "native_bf16", lambda device="cpu": False)
@@ -296,6 +304,7 @@ def test_bench_in_bf16_says_so(capsys, tmp_path, data_dir, monkeypatch):
     assert "bf16 autocast" in summary["protocol"]
 
 
+@pytest.mark.slow
 def test_bench_on_a_local_ray_cluster(tmp_path, data_dir):
     ray = pytest.importorskip("ray", reason="the Ray backend is tested where ray is installed "
                                             "(pip install -e '.[test,ray]')")
@@ -312,6 +321,7 @@ def test_bench_on_a_local_ray_cluster(tmp_path, data_dir):
     assert "| 99.0 |" in text and "(n=1)" in text
 
 
+@pytest.mark.slow
 def test_bench_rows_with_their_own_dataset_and_columns(tmp_path, data_dir):
     from debiaskit.bench.presets import Row, TablePreset
     from debiaskit.bench.tables import write_report
@@ -356,6 +366,7 @@ def _captured_axes(monkeypatch, module) -> list:
     return axes
 
 
+@pytest.mark.slow
 def test_accuracy_curves_at_100_and_0_percent_are_inside_the_axes(tmp_path, monkeypatch):
     """A curve at 100 % (or 0 %) must not hide under the axes frame: the y-limits leave a
     margin above 100 and below 0, in the bench report's curves.png, explain curves' PNG
@@ -473,6 +484,7 @@ def _exited(pid: int) -> bool:
         return True
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
 def test_bench_workers_exit_when_the_runner_is_killed():
     """SIGKILL reaches only the runner; its pool workers must not train on for nobody."""

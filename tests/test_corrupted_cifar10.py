@@ -159,6 +159,7 @@ def test_bad_parameters_are_one_line_errors(small, params, words):
     assert words in str(err.value) and "\n" not in str(err.value)
 
 
+@pytest.mark.slow
 def test_cli_bad_parameter_exit_2_writes_nothing(data_dir, tmp_path):
     import os
     require_data("cifar10.npz")  # the source is read before the parameters are checked

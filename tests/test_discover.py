@@ -61,6 +61,7 @@ def cmnist_discovery(data_dir, tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_discovery_ranks_conflicting_images_first(cmnist_discovery):
     record = json.loads((cmnist_discovery / "discovery.json").read_text())
     ev = record["evaluation"]
@@ -86,6 +87,7 @@ def test_discovery_ranks_conflicting_images_first(cmnist_discovery):
     assert "precision at 100" in page
 
 
+@pytest.mark.slow
 def test_bg_colored_mnist_clusters_are_the_background_colours(capsys, data_dir, tmp_path):
     out = tmp_path / "bg"
     code, stdout, err = run(capsys, "discover", "--dataset", "bg_colored_mnist",
@@ -100,6 +102,7 @@ def test_bg_colored_mnist_clusters_are_the_background_colours(capsys, data_dir, 
     assert "cluster NMI with the bias" in stdout
 
 
+@pytest.mark.slow
 def test_training_from_the_discovery_beats_erm_on_conflicting(capsys, data_dir, tmp_path,
                                                                cmnist_discovery):
     common = ["--conflict-ratio", "0.01", "--train-subset", SUBSET, "--eval-subset", 3000,
@@ -117,6 +120,7 @@ def test_training_from_the_discovery_beats_erm_on_conflicting(capsys, data_dir, 
     assert conflicting["discovered"] >= conflicting["erm"] + 15.0, conflicting
 
 
+@pytest.mark.slow
 def test_training_refuses_a_discovery_of_other_data(capsys, data_dir, tmp_path,
                                                     cmnist_discovery):
     out = tmp_path / "run"
@@ -275,6 +279,7 @@ def sih_discovery(data_dir, tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_sih_ranks_conflicting_images_and_shows_its_bias(sih_discovery):
     out = sih_discovery
     assert sorted(p.name for p in out.iterdir()) == ["discover.html", "discovery.json",
@@ -315,6 +320,7 @@ def test_sih_ranks_conflicting_images_and_shows_its_bias(sih_discovery):
     assert "deepfool_colour_shift" in vis  # Colored MNIST has foreground masks
 
 
+@pytest.mark.slow
 def test_sih_run_is_reused_and_can_be_the_primary_ranking(capsys, data_dir, tmp_path,
                                                           sih_discovery):
     """An --out holding only the finished sih/ run of an interrupted discovery (same

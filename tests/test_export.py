@@ -18,6 +18,7 @@ def two_runs(data_dir, tmp_path_factory):
     return root
 
 
+@pytest.mark.slow
 def test_tensorboard_export_holds_every_numeric_metric(two_runs, tmp_path, capsys):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -47,6 +48,7 @@ def test_tensorboard_export_holds_every_numeric_metric(two_runs, tmp_path, capsy
     assert (out / "erm" / "seed0").is_dir()
 
 
+@pytest.mark.slow
 def test_export_bad_input_writes_nothing(two_runs, tmp_path, capsys):
     out = tmp_path / "tb"
     assert main(["export", str(tmp_path), "--out", str(out)]) == 2

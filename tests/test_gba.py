@@ -152,6 +152,7 @@ def test_what_d_sees_through_the_reversal(disc_features):
     assert (leak > 0) == (disc_features == "raw")
 
 
+@pytest.mark.slow
 def test_d_is_less_accurate_on_masked_features_after_training(data_dir):
     prep = prepare(RunConfig(method="gba", data_params={"conflict_ratio": 0.05},
                              train_subset=6000, eval_subset=1000, threads=1, data_dir=data_dir,
@@ -227,5 +228,6 @@ def test_one_valued_bias_attribute_is_refused(name):
     (["--method", "gba", "--hp", "lambda_adv=-1"], "lambda_adv=-1.0 is out of range"),
     (["--method", "gba", "--hp", "mask_rule=random"], "mask_rule='random'"),
 ])
+@pytest.mark.slow
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(train_fails_cleanly, args, words):
     train_fails_cleanly(args, words)

@@ -100,6 +100,7 @@ def test_bad_input(batch):
         infill.factual("mixed_rand", x, mask)
 
 
+@pytest.mark.slow
 def test_within_image_shuffle_keeps_a_uniform_background_colour(data_dir):
     # background-coloured MNIST: the paper's F(Shuffle) permutes one image's own background,
     # so the colour shortcut survives it; F(Random) and F(Shuffle-batch) draw other colours

@@ -51,6 +51,7 @@ def test_gradient_ratio_by_hand():
     assert (causal, confound, ratio) == pytest.approx((10.0, 5.0, 2.0))
 
 
+@pytest.mark.slow
 def test_vanilla_takes_the_one_pixel_shortcut(data_dir):
     from debiaskit.explain.gradient_ratio import track_gradient_ratio
 
@@ -98,6 +99,7 @@ def test_dead_codes_restart_at_latents_of_the_batch():
     assert vq.codes_in_use(threshold=1.0) < 8
 
 
+@pytest.mark.slow
 def test_vqvae_learns_mostly_black_images(data_dir):
     """Foreground-coloured MNIST is mostly black: the reconstruction must get past the
     all-black image (a sigmoid output layer stalled there)."""
@@ -164,6 +166,7 @@ def trained_lad(small_bg):
     return method, vqvae, f, vq_stats, f_stats
 
 
+@pytest.mark.slow
 def test_vqvae_reconstructs_and_f_follows_the_colour(small_bg, trained_lad):
     tr, _ = small_bg
     _, vqvae, _, vq_stats, f_stats = trained_lad
@@ -218,6 +221,7 @@ def test_walk_rule_refuses_what_it_cannot_read(small_bg):
                                                        "alpha": 0.1, "walk_steps": 5})
 
 
+@pytest.mark.slow
 def test_f_stopping_rule_constrains_f(small_bg, trained_lad):
     """f_stop_accuracy / f_stop_entropy stop f once the mean over the last 10 batches reaches
     the level (never before 10 batches); without them f trains all its epochs. 3,000
@@ -244,6 +248,7 @@ def test_f_stopping_rule_constrains_f(small_bg, trained_lad):
     assert fit(f_steps=5)["f_stopped_by"] == "f_steps"
 
 
+@pytest.mark.slow
 def test_f_l1_shrinks_the_first_layer_of_f(small_bg, trained_lad):
     """f_l1 adds l1 * sum |W| of f's first layer to its loss: trained alike otherwise, that
     layer's weights shrink (SGD 0.1, 36 steps: about 3.6e-3 per weight, against a mean
@@ -264,6 +269,7 @@ def test_f_l1_shrinks_the_first_layer_of_f(small_bg, trained_lad):
     assert abs(last_l1 - last) < 0.1 * last
 
 
+@pytest.mark.slow
 def test_walk_step_increases_the_entropy_of_f(small_bg, trained_lad):
     tr, _ = small_bg
     _, vqvae, f, _, _ = trained_lad
@@ -372,6 +378,7 @@ def test_stage_store_reuses_another_runs_stage_only_when_its_key_matches(tmp_pat
     assert not (tmp_path / "d" / "stage.pt").exists()
 
 
+@pytest.mark.slow
 def test_lad_run_trains_on_decoded_walks(data_dir, tmp_path):
     cfg = RunConfig(dataset="bg_colored_mnist", method="lad", model="mlp", epochs=1,
                     train_subset=2000, eval_subset=500, data_dir=data_dir, augment="crop",
@@ -415,6 +422,7 @@ def test_lad_run_trains_on_decoded_walks(data_dir, tmp_path):
         assert other["stages"][name]["reused_from"] == str(tmp_path / "run" / "stages")
 
 
+@pytest.mark.slow
 def test_bias_probe_tells_a_remapped_bias_from_a_removed_one(data_dir, mnist):
     """The probe (trained on the unbiased split) reads the background colour: recolouring
     every class with another fixed colour keeps NMI(class, bias) at 1 and the original
@@ -456,6 +464,7 @@ def test_bias_probe_tells_a_remapped_bias_from_a_removed_one(data_dir, mnist):
     assert class_bias_nmi([0, 0, 1, 1], [2, 2, 2, 2]) == pytest.approx(0.0)
 
 
+@pytest.mark.slow
 def test_random_class_walk_reaches_its_targets_and_stops(small_bg, trained_lad):
     """The random_class objective (ours): on a real batch f ends up predicting each
     latent's target for most latents, and a latent already at its target does not move."""

@@ -50,6 +50,7 @@ def _epoch(method, loader, epoch: int) -> list[dict]:
     return [method.update(batch) for batch in loader.epoch(epoch, pool)]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(METHODS))
 def test_every_method_builds_trains_predicts_saves_and_resumes(name):
     data = _dataset(with_bias="bias" in METHODS[name].requires,

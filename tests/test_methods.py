@@ -15,6 +15,7 @@ def cfg(data_dir, method, conflict, epochs=2, **kw):
                      data_dir=data_dir, progress=False, **kw)
 
 
+@pytest.mark.slow
 def test_vanilla_on_fully_biased_data_learns_the_colour(data_dir, tmp_path):
     summary = train(cfg(data_dir, "erm", 0.0), tmp_path / "run")
     test = summary["metrics"]["test"]
@@ -31,6 +32,7 @@ def _one_epoch(data_dir, method, conflict, epochs=1, **kw):
     return prep
 
 
+@pytest.mark.slow
 def test_lff_weights_conflicting_samples_more(data_dir):
     prep = _one_epoch(data_dir, "lff", 0.02, train_subset=None)
     stats = prep.method.epoch_stats(prep.train)
@@ -39,12 +41,14 @@ def test_lff_weights_conflicting_samples_more(data_dir):
     assert bool(((w >= 0) & (w <= 1)).all())
 
 
+@pytest.mark.slow
 def test_lff_beats_vanilla_on_conflicting_samples(data_dir, tmp_path):
     res = {m: train(cfg(data_dir, m, 0.02, epochs=4, train_subset=20000),
                     tmp_path / m)["metrics"]["test"] for m in ("erm", "lff")}
     assert res["lff"]["conflicting"] > res["erm"]["conflicting"] + 8
 
 
+@pytest.mark.slow
 def test_lff_biased_model_is_evaluated_and_biased(data_dir, tmp_path):
     summary = train(cfg(data_dir, "lff", 0.02, epochs=2, train_subset=None), tmp_path / "run")
     biased, debiased = summary["metrics"]["biased/test"], summary["metrics"]["test"]
@@ -52,12 +56,14 @@ def test_lff_biased_model_is_evaluated_and_biased(data_dir, tmp_path):
     assert biased["conflicting"] < debiased["conflicting"] - 15
 
 
+@pytest.mark.slow
 def test_groupdro_raises_the_worst_group(data_dir, tmp_path):
     res = {m: train(cfg(data_dir, m, 0.05, epochs=3), tmp_path / m)["metrics"]["test"]
            for m in ("erm", "groupdro")}
     assert res["groupdro"]["conflicting"] > res["erm"]["conflicting"] + 5
 
 
+@pytest.mark.slow
 def test_groupdro_refuses_data_without_bias_labels(data_dir, tmp_path):
     with pytest.raises(ConfigError, match="needs bias labels"):
         train(cfg(data_dir, "groupdro", 0.05, drop_bias_labels=True), tmp_path / "run")
@@ -71,6 +77,7 @@ def test_bad_hyperparameters(hp, msg):
         get_method("lff").resolve_hparams(hp)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["lff", "jtt"])
 def test_finished_runs_keep_the_training_weights(data_dir, tmp_path, method):
     """LfF's relative difficulty and JTT's upweighting land in sample_weights.pt, with the

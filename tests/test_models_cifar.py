@@ -37,6 +37,7 @@ def cifar(data_dir):
     return x, torch.from_numpy(src.y_train[:16].copy()).long()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(MODELS))
 def test_every_model_has_the_feature_interface(name):
     for n, shape in zip((2, 1), SHAPES[name]):
@@ -134,6 +135,7 @@ def _reference_resnet18(seed=0):
     return ref.eval()
 
 
+@pytest.mark.slow
 def test_resnet18_imagenet_loads_a_local_state_dict(tmp_path):
     ref = _reference_resnet18()
     path = tmp_path / "resnet18.pth"
@@ -185,6 +187,7 @@ def test_resnet18_imagenet_refuses_bad_weight_files(tmp_path):
             build_model("resnet18_imagenet", shape, 6)
 
 
+@pytest.mark.slow
 def test_one_sgd_step_on_real_cifar_images_changes_the_loss(cifar):
     x, y = cifar
     torch.manual_seed(0)

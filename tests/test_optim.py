@@ -14,6 +14,7 @@ SMALL = dict(train_subset=2000, eval_subset=1000, batch_size=256, threads=1,
              data_params={"conflict_ratio": 0.05})
 
 
+@pytest.mark.slow
 def test_sgd_with_step_schedule_on_real_data(data_dir, tmp_path):
     cfg = RunConfig(method="erm", epochs=3, optimizer="sgd", momentum=0.9, schedule="step",
                     lr_step=1, lr_gamma=0.5, hparams={"lr": 0.1, "weight_decay": 1e-4},
@@ -29,6 +30,7 @@ def test_sgd_with_step_schedule_on_real_data(data_dir, tmp_path):
     assert summary["metrics"]["test"]["aligned"] > 50  # it learned the colour (chance: 10)
 
 
+@pytest.mark.slow
 def test_default_is_adam_without_schedule(data_dir):
     prep = prepare(RunConfig(method="lff", epochs=1, data_dir=data_dir, **SMALL))
     assert all(isinstance(o, torch.optim.Adam) for o in prep.method.optimizers.values())

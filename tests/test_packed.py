@@ -53,6 +53,7 @@ def test_feature_extractors_pack_and_other_networks_run_one_by_one():
     torch.testing.assert_close(forward_shared(convs, x32)[0], convs[0](x32))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method,hparams,epochs", [("lff", {}, 3),
                                                    ("disent", {"swap_start": 5}, 1)])
 def test_a_packed_run_equals_an_unpacked_one(data_dir, tmp_path, method, hparams, epochs):
@@ -75,6 +76,7 @@ def test_a_packed_run_equals_an_unpacked_one(data_dir, tmp_path, method, hparams
         assert abs(metrics["accuracy"] - summaries[False]["metrics"][split]["accuracy"]) <= 0.3
 
 
+@pytest.mark.slow
 def test_pack_auto_times_both_once_and_the_run_records_the_decision(data_dir, tmp_path):
     from debiaskit.bench.tables import packing_lines
     from debiaskit.models import packed

@@ -51,6 +51,7 @@ def _rounding_like(result) -> bool:
     return diff <= FIRST_FACTOR * tol and result.worst_ratio <= WORST_FACTOR
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("manifest", MANIFESTS, ids=lambda p: p.stem)
 def test_replay_matches_the_reference(manifest):
     """Within the fixture's tolerances at every step. On a machine whose float kernels
@@ -69,6 +70,7 @@ def test_replay_matches_the_reference(manifest):
     assert result.steps == fixture.manifest["steps"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("manifest", MANIFESTS, ids=lambda p: p.stem)
 def test_negative_control_fails(manifest):
     """The known-wrong option fails, and not as rounding does, so the rounding allowance

@@ -22,6 +22,7 @@ def test_block_assignment_hand_computed():
     assert b.tolist() == [0] * 2 + [1] * 16 + [2] * 2
 
 
+@pytest.mark.slow
 def test_lff_counts_are_exact(lff99, mnist):
     counts = lff99.train.counts()
     per_class = np.bincount(mnist.y_train, minlength=10)
@@ -48,6 +49,7 @@ def test_lff_test_split_is_uniform(lff99):
     assert set(lff99.evals) == {"test"}
 
 
+@pytest.mark.slow
 def test_lff_exact_colours_without_noise(mnist):
     data = colored_mnist.build(mnist, conflict_ratio=0.05, sigma=0.0)
     x, b = data.train.x[:500].numpy(), data.train.b[:500].numpy()
@@ -57,6 +59,7 @@ def test_lff_exact_colours_without_noise(mnist):
     assert (x.transpose(0, 2, 3, 1)[mnist.x_train[:500] == 0] == 0).all()  # background stays black
 
 
+@pytest.mark.slow
 def test_lff_colour_noise_has_sigma(mnist):
     data = colored_mnist.build(mnist, conflict_ratio=0.05, severity=1)  # sigma 0.05
     x = data.train.x.float().numpy()
@@ -70,6 +73,7 @@ def test_lff_colour_noise_has_sigma(mnist):
     assert 0.045 < dev.std() < 0.055
 
 
+@pytest.mark.slow
 def test_lff_seed_moves_noise_not_assignment(mnist, lff99):
     other = colored_mnist.build(mnist, conflict_ratio=0.01, severity=4, seed=1)
     again = colored_mnist.build(mnist, conflict_ratio=0.01, severity=4, seed=0)
@@ -82,6 +86,7 @@ def test_masks_are_the_digit(lff99, mnist):
     assert torch.equal(lff99.train.mask, torch.from_numpy(mnist.x_train > 0))
 
 
+@pytest.mark.slow
 def test_background_protocol_counts_and_pixels(mnist):
     data = bg_colored_mnist.build(mnist, conflict_ratio=0.01, seed=3)
     counts = data.train.counts()

@@ -86,6 +86,7 @@ def test_cifar10s_selection_ignores_global_random_state(cifar):
     assert hashlib.sha256(grey.tobytes()).hexdigest() == GREY_SHA256
 
 
+@pytest.mark.slow
 def test_cifar10s_grey_is_luma_of_colour(c10s, cifar):
     x, b = c10s.train.x.numpy().transpose(0, 2, 3, 1), c10s.train.b.numpy()
     orig = cifar.x_train.astype(np.int64)
@@ -165,6 +166,7 @@ def test_cifar10s_bad_params(cifar):
         cifar10s.build(cifar, image_size=4)
 
 
+@pytest.mark.slow
 def test_cifar10s_image_size_resizes_after_greying(cifar, c10s):
     from PIL import Image
     small = cifar10s.build(cifar, test_set="lossless", image_size=16)
@@ -184,6 +186,7 @@ def test_cifar10s_image_size_resizes_after_greying(cifar, c10s):
     assert small.params["image_size"] == 16 and small.train.meta["resample"] == "bicubic"
 
 
+@pytest.mark.slow
 def test_cifar10s_seed_changes_nothing(cifar, c10s):
     # the bench runner passes a data seed; the selection stays the authors' seed 42
     assert cifar10s.build(cifar, seed=3).train.checksum() == c10s.train.checksum()

@@ -46,6 +46,7 @@ def cells(html: str) -> list[str]:
     return [c.strip() for c in re.findall(r"<td[^>]*>(.*?)</td>", html, re.S)]
 
 
+@pytest.mark.slow
 def test_page_holds_the_numbers_and_embeds_everything(report):
     run, summary, out = report
     html = out.read_text()

@@ -146,6 +146,7 @@ def test_the_real_archives_are_sound(data_dir):
         assert require_data(name) == Path(data_dir) / name
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("ci", ["true", None])
 def test_a_pytest_run_without_the_data_fails_under_ci(tmp_path, ci):
     # end to end: mnist.npz missing (the session fixture data_dir) and a malformed

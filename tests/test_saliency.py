@@ -68,6 +68,7 @@ def test_next_class_shift_and_macro_auc_by_hand():
     assert macro_auc(probs, labels) == pytest.approx(50.0)
 
 
+@pytest.mark.slow
 def test_explain_saliency_on_a_trained_run(tmp_path, data_dir):
     import json
     import subprocess

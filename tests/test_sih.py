@@ -62,11 +62,13 @@ def sih(data_dir):
     return _trained_sih(data_dir)
 
 
+@pytest.mark.slow
 def test_sih_focal_weights_are_larger_on_conflicting_samples(sih):
     stats = sih.method.epoch_stats(sih.train)
     assert stats["weight_conflicting"] > 3 * stats["weight_aligned"]
 
 
+@pytest.mark.slow
 def test_sih_biased_classifier_takes_the_colour_and_signal_classifier_does_not(sih):
     test = sih.evals["test"]
     x, y = test.x.float() / 255, test.y
@@ -77,6 +79,7 @@ def test_sih_biased_classifier_takes_the_colour_and_signal_classifier_does_not(s
     assert biased < 0.25 and signal > biased + 0.2
 
 
+@pytest.mark.slow
 def test_rds_ablation_weights_are_lffs_relative_difficulty(data_dir):
     from types import SimpleNamespace
     prep = prepare(cfg(data_dir, "sih_rds", 0.02, selection="last", train_subset=2000))
@@ -92,6 +95,7 @@ def test_rds_ablation_weights_are_lffs_relative_difficulty(data_dir):
     assert torch.allclose(w, torch.tensor([0.25, 0.5]), atol=1e-5)
 
 
+@pytest.mark.slow
 def test_latent_deepfool_flips_the_biased_classifier(sih):
     test = sih.evals["test"]
     vae = sih.method.networks["vae"]
@@ -121,6 +125,7 @@ def test_colour_and_shape_scores_on_hand_made_images():
     assert torch.allclose(shape_iou(img, other, 0.5), torch.tensor([4 / 6]))
 
 
+@pytest.mark.slow
 def test_visualisation_changes_colour_more_than_shape(sih):
     test = sih.evals["test"]
     vis = visualise_bias(sih.method.networks["vae"], test.x.float() / 255, test.y, test.mask,
@@ -131,6 +136,7 @@ def test_visualisation_changes_colour_more_than_shape(sih):
     assert scores["deepfool_shape_iou"] > 0.7
 
 
+@pytest.mark.slow
 def test_early_stopping_restores_the_best_epoch(data_dir, tmp_path):
     # a small training set and a high learning rate overfit, so the held-out loss turns up
     run = tmp_path / "run"
@@ -148,6 +154,7 @@ def test_early_stopping_restores_the_best_epoch(data_dir, tmp_path):
     assert heldout_objective(prep.method, loader) == pytest.approx(objectives[best - 1], rel=1e-5)
 
 
+@pytest.mark.slow
 def test_sih_selects_by_early_stopping_by_default(data_dir, tmp_path):
     summary = train(cfg(data_dir, "sih", 0.02, epochs=1, train_subset=3000), tmp_path / "run")
     assert summary["selection"] == "early_stop"
@@ -155,6 +162,7 @@ def test_sih_selects_by_early_stopping_by_default(data_dir, tmp_path):
         runs.read_metrics(tmp_path / "run")[0]["val_objective"])
 
 
+@pytest.mark.slow
 def test_explain_bias_command(data_dir, tmp_path, capsys):
     run = tmp_path / "sih"
     train(cfg(data_dir, "sih", 0.02, epochs=3, train_subset=10000, selection="last"), run)
@@ -178,6 +186,7 @@ def test_early_stop_needs_an_objective(data_dir, tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow
 def test_resnet_vae_learns_to_reconstruct_real_cifar_images(data_dir):
     """SiH's ResNet-18 VAE trained for real: 24 Adam steps (batch 32, SiH's loss with the
     MSE reconstruction it uses on CIFAR) on 512 real CIFAR-10 training images. The

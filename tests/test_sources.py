@@ -145,6 +145,7 @@ def test_real_mnist_archive():
     assert "60000" in repr(src)
 
 
+@pytest.mark.slow
 def test_real_cifar10_archive():
     require_data("cifar10.npz")
     src = load_source("cifar10", REAL_DIR)

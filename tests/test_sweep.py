@@ -34,6 +34,7 @@ def _trials(out):
             for k, v in json.loads((out / "sweep.json").read_text())["trials"].items()}
 
 
+@pytest.mark.slow
 def test_sweep_resumes_only_unfinished_runs(capsys, tmp_path, data_dir):
     out = tmp_path / "sweep"
     assert main([*ARGS, "--workers", "2", "--out", str(out), "--data-dir", data_dir]) == 0
@@ -51,6 +52,7 @@ def test_sweep_resumes_only_unfinished_runs(capsys, tmp_path, data_dir):
     assert _trials(out) == before
 
 
+@pytest.mark.slow
 def test_sweep_on_a_local_ray_cluster_equals_the_local_pool(capsys, tmp_path, data_dir):
     ray = pytest.importorskip("ray", reason="the Ray backend is tested where ray is installed")
     results = {}
@@ -86,6 +88,7 @@ GRID = ("sweep", "cff", "--dataset", "bg_shift", "--data", "train_per_class=40",
         "--rule", "heldout_mixed", "--seeds", "1", "--epochs", "1", "--batch-size", "64")
 
 
+@pytest.mark.slow
 def test_grid_sweep_scores_trials_on_held_out_images_with_other_backgrounds(capsys, tmp_path,
                                                                            data_dir):
     # one trial per listed value; the label-free rule reads the held-out split seen on

@@ -21,6 +21,7 @@ def _evals(run_dir):
     return [r["eval"] for r in runs.read_metrics(run_dir)]
 
 
+@pytest.mark.slow
 def test_same_seed_same_numbers(data_dir, tmp_path):
     a = train(RunConfig(method="lff", epochs=2, data_dir=data_dir, **SMALL), tmp_path / "a")
     b = train(RunConfig(method="lff", epochs=2, data_dir=data_dir, **SMALL), tmp_path / "b")
@@ -57,6 +58,7 @@ def _run_numbers(run_dir):
     return records, kept, tensors, summary.get("pack")
 
 
+@pytest.mark.slow
 def test_same_seed_same_numbers_in_two_processes(data_dir, tmp_path):
     # `debiaskit train` twice, each in a process of its own with the default options (a
     # tiny run): per-process choices (pack "auto" times the first batch and is remembered
@@ -97,6 +99,7 @@ def _cli_train(data_dir, out, epochs):
             "--pack", "on"]
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_to_the_same_result(data_dir, tmp_path):
     epochs = 6
     subprocess.run(_cli_train(data_dir, tmp_path / "whole", epochs), check=True,
@@ -122,6 +125,7 @@ def test_killed_run_resumes_to_the_same_result(data_dir, tmp_path):
     assert cut["metrics"] == whole["metrics"]
 
 
+@pytest.mark.slow
 def test_run_directory_contents(data_dir, tmp_path):
     train(RunConfig(method="erm", epochs=2, data_dir=data_dir, **SMALL), tmp_path)
     assert sorted(os.listdir(tmp_path)) == sorted(
@@ -134,6 +138,7 @@ def test_run_directory_contents(data_dir, tmp_path):
     assert "last epoch" in runs.read_json(tmp_path / runs.SUMMARY)["protocol"]
 
 
+@pytest.mark.slow
 def test_finished_run_is_never_overwritten(data_dir, tmp_path):
     train(RunConfig(method="erm", epochs=1, data_dir=data_dir, **SMALL), tmp_path)
     before = {p: p.read_bytes() for p in tmp_path.iterdir()}
@@ -148,6 +153,7 @@ def test_unfinished_run_with_other_config_is_refused(data_dir, tmp_path):
         train(RunConfig(method="erm", epochs=1, data_dir=data_dir, **SMALL), tmp_path)
 
 
+@pytest.mark.slow
 def test_heldout_selection_picks_the_best_validation_epoch(data_dir, tmp_path):
     s = train(RunConfig(method="erm", epochs=4, selection="heldout", data_dir=data_dir, **SMALL),
               tmp_path)
@@ -159,6 +165,7 @@ def test_heldout_selection_picks_the_best_validation_epoch(data_dir, tmp_path):
     assert config["data"]["train_size"] == 5400  # 10 % of 6000 held out
 
 
+@pytest.mark.slow
 def test_oracle_is_labelled(data_dir, tmp_path):
     s = train(RunConfig(method="erm", epochs=2, selection="oracle", data_dir=data_dir, **SMALL),
               tmp_path)
@@ -188,6 +195,7 @@ def test_atomic_write_leaves_old_file_on_failure(tmp_path):
     assert os.listdir(tmp_path) == ["f.json"]
 
 
+@pytest.mark.slow
 def test_bf16_autocast_trains_like_float32_and_says_so(data_dir, tmp_path):
     fp32 = train(RunConfig(method="lff", epochs=2, data_dir=data_dir, **SMALL), tmp_path / "a")
     bf16 = train(RunConfig(method="lff", epochs=2, precision="bf16", force_precision=True,
@@ -216,6 +224,7 @@ def test_bf16_refused_without_native_bf16_unless_forced(data_dir, tmp_path, monk
     assert check_config(cfg).precision == "bf16"
 
 
+@pytest.mark.slow
 def test_run_written_before_a_config_field_existed_resumes(data_dir, tmp_path):
     cfg = check_config(RunConfig(method="erm", epochs=1, data_dir=data_dir, **SMALL))
     old = {k: v for k, v in runs.json_safe(cfg.identity()).items() if k != "precision"}
@@ -224,6 +233,7 @@ def test_run_written_before_a_config_field_existed_resumes(data_dir, tmp_path):
     assert train(cfg, tmp_path)["epochs_trained"] == 1
 
 
+@pytest.mark.slow
 def test_unfinished_run_on_changed_data_is_refused(data_dir, tmp_path):
     # a run interrupted before its data (or the code generating it) changed must not resume
     # on the new data: the stored training-set checksum is compared
@@ -237,6 +247,7 @@ def test_unfinished_run_on_changed_data_is_refused(data_dir, tmp_path):
         train(cfg, tmp_path)
 
 
+@pytest.mark.slow
 def test_eval_every_records_fewer_epochs_and_trains_the_same(data_dir, tmp_path):
     every = train(RunConfig(method="erm", epochs=3, data_dir=data_dir, **SMALL), tmp_path / "a")
     sparse = train(RunConfig(method="erm", epochs=3, eval_every=2, data_dir=data_dir, **SMALL),

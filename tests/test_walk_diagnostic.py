@@ -84,6 +84,7 @@ def small_lad_run(data_dir, tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_walk_diagnostic_records_every_step_and_leaves_the_run_alone(small_lad_run, data_dir,
                                                                      tmp_path):
     stages = small_lad_run / runs.STAGES
@@ -115,6 +116,7 @@ def test_walk_diagnostic_records_every_step_and_leaves_the_run_alone(small_lad_r
     assert {p.name: p.stat().st_mtime_ns for p in stages.iterdir()} == before
 
 
+@pytest.mark.slow
 def test_walk_diagnostic_bad_input_exits_2(tmp_path, capsys, small_lad_run, data_dir):
     assert main(["explain", "lad-walk", str(tmp_path / "nothing")]) == 2
     assert "nothing does not exist" in capsys.readouterr().err
@@ -128,6 +130,7 @@ def test_walk_diagnostic_bad_input_exits_2(tmp_path, capsys, small_lad_run, data
     assert not (tmp_path / "x" / "walk_diagnostic.json").exists()
 
 
+@pytest.mark.slow
 def test_walk_views_and_f_options(small_lad_run, data_dir):
     from debiaskit.stages import StageStore
     from debiaskit.train import prepare

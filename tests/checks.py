@@ -1,0 +1,26 @@
+"""Checks several test modules share."""
+
+from __future__ import annotations
+
+import torch
+
+
+def one_line(err: BaseException) -> str:
+    """The error's text, asserted to be one non-empty line without surrounding space."""
+    text = str(err)
+    assert "\n" not in text and text.strip() == text and text, repr(text)
+    return text
+
+
+def assert_bilinear_aligned(out, mask):
+    """Images resampled bilinearly, masks nearest, at the same points: the nearest of the
+    four bilinear neighbours has weight >= 1/4 (each offset <= 1/2), so where the mask is
+    True the image (0/1 pixels) is >= 1/4, and where it is False the image is <= 3/4."""
+    assert mask.dtype == torch.bool and mask.shape == (out.shape[0], *out.shape[2:])
+    eps = 1e-5
+    for c in range(out.shape[1]):
+        assert (out[:, c][mask] >= 0.25 - eps).all()
+        assert (out[:, c][~mask] <= 0.75 + eps).all()
+    # and the check has teeth: most pixels are clearly foreground or background
+    assert ((out[:, 0] > 0.999) | (out[:, 0] < 0.001)).float().mean() > 0.3
+    assert 0.05 < mask.float().mean() < 0.95
