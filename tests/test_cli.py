@@ -234,6 +234,17 @@ def test_bench_runs_reports_and_skips_finished(capsys, tmp_path, data_dir):
     assert (report / "report.md").exists() and (report / "curves.png").stat().st_size > 10000
     code, out, _ = run_cli(capsys, *args)
     assert code == 0 and "2 of 2 runs already finished" in out
+    # a table read before all its runs finished: only the finished ones, nothing trained
+    code, out, _ = run_cli(capsys, "bench", "quick", "--epochs", "1", "--seeds", "2",
+                           "--report-only", "--out", str(tmp_path), "--data-dir", data_dir)
+    assert code == 0 and "report only: 2 of 4 runs finished; 2 not trained" in out
+    assert not (report / "Vanilla" / "99.0" / "seed1").exists()
+    assert "(n=1)" in out and "2 of the 4 planned runs have not finished" in out
+    code, _, err = run_cli(capsys, "bench", "quick", "--report-only", "--out",
+                           str(tmp_path / "none"), "--data-dir", data_dir)
+    assert code == 2 and "no finished run" in err and not (tmp_path / "none").exists()
+    code, out, _ = run_cli(capsys, *args)  # the seed-1 report did not change the runs
+    assert code == 0 and "2 of 2 runs already finished" in out
     # the same folder with other options: an error, not the old runs reported as new ones
     before = (report / "report.md").read_text()
     code, _, err = run_cli(capsys, *args, "--hp", "lr=0.01")

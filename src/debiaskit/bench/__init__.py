@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .. import runs
+from ..errors import ConfigError
 from .presets import PRESETS, TablePreset, get_preset
 from .tables import write_report
 from .runner import default_workers, execute, plan
@@ -13,7 +15,7 @@ def run_bench(name: str, out, seeds: int | None = None, workers: int | None = No
               methods=None, epochs: int | None = None, data_dir=None, log=print,
               ray_address: str | None = None, rows=None, precision: str | None = None,
               hparams: dict | None = None, force_precision: bool = False,
-              pack: bool | str = False) -> str:
+              pack: bool | str = False, report_only: bool = False) -> str:
     """Run preset ``name`` into ``out/name`` (skipping finished runs); return the report.
 
     ``ray_address`` sends the runs to a Ray cluster instead of a local process pool;
@@ -22,13 +24,24 @@ def run_bench(name: str, out, seeds: int | None = None, workers: int | None = No
     so); ``hparams`` sets
     method hyper-parameters over the preset's for every chosen method (stated in the report);
     ``pack`` (True, False or "auto") packs networks that read the same batch (stated too).
+    ``report_only`` trains nothing: the report covers the runs already finished (each cell
+    states its seeds), so a table that grows over several sessions can be read at any time.
     """
     preset = get_preset(name)
     out = Path(out) / name
     planned = plan(preset, out, seeds or preset.default_seeds, methods, epochs, data_dir,
                    rows=rows, precision=precision, hparams=hparams,
                    force_precision=force_precision, pack=pack)
-    errors = execute(planned, workers or default_workers(), log, ray_address)
+    if report_only:
+        missing = [p for p in planned if not runs.is_finished(p.run_dir)]
+        if len(missing) == len(planned):
+            raise ConfigError(f"{out} holds no finished run of these options; run the bench "
+                              "without --report-only first")
+        log(f"report only: {len(planned) - len(missing)} of {len(planned)} runs finished; "
+            f"{len(missing)} not trained")
+        errors = []
+    else:
+        errors = execute(planned, workers or default_workers(), log, ray_address)
     text = write_report(preset, planned, out)
     if errors:
         text += f"\n\n{len(errors)} run(s) failed:\n" + "\n".join(errors)

@@ -160,6 +160,10 @@ def _selection_text(cfg) -> str:
 def protocol_lines(preset: TablePreset, planned: list[PlannedRun]) -> list[str]:
     cfg = planned[0].config
     seeds = sorted({p.seed for p in planned})
+    missing = sum(not runs.is_finished(p.run_dir) for p in planned)
+    if missing:
+        seeds = (f"{seeds} ({missing} of the {len(planned)} planned runs have not finished; "
+                 "each cell's n counts the seeds it holds)")
     per_method = {p.method: _selection_text(p.config) for p in planned}
     if len(set(per_method.values())) == 1:
         selection = per_method[planned[0].method]

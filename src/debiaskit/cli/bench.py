@@ -25,6 +25,8 @@ def add_parser(sub) -> None:
                         "(stated in report; give a new --out)")
     b.add_argument("--out", default="bench-out", help="output folder: OUT/PRESET holds the "
                    "runs, report.md, results.json and curves.png (a rerun skips finished runs)")
+    b.add_argument("--report-only", action="store_true", help="train nothing: write the "
+                   "report of the runs already finished (each cell states its seeds)")
     b.add_argument("--data-dir", help=DATA_DIR)
     b.add_argument("--ray", metavar="ADDRESS", help="run on a Ray cluster (ray.init address, "
                    "or 'local'); --out and --data-dir must be shared by all nodes")
@@ -48,4 +50,4 @@ def run(args) -> None:
     print(run_bench(args.preset, args.out, args.seeds, args.workers, methods, args.epochs,
                     args.data_dir, ray_address=args.ray, rows=rows, precision=args.precision,
                     hparams=pairs(args.hp, "--hp"), force_precision=args.force_precision,
-                    pack=pack_mode(args)))
+                    pack=pack_mode(args), report_only=args.report_only))
