@@ -230,6 +230,9 @@ def test_bench_runs_reports_and_skips_finished(capsys, tmp_path, data_dir):
     assert "augmentation none, Adam, float32," in out
     assert "TEST-SET ORACLE" not in out  # one evaluated epoch: nothing to pick from
     assert "Memory: peak resident set of a worker process" in out
+    import torch
+    assert (f"Computed on: {json.loads((tmp_path / 'quick' / 'results.json').read_text())['machines'][0]['cpu']}"
+            f" (") in out and f"torch capability {torch.backends.cpu.get_cpu_capability()}" in out
     report = tmp_path / "quick"
     assert (report / "report.md").exists() and (report / "curves.png").stat().st_size > 10000
     code, out, _ = run_cli(capsys, *args)

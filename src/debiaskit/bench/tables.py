@@ -37,7 +37,7 @@ def collect(preset: TablePreset, planned: list[PlannedRun]) -> dict:
     last_train = defaultdict(lambda: defaultdict(list))
     best = defaultdict(list)
     curves = defaultdict(list)
-    stages, rss, packs = {}, [], []
+    stages, rss, packs, machines = {}, [], [], []
     for p in planned:
         if not runs.is_finished(p.run_dir):
             continue
@@ -46,6 +46,8 @@ def collect(preset: TablePreset, planned: list[PlannedRun]) -> dict:
             rss.append(summary["peak_rss_mib"])
         if summary.get("pack"):
             packs.append(summary["pack"])
+        if summary.get("machine") and summary["machine"] not in machines:
+            machines.append(summary["machine"])
         if summary.get("stages"):
             stages[f"{p.method}/{p.row}/seed{p.seed}"] = summary["stages"]
         row = preset.row(p.row)
@@ -68,7 +70,8 @@ def collect(preset: TablePreset, planned: list[PlannedRun]) -> dict:
             [(r["epoch"], r["eval"][split].get("aligned"), r["eval"][split].get("conflicting"))
              for r in evals])
     return {"cells": cells, "by_seed": by_seed, "best": best, "curves": curves,
-            "stages": stages, "rss": rss, "packs": packs, "last_train": last_train}
+            "stages": stages, "rss": rss, "packs": packs, "last_train": last_train,
+            "machines": machines}
 
 
 def train_stat_lines(last_train: dict) -> list[str]:
@@ -315,6 +318,19 @@ def reference_lines(preset: TablePreset, planned: list[PlannedRun]) -> list[str]
     return lines + [""] if lines else []
 
 
+def machine_lines(machines: list[dict]) -> list[str]:
+    """Where the runs computed (each run's summary records it; runs written before it did
+    are left out): one line, with a warning when they differ (float kernels differ)."""
+    if not machines:
+        return []
+    shown = "; ".join(f"{m.get('cpu')} ({m.get('architecture')}, torch capability "
+                      f"{m.get('cpu_capability')}, {m.get('threads')} thread(s), "
+                      f"{m.get('device')})" for m in machines)
+    more = (" The runs computed on different machines or settings: numbers may differ by "
+            "float rounding between them." if len(machines) > 1 else "")
+    return [f"Computed on: {shown}.{more}"]
+
+
 def write_report(preset: TablePreset, planned: list[PlannedRun], out: Path) -> str:
     """Write report.md, results.json and curves.png into ``out``; return the text report."""
     results = collect(preset, planned)
@@ -325,8 +341,9 @@ def write_report(preset: TablePreset, planned: list[PlannedRun], out: Path) -> s
     memory = ([f"Memory: peak resident set of a worker process {max(results['rss']):.0f} MiB "
                f"(the largest of {len(results['rss'])} runs' peak_rss_mib, which covers the "
                "worker's earlier runs too)."] if results["rss"] else [])
+    machines = machine_lines(results["machines"])
     text = "\n".join([f"# {preset.title}", "", md_table, "", *reference_lines(preset, planned),
-                      *protocol, *packing_lines(results["packs"]), *memory, *paired,
+                      *protocol, *packing_lines(results["packs"]), *memory, *machines, *paired,
                       *oracle, *train_stat_lines(results["last_train"]),
                       *stage_lines(results["stages"])])
     markdown = (text + "\n\n![curves](curves.png)\n").encode()
@@ -336,7 +353,9 @@ def write_report(preset: TablePreset, planned: list[PlannedRun], out: Path) -> s
     runs.write_json(out / "results.json", {"preset": preset.name, "numbers": numbers,
                                            "last_epoch_training": train_stats,
                                            "protocol": protocol, "stages": results["stages"],
-                                           "peak_rss_mib": max(results["rss"], default=None)})
+                                           "peak_rss_mib": max(results["rss"], default=None),
+                                           **({"machines": results["machines"]}
+                                              if results["machines"] else {})})
     if results["curves"]:
         plot_curves(preset, results, out / "curves.png")
     return text
