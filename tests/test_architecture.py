@@ -92,3 +92,22 @@ def test_the_documents_counts_are_the_codes():
     assert m, f"{DOC.name} states the counts as 'N rooms on F floors, I room-to-room imports'"
     assert (int(m.group(1)), int(m.group(2)), int(m.group(3))) == (
         len(table), len(set(table.values())), len(edges))
+
+
+def test_every_registry_is_one_style_and_refuses_unknown_and_twice_registered_names():
+    import pytest
+
+    from debiaskit.data.protocols import PROTOCOLS
+    from debiaskit.data.sources import SOURCES
+    from debiaskit.errors import ConfigError
+    from debiaskit.methods import METHODS
+    from debiaskit.models import MODELS
+    from debiaskit.registry import Registry
+
+    for registry, known in ((METHODS, "erm"), (MODELS, "mlp"), (SOURCES, "mnist"),
+                            (PROTOCOLS, "colored_mnist")):
+        assert isinstance(registry, Registry) and registry.find(known) is registry[known]
+        with pytest.raises(ConfigError, match=f"unknown {registry.kind} 'nope'; choose one of"):
+            registry.find("nope")
+        with pytest.raises(ValueError, match="registered twice"):
+            registry.register(known, object())

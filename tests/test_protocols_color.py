@@ -52,7 +52,7 @@ GREY_FIRST = {  # the first five grey training indices of every class, from the 
 
 
 def test_cifar10s_registered():
-    assert PROTOCOLS["cifar10s"][0] == "cifar10"
+    assert PROTOCOLS["cifar10s"].source == "cifar10"
     assert protocol_params("cifar10s") == {"skew": 0.95, "test_set": "all", "seed": 0,
                                            "image_size": 32}
     assert protocol_params("bar") == {"image_size": 64, "seed": 0}  # data_dir is context
@@ -329,3 +329,15 @@ def test_folder_bad_params(tmp_path):
         build_data("folder", path=folder, eval_splits=["dev"])
     with pytest.raises(ConfigError, match="takes no parameter"):
         build_data("folder", path=folder, skew=0.9)
+
+
+def test_every_protocol_declares_the_context_its_builder_takes():
+    # build_data passes data_dir / download only to protocols that declare them; a
+    # declaration that does not match the builder would drop or misplace them
+    import inspect
+
+    from debiaskit.data.protocols import CONTEXT_PARAMS
+    for name, protocol in PROTOCOLS.items():
+        takes = [k for k in inspect.signature(protocol.build).parameters if k in CONTEXT_PARAMS]
+        assert sorted(protocol.context) == sorted(takes), name
+        assert not set(protocol.params) & set(CONTEXT_PARAMS), name

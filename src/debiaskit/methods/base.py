@@ -25,25 +25,24 @@ from typing import Callable, ClassVar
 import torch
 from torch import nn
 
-from ..errors import ConfigError, unknown_name
+from ..errors import ConfigError
+from ..registry import Registry
 from ..models import packed
 from ..optim import OptimizerSpec, build_optimizer
 from .hparams import HParam, resolve
 from .migration import load_pre_module_state
 
-METHODS: dict[str, type["Method"]] = {}
+#: Every method by its ``name`` (:func:`register` adds one).
+METHODS = Registry("method")
 
 
 def register(cls: type["Method"]) -> type["Method"]:
     """Class decorator: make a method available by its ``name``."""
-    METHODS[cls.name] = cls
-    return cls
+    return METHODS.register(cls.name, cls)
 
 
 def get_method(name: str) -> type["Method"]:
-    if name not in METHODS:
-        raise unknown_name("method", name, METHODS)
-    return METHODS[name]
+    return METHODS.find(name)
 
 
 @dataclass(frozen=True)

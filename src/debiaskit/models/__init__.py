@@ -6,32 +6,31 @@ from dataclasses import dataclass, field
 
 from torch import nn
 
-from ..errors import ConfigError, unknown_name
+from ..errors import ConfigError
+from ..registry import Registry
 from .interface import FeatureClassifier
 from .mlp import MLP
 from .resnet18 import TorchvisionResNet18, resnet18_imagenet, resnet18_small_images
 from .resnet18_cifar import ResNet18Cifar
 from .resnet_cifar import ResNetCifar
 
-#: name -> ``constructor(input_shape, num_classes, **options)``. Every network has the
-#: feature interface of :mod:`.interface` (``forward_features``, ``forward_head``,
-#: ``num_features``; aliases ``features`` and ``feature_dim``).
-MODELS = {
-    "mlp": MLP,
-    "resnet20": lambda input_shape, num_classes, **kw: ResNetCifar(input_shape, num_classes,
-                                                                   blocks=3, **kw),
-    "resnet18": resnet18_small_images,
-    "resnet18_cifar": ResNet18Cifar,
-    "resnet18_imagenet": resnet18_imagenet,
-}
+#: Every network by name: ``constructor(input_shape, num_classes, **options)``. Every
+#: network has the feature interface of :mod:`.interface` (``forward_features``,
+#: ``forward_head``, ``num_features``; aliases ``features`` and ``feature_dim``).
+MODELS = Registry("model")
+MODELS.register("mlp", MLP)
+MODELS.register("resnet20", lambda input_shape, num_classes, **kw: ResNetCifar(
+    input_shape, num_classes, blocks=3, **kw))
+MODELS.register("resnet18", resnet18_small_images)
+MODELS.register("resnet18_cifar", ResNet18Cifar)
+MODELS.register("resnet18_imagenet", resnet18_imagenet)
 
 
 def build_model(name: str, input_shape, num_classes: int, **options):
     """A fresh, randomly initialised network ``name`` for ``input_shape`` images."""
-    if name not in MODELS:
-        raise unknown_name("model", name, MODELS)
+    build = MODELS.find(name)
     try:
-        return MODELS[name](input_shape, num_classes, **options)
+        return build(input_shape, num_classes, **options)
     except (TypeError, ValueError) as err:
         raise ConfigError(f"model {name}: bad option ({err})") from None
 

@@ -34,7 +34,8 @@ from typing import Callable
 
 import numpy as np
 
-from ...errors import DataError, unknown_name
+from ...errors import DataError
+from ...registry import Registry
 from ..image_source import ImageSource, Split
 from . import bar, cifar, mnist
 from .cifar import read_cifar_batch
@@ -135,10 +136,11 @@ _CIFAR10 = _Layout(
     extra_hint=_cifar_tarball_hint,
 )
 
-#: registry of raw sources in the data directory: name -> loader ``(root, download)``
-SOURCES: dict[str, Callable[[pathlib.Path, bool], ImageSource]] = {
-    "mnist": _MNIST, "cifar10": _CIFAR10, "bar": bar.load,
-}
+#: Raw image sources in the data directory, by name: loader ``(root, download)``.
+SOURCES = Registry("data source")
+SOURCES.register("mnist", _MNIST)
+SOURCES.register("cifar10", _CIFAR10)
+SOURCES.register("bar", bar.load)
 
 
 def resolve_data_dir(data_dir=None, download: bool = False) -> pathlib.Path:
@@ -178,8 +180,7 @@ def load_source(name: str, data_dir=None, download: bool = False) -> ImageSource
     Results are cached in-process per (name, directory, download); arrays are read-only.
     ``load_source.cache_clear()`` empties the cache.
     """
-    if not isinstance(name, str) or name not in SOURCES:
-        raise unknown_name("data source", str(name), SOURCES)
+    SOURCES.find(str(name))
     root = resolve_data_dir(data_dir, download=download)
     return _load_cached(name, str(root), bool(download))
 
