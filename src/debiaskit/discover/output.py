@@ -25,7 +25,7 @@ def result_json(inp: DiscoveryInput, cfg: DiscoverConfig, res: Discovery) -> dic
     visualisation scores)."""
     data = inp.data
     top = min(cfg.top, len(data))
-    gce = res.rankings.get("gce")
+    gce = res.rankings["gce"]  # the biased model is always the GCE model
     record = {
         "format": FORMAT,
         "settings": {**asdict(cfg), "clusters": cfg.clusters or data.num_classes,
@@ -39,8 +39,8 @@ def result_json(inp: DiscoveryInput, cfg: DiscoverConfig, res: Discovery) -> dic
                   "checksum": training_checksum(data),
                   "bias_labels": "hidden; used only for 'evaluation'" if data.has_bias
                   else "none"},
-        "biased_model": {"train_accuracy": gce.accuracy if gce else res.biased_accuracy,
-                         "error_set_size": int((gce.errors if gce else res.errors).sum())},
+        "biased_model": {"train_accuracy": gce.accuracy,
+                         "error_set_size": int(gce.errors.sum())},
         "ranking": res.primary,
         "top": res.order[:top].tolist(),
         "order": res.order.tolist(),

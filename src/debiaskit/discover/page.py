@@ -11,7 +11,7 @@ import torch
 from ..explain.images import data_uri
 from .config import CLUSTER_FEATURES, PRECISION_AT, SCORES, SHOW_SIZE, DiscoverConfig
 from .inputs import DiscoveryInput
-from .ranking import Discovery, Ranking
+from .ranking import Discovery
 
 
 def image_png(image: torch.Tensor) -> bytes:
@@ -103,7 +103,7 @@ def render_page(inp: DiscoveryInput, cfg: DiscoverConfig, res: Discovery) -> str
 
     data, names, y = inp.data, inp.class_names, res.y
     conflicting = (~data.aligned).numpy() if data.has_bias else None
-    gce = res.rankings.get("gce") or Ranking(cfg.score, res.scores, res.predictions, y)
+    gce = res.rankings["gce"]
 
     def tile(i: int) -> dict:
         i = int(i)

@@ -70,10 +70,9 @@ def discover(inp: DiscoveryInput, cfg: DiscoverConfig, device="cpu",
     evaluation = score_discovery(order, main.errors, clusters, data)
     for r in rankings.values():
         r.evaluation = score_ranking(r.order, r.errors, data)
-    return Discovery(scores=main.scores, order=order, y=y, predictions=main.predictions,
-                     clusters=clusters, cluster_summary=summary, evaluation=evaluation,
-                     seconds=seconds, colour=colour, rankings=rankings, primary=primary,
-                     sih=sih, sih_png=sih_png)
+    return Discovery(rankings=rankings, primary=primary, clusters=clusters,
+                     cluster_summary=summary, evaluation=evaluation, seconds=seconds,
+                     colour=colour, sih=sih, sih_png=sih_png)
 
 
 def write_discovery(out, files: dict[str, bytes], keep: tuple[str, ...] = ()) -> Path:

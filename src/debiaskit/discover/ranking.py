@@ -4,7 +4,7 @@ precision, the error set, cluster NMI)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -42,24 +42,42 @@ class Ranking:
 
 @dataclass
 class Discovery:
-    """A discovery's result before it is written: per-image arrays (indexed by position
-    in the training set) and the summaries. ``scores``, ``order`` and ``predictions`` are
-    the primary ranking's; ``rankings`` holds every ranking computed (``gce``, and ``sih``
-    with its run record ``sih`` and bias visualisation PNG ``sih_png``)."""
+    """A discovery's result before it is written: every ranking computed (``gce``, and
+    ``sih`` with its run record ``sih`` and bias visualisation PNG ``sih_png``), the name of
+    the ``primary`` one, whose per-image arrays (indexed by position in the training set)
+    the result's top-level fields are, and the clusters and summaries."""
 
-    scores: np.ndarray
-    order: np.ndarray  # image indices, most likely conflicting first
-    y: np.ndarray
-    predictions: np.ndarray
+    rankings: dict
+    primary: str
     clusters: np.ndarray
     cluster_summary: list
     evaluation: dict | None
     seconds: dict
     colour: np.ndarray
-    rankings: dict = field(default_factory=dict)
-    primary: str = "gce"
     sih: dict | None = None
     sih_png: bytes | None = None
+
+    @property
+    def main(self) -> Ranking:
+        """The primary ranking."""
+        return self.rankings[self.primary]
+
+    @property
+    def scores(self) -> np.ndarray:
+        return self.main.scores
+
+    @property
+    def order(self) -> np.ndarray:
+        """Image indices, most likely bias-conflicting first."""
+        return self.main.order
+
+    @property
+    def predictions(self) -> np.ndarray:
+        return self.main.predictions
+
+    @property
+    def y(self) -> np.ndarray:
+        return self.main.y
 
     @property
     def ranks(self) -> np.ndarray:
@@ -68,12 +86,8 @@ class Discovery:
 
     @property
     def errors(self) -> np.ndarray:
-        """The error set: images the biased model misclassifies (bool per image)."""
-        return self.predictions != self.y
-
-    @property
-    def biased_accuracy(self) -> float:
-        return 100.0 * float((~self.errors).mean())
+        """The primary ranking's error set (:attr:`Ranking.errors`)."""
+        return self.main.errors
 
 
 def rank(scores: np.ndarray) -> np.ndarray:
