@@ -292,8 +292,34 @@ class Bench:
 
 
 @dataclass
+class Paired:
+    """The paired differences of a bench's results.json (``numbers["METHOD/ROW/COLUMN"]
+    ["paired"]``: each seed's run minus the baseline's run of the same seed), shown per
+    test set as "mean / low / high" of the 95 % interval, rows "METHOD (N seeds)"."""
+    row: str
+    names: dict  # doc column -> preset column
+    decimals: int | None = 2
+
+    def cells(self, table: Table) -> Iterator[Cell]:
+        source = linked_file(table, "results.json")
+        numbers = read_json(source)["numbers"]
+        for cells in table.rows:
+            method, seeds = seeds_of(cells[0])
+            for column, shown in zip(table.header[1:], cells[1:]):
+                assert column in self.names, f"table {table.name!r}: unknown column {column!r}"
+                key = f"{method}/{self.row}/{self.names[column]}"
+                paired = numbers.get(key, {}).get("paired")
+                where = f"{rel(source)}: numbers[{key!r}]['paired']"
+                parts = ([Expected(None, where=where)] if paired is None else
+                         [Expected(paired[k], where=f"{where}[{k!r}]", n=paired["n"])
+                          for k in ("mean", "low", "high")])
+                yield Cell(cells[0], column, shown, parts, seeds)
+
+
+@dataclass
 class Saliency:
-    """benchmarks/cff_saliency.py's JSON: ``table["METHOD / ROW"][FIGURE]``."""
+    """benchmarks/cff_saliency.py's JSON: ``table["METHOD / ROW"][FIGURE]``; the seeds
+    in the header ("method (3 seeds)") or in each row ("ERM (5 seeds)")."""
     names: dict  # doc column -> figure
     row: str
     decimals: int | None = 2
@@ -301,11 +327,13 @@ class Saliency:
     def cells(self, table: Table) -> Iterator[Cell]:
         source = linked_file(table)
         data = read_json(source)["table"]
-        _, seeds = seeds_of(table.header[0])
+        _, all_seeds = seeds_of(table.header[0])  # "method (3 seeds)", or per row
         for cells in table.rows:
             if PUBLISHED.search(cells[0]):
                 continue
-            key = f"{cells[0]} / {self.row}"
+            method, seeds = seeds_of(cells[0])
+            seeds = all_seeds if seeds is None else seeds
+            key = f"{method} / {self.row}"
             for column, shown in zip(table.header[1:], cells[1:]):
                 assert column in self.names, f"table {table.name!r}: unknown column {column!r}"
                 figure = data.get(key, {}).get(self.names[column])
@@ -489,6 +517,17 @@ TABLES: dict[tuple[str, str], object] = {
         columns={"held-out mixed (the rule)": ("rule", "heldout_mixed"),
                  "held-out": ("selected", "val"),
                  "Sal's share of the loss, last epoch": ("last_train", "sal_share")}),
+    # cff-bgshift16-cpu/results.json: each arm's mean +- std, then its paired difference
+    # to ERM as mean / low / high of the 95 % interval
+    ("CF/F on the 16-px protocol, CPU preset", "method"): Bench(
+        method="row", row="=95", column="header", names=CFF_TEST_SETS),
+    ("CF/F on the 16-px protocol, CPU preset", "method - ERM"): Paired(
+        row="95", names=CFF_TEST_SETS),
+    # cff-bgshift16-cpu/saliency.json, seeds per row
+    ("CF/F saliency on the 16-px protocol", "method"): Saliency(
+        row="95", names={"AUPR, DeepLiftShap": "aupr deeplift_shap",
+                         "AUPR, input gradient": "aupr gradient",
+                         "next-class shift (points)": "next-class shift"}),
     # cff-bgshift-cpu/saliency.json; the IN-9 row is the paper's
     ("CF/F saliency focus and background reliance", "method (3 seeds)"): Saliency(
         row="95", names={"AUPR, DeepLiftShap": "aupr deeplift_shap",
