@@ -37,11 +37,6 @@ def outputs(args) -> list:
     command = COMMANDS[args.command]
     if hasattr(command, "outputs"):
         return command.outputs(args)
-    if hasattr(command, "OUT_FILE"):
-        return [(args.out, command.OUT_FILE)]
-    if hasattr(command, "out_of"):
-        out = command.out_of(args)
-        return [] if out is None else [(out, None)]
     out = getattr(args, "out", None)
     return [] if out is None else [(out, None)]
 

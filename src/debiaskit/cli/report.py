@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 NAME = "report"
-#: --out names a file (an example name for its error messages).
+#: The example file name of --out (its default, and in its error messages).
 OUT_FILE = "report.html"
 
 
@@ -17,6 +17,11 @@ def add_parser(sub) -> None:
                    "exists)")
     r.add_argument("--max-runs", type=int, default=12, help="run folders shown per bench or "
                    "searched folder (the rest are counted)")
+
+
+def outputs(args) -> list:
+    """--out names a file."""
+    return [(args.out, OUT_FILE)]
 
 
 def run(args) -> None:

@@ -61,6 +61,11 @@ def out_of(args) -> str:
     return args.out or f"runs/{method_of(args)}-{args.dataset}-seed{args.seed}"
 
 
+def outputs(args) -> list:
+    """The run directory, a folder (see :func:`out_of`)."""
+    return [(out_of(args), None)]
+
+
 def run(args) -> None:
     from ..train import train
 
