@@ -15,7 +15,6 @@ derived-dataset cache); they are not user parameters.
 
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass
 from typing import Callable
 
@@ -26,25 +25,19 @@ from ..sources import load_source
 from . import (bar, bg_colored_mnist, bg_shift, cifar10s, colored_mnist, corrupted_cifar10, folder,
                layout_sets, one_pixel)
 
+
 @dataclass(frozen=True)
 class Protocol:
     """A dataset protocol: the image ``source`` it reads (None: it reads its own files),
-    its ``build`` function, and the ``context`` arguments ``build_data`` passes it itself
-    (``data_dir``, ``download``: where its files or derived-dataset cache are; never user
-    parameters). The user's parameters are ``build``'s other keyword arguments, with their
-    defaults (:attr:`params`)."""
+    its ``build`` function, the user ``params`` it declares (the names ``build`` takes as
+    keyword arguments; their defaults are ``build``'s), and the ``context`` arguments
+    ``build_data`` passes it itself (``data_dir``, ``download``: where its files or
+    derived-dataset cache are; never user parameters)."""
 
     source: str | None
     build: Callable[..., DataBundle]
+    params: tuple[str, ...]
     context: tuple[str, ...] = ()
-
-    @property
-    def params(self) -> dict:
-        """The parameters the protocol takes, with their defaults."""
-        items = list(inspect.signature(self.build).parameters.items())
-        if self.source is not None:
-            items = items[1:]  # the image source
-        return {k: p.default for k, p in items if k not in CONTEXT_PARAMS}
 
 
 #: builder parameters that build_data fills in itself (never user parameters)
@@ -52,23 +45,34 @@ CONTEXT_PARAMS = ("data_dir", "download")
 
 #: Every dataset protocol by name.
 PROTOCOLS = Registry("dataset")
-PROTOCOLS.register("colored_mnist", Protocol("mnist", colored_mnist.build))
-PROTOCOLS.register("bg_colored_mnist", Protocol("mnist", bg_colored_mnist.build))
-PROTOCOLS.register("one_pixel_mnist", Protocol("mnist", one_pixel.build))
-PROTOCOLS.register("one_pixel_cifar10", Protocol("cifar10", one_pixel.build))
-PROTOCOLS.register("corrupted_cifar10", Protocol("cifar10", corrupted_cifar10.build,
-                                                 ("data_dir",)))
-PROTOCOLS.register("cifar10s", Protocol("cifar10", cifar10s.build))
-PROTOCOLS.register("bar", Protocol("bar", bar.build, ("data_dir",)))
-PROTOCOLS.register("folder", Protocol(None, folder.build))
-PROTOCOLS.register("bg_shift", Protocol(None, bg_shift.build, ("data_dir", "download")))
-PROTOCOLS.register("waterbirds", Protocol(None, layout_sets.waterbirds, ("data_dir",)))
-PROTOCOLS.register("in9", Protocol(None, layout_sets.in9, ("data_dir",)))
-PROTOCOLS.register("celeba", Protocol(None, layout_sets.celeba, ("data_dir",)))
+PROTOCOLS.register("colored_mnist", Protocol(
+    "mnist", colored_mnist.build, ("conflict_ratio", "severity", "sigma", "seed", "conditioned")))
+PROTOCOLS.register("bg_colored_mnist", Protocol(
+    "mnist", bg_colored_mnist.build, ("conflict_ratio", "seed")))
+PROTOCOLS.register("one_pixel_mnist", Protocol("mnist", one_pixel.build, ("value", "seed")))
+PROTOCOLS.register("one_pixel_cifar10", Protocol("cifar10", one_pixel.build, ("value", "seed")))
+PROTOCOLS.register("corrupted_cifar10", Protocol(
+    "cifar10", corrupted_cifar10.build,
+    ("conflict_ratio", "type", "severity", "seed", "test_set", "conditioned", "image_size"),
+    ("data_dir",)))
+PROTOCOLS.register("cifar10s", Protocol(
+    "cifar10", cifar10s.build, ("skew", "test_set", "seed", "image_size")))
+PROTOCOLS.register("bar", Protocol("bar", bar.build, ("image_size", "seed"), ("data_dir",)))
+PROTOCOLS.register("folder", Protocol(
+    None, folder.build, ("path", "csv", "image_size", "bias", "train_split", "eval_splits")))
+PROTOCOLS.register("bg_shift", Protocol(
+    None, bg_shift.build, ("conflict_ratio", "train_per_class", "test_per_class", "fg_min",
+                           "fg_max", "image_size", "fg_opacity", "bg_pool", "seed"),
+    ("data_dir", "download")))
+PROTOCOLS.register("waterbirds", Protocol(
+    None, layout_sets.waterbirds, ("image_size",), ("data_dir",)))
+PROTOCOLS.register("in9", Protocol(None, layout_sets.in9, ("image_size",), ("data_dir",)))
+PROTOCOLS.register("celeba", Protocol(
+    None, layout_sets.celeba, ("target", "bias", "image_size"), ("data_dir",)))
 
 
-def protocol_params(name: str) -> dict:
-    """The parameters protocol ``name`` takes, with their defaults."""
+def protocol_params(name: str) -> tuple[str, ...]:
+    """The user parameters protocol ``name`` declares."""
     return PROTOCOLS.find(name).params
 
 
