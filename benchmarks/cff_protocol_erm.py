@@ -22,6 +22,7 @@ from pathlib import Path
 
 from debiaskit import runs
 from debiaskit.train import RunConfig, check_config, train
+from debiaskit.train.record import machine
 
 COLUMNS = ("original", "mixed_same", "mixed_rand", "mixed_next")
 RECIPE = {"model": "resnet20", "optimizer": "sgd", "momentum": 0.9, "schedule": "cosine",
@@ -75,6 +76,7 @@ def main() -> None:
     table["protocol"] = ("ERM, ResNet-20 from scratch, SGD momentum 0.9, cosine schedule, "
                          "float32, one thread, last epoch; accuracy (%) per bg_shift test set")
     table["bars"] = "Original >= 95 and Original - Mixed-Next >= 25"
+    table["machine"] = machine()
     for name in args.candidates.split(","):
         if name not in CANDIDATES:
             raise SystemExit(f"unknown candidate {name!r}; known: {', '.join(CANDIDATES)}")

@@ -21,6 +21,7 @@ import torch
 from debiaskit import runs
 from debiaskit.bench.tables import mean_std
 from debiaskit.explain.saliency import explain_saliency_run
+from debiaskit.train.record import machine
 
 
 def finished_runs(folder: Path):
@@ -85,7 +86,7 @@ def main() -> None:
             print(f"  {method:28s} {row:4s} {name:22s} {mean:7.2f} +- {std:5.2f} (n={len(vals)})")
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        runs.write_json(args.out, {"split": args.split, "aupr_images": args.aupr_images,
+        runs.write_json(args.out, {"machine": machine(), "split": args.split, "aupr_images": args.aupr_images,
                                    "table": table, "runs": per_run})
         print(f"wrote {args.out}")
 

@@ -507,10 +507,12 @@ def main(argv=None) -> int:
     wanted = [c for c in args.corruptions.split(",") if c]
     try:
         from debiaskit.data.corruptions import CORRUPTIONS, corrupt
+        from debiaskit.train.record import machine
         available = [c for c in wanted if c in CORRUPTIONS]
         import_error = None
     except Exception as err:  # the module may not exist yet
         CORRUPTIONS, corrupt, available = (), None, []
+        machine = dict
         import_error = f"{type(err).__name__}: {err}"
     if not available:
         print(f"corruption_fidelity: nothing to compare "
@@ -586,6 +588,7 @@ def main(argv=None) -> int:
                    "subset_seed": args.subset_seed, "description": desc,
                    **({"indices": idx.tolist()} if args.subset_seed is not None else {})},
         "measured_at": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+        "machine": machine(),
         "seed": args.seed, "severities": severities, "results": results,
         "missing": [c for c in wanted if c not in available],
         "acceptance": "deterministic corruptions (no random draws) within 1 grey level on "

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from debiaskit import runs
 from debiaskit.train import RunConfig, check_config, train
+from debiaskit.train.record import machine
 
 SCALINGS = {"unit": False, "quirk": True}
 
@@ -43,7 +44,7 @@ def main() -> None:
     lambdas = [float(v) for v in args.lambdas.split(",")]
     scalings = list(SCALINGS) if args.scaling == "both" else [args.scaling]
     chance = math.log(10)
-    result = {"protocol": (f"GBA on Colored MNIST (severity 4, data seed 0, "
+    result = {"machine": machine(), "protocol": (f"GBA on Colored MNIST (severity 4, data seed 0, "
                            f"{args.aligned_ratio:.0%} aligned), LfF's MLP, Adam 1e-3, batch "
                            f"256, {args.epochs} epochs, seed {args.seed}, float32; training "
                            "statistics only (mean over the last epoch's batches)"),

@@ -21,6 +21,7 @@ import torch
 from debiaskit import runs
 from debiaskit.data.loader import InMemoryLoader
 from debiaskit.train import evaluate, load_trained
+from debiaskit.train.record import machine
 
 RULES = ("predicted", "none", "label")
 KEYS = ("unbiased", "aligned", "conflicting", "mean", "bias_gap")
@@ -58,7 +59,7 @@ def main() -> None:
         print(row, "  ".join(f"{r} {s['mean']:.2f} +- {s['std']:.2f} (n={s['n']})"
                              for r, s in rules.items()))
     if args.out:
-        runs.write_json(args.out, {"split": args.split, "runs": per_run, "rows": summary})
+        runs.write_json(args.out, {"machine": machine(), "split": args.split, "runs": per_run, "rows": summary})
 
 
 if __name__ == "__main__":

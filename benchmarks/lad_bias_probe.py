@@ -18,6 +18,7 @@ from pathlib import Path
 
 from debiaskit import runs
 from debiaskit.explain.lad import explain_lad_run
+from debiaskit.train.record import machine
 
 
 def main() -> None:
@@ -52,7 +53,7 @@ def main() -> None:
     if not rows:
         raise SystemExit(f"{args.bench_dir} holds no finished LAD run (METHOD/ROW/seedS "
                          "with stages/walk.json)")
-    runs.write_json(Path(args.out), {"runs": rows})
+    runs.write_json(Path(args.out), {"machine": machine(), "runs": rows})
     print(json.dumps({"wrote": args.out, "runs": len(rows)}))
 
 

@@ -23,6 +23,7 @@ import json
 from pathlib import Path
 
 from debiaskit.bench.tables import paired_difference
+from debiaskit.train.record import machine
 
 
 def seeds_of(folder: Path, arm: str, row: str, column: str, metric: str) -> dict[int, float]:
@@ -69,7 +70,7 @@ def main() -> None:
         print(f"{args.a} - {args.b}, {args.row}, {column}: {d['mean']:+.2f} {interval}, "
               f"ahead on {d['ahead']} of {d['n']} seeds {d['seeds']}")
     if args.out:
-        args.out.write_text(json.dumps({"a": args.a, "b": args.b, "row": args.row,
+        args.out.write_text(json.dumps({"machine": machine(), "a": args.a, "b": args.b, "row": args.row,
                                         "metric": args.metric, "columns": table},
                                        indent=1, sort_keys=True) + "\n")
 

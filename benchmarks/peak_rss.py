@@ -40,7 +40,8 @@ def main() -> None:
         summary = json.load(open(summary_path)) if os.path.exists(summary_path) else None
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    result = {"train_args": train_args, "exit_code": done.returncode,
+    from debiaskit.train.record import machine
+    result = {"machine": machine(), "train_args": train_args, "exit_code": done.returncode,
               "peak_rss_mib": round(peak_kib / 1024, 1), "wall_seconds": round(seconds, 1),
               "summary": summary}
     print(json.dumps({k: v for k, v in result.items() if k != "summary"}, indent=1))

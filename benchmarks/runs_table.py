@@ -14,6 +14,7 @@ from pathlib import Path
 
 from debiaskit import runs
 from debiaskit.bench.tables import mean_std
+from debiaskit.train.record import machine
 
 COLUMNS = ("accuracy", "conflicting")
 
@@ -43,7 +44,7 @@ def main() -> None:
         table[name] = {"mean": mu, "std": sd, "values": vals}
         print(f"  {name}: {mu:.2f} +- {sd:.2f}  ({' / '.join(f'{v:.2f}' for v in vals)})")
     if args.out:
-        runs.write_json(args.out, {"runs": list(summaries), "table": table})
+        runs.write_json(args.out, {"machine": machine(), "runs": list(summaries), "table": table})
 
 
 if __name__ == "__main__":

@@ -23,6 +23,8 @@ import sys
 import time
 from pathlib import Path
 
+from debiaskit.train.record import machine
+
 
 def sweep_args(args, out: Path) -> list[str]:
     return [sys.executable, "-m", "debiaskit", "sweep", "lff", "--conflict-ratio", "0.01",
@@ -57,7 +59,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.out.exists() and any(args.out.iterdir()):
         ap.error(f"{args.out} is not empty; give a new folder")
-    res = {"settings": vars(args) | {"out": str(args.out)}}
+    res = {"settings": vars(args) | {"out": str(args.out)}, "machine": machine()}
     pool, ray, killed = (args.out / k for k in ("pool", "ray", "killed"))
     res["pool_seconds"], _ = run(sweep_args(args, pool) + ["--workers", str(args.workers)])
     res["ray_seconds"], _ = run(sweep_args(args, ray) + ["--ray", "local"])
