@@ -42,19 +42,6 @@ def test_jtt_error_set_holds_the_conflicting_samples_and_is_upsampled(data_dir):
 
 
 @pytest.mark.slow
-def test_jtt_and_disent_beat_vanilla_on_conflicting_samples(data_dir, tmp_path):
-    runs = {
-        "erm": cfg(data_dir, "erm", 0.02, epochs=4, train_subset=20000),
-        "jtt": cfg(data_dir, "jtt", 0.02, epochs=4, train_subset=20000),
-        "disent": cfg(data_dir, "disent", 0.02, epochs=4, train_subset=20000,
-                      hparams={"swap_start": 120, "lr": 0.001}),
-    }
-    res = {m: train(c, tmp_path / m)["metrics"]["test"] for m, c in runs.items()}
-    assert res["jtt"]["conflicting"] > res["erm"]["conflicting"] + 8
-    assert res["disent"]["conflicting"] > res["erm"]["conflicting"] + 8
-
-
-@pytest.mark.slow
 def test_disent_weights_conflicting_samples_more_and_swaps(data_dir):
     prep = prepare(cfg(data_dir, "disent", 0.02, hparams={"swap_start": 100},
                        train_subset=None))

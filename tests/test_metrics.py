@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -113,3 +114,68 @@ def test_unbiased_is_the_mean_over_cells_not_of_aligned_and_conflicting():
     assert m["unbiased"] == pytest.approx((3 * 100 + 100 + 50) / 9)  # 50, not 62.5
     assert m["mean"] == pytest.approx(62.5)
     assert m["accuracy"] == 50.0  # 5 of 10 samples
+
+
+@pytest.mark.filterwarnings("error")  # an empty mean or 0 / 0 must be handled, not warned
+def test_cells_with_no_samples_or_no_conflicting_cell_give_nan_without_warnings():
+    from debiaskit.metrics import cell_counts, class_mean, summarize_cells
+    total, correct = cell_counts(torch.tensor([0, 1]), torch.tensor([0, 1]),
+                                 torch.tensor([0, 1]), 2, 2)
+    assert correct.dtype == np.int64 and total.tolist() == [[1, 0], [0, 1]]
+    # only aligned cells hold samples: conflicting (and the gap) are NaN, not an error
+    m = summarize_cells(total, correct, np.eye(2, dtype=bool))
+    assert m["aligned"] == 100.0 and math.isnan(m["conflicting"])
+    assert math.isnan(m["bias_gap"]) and m["worst_group"] == 100.0
+    empty = summarize_cells(np.zeros((2, 2), int), np.zeros((2, 2), int), np.eye(2, dtype=bool))
+    assert all(math.isnan(empty[k]) for k in
+               ("accuracy", "unbiased", "aligned", "conflicting", "worst_group", "class_mean"))
+    assert math.isnan(class_mean(np.zeros(3, int), np.zeros(3, int)))
+    none = classification_metrics(torch.zeros(0, dtype=torch.long),
+                                  torch.zeros(0, dtype=torch.long))
+    assert math.isnan(none["accuracy"]) and math.isnan(none["class_mean"])
+
+
+def test_cells_and_ece_cells_are_rounded_to_four_decimals():
+    # cell (0, 0): 1 of 3 right -> 33.3333 %; its three predictions at confidence 0.9 in one
+    # bin: |1/3 - 0.9| = 56.6667 %
+    y = torch.tensor([0, 0, 0, 1])
+    b = torch.tensor([0, 0, 0, 1])
+    pred = torch.tensor([0, 1, 1, 1])
+    conf = torch.tensor([0.9, 0.9, 0.9, 1.0])
+    m = classification_metrics(pred, y, b, 2, 2, confidence=conf)
+    assert m["cells"][0][0] == 33.3333
+    assert m["ece_cells"][0][0] == 56.6667
+
+
+def test_ece_default_is_fifteen_bins_and_confidence_zero_falls_in_the_first():
+    from debiaskit.metrics import expected_calibration_error
+    # 0.62 and 0.65 share bin (9/15, 10/15] of 15 bins (|1/2 - 0.635| = 13.5 %) but not
+    # with 16 bins ((0.38 + 0.65) / 2 = 51.5 %)
+    conf, right = torch.tensor([0.62, 0.65]), torch.tensor([True, False])
+    assert expected_calibration_error(conf, right) == pytest.approx(13.5)
+    assert expected_calibration_error(conf, right, bins=16) == pytest.approx(51.5)
+    # a confidence of 0 counts in the first bin, with 0.05 (right): |1/2 - 0.025|
+    assert expected_calibration_error(torch.tensor([0.0, 0.05]), torch.tensor([False, True])
+                                      ) == pytest.approx(47.5)
+
+
+def test_gradient_ratio_without_confounding_gradient_is_infinite_and_below_one_is_kept():
+    from debiaskit.metrics import gradient_ratio
+    mask = torch.tensor([[[True, False]]])
+    causal, confound, ratio = gradient_ratio(torch.tensor([[[[0.0, 0.3]]]]), mask)
+    assert (causal, confound) == pytest.approx((0.3, 0.0)) and ratio == float("inf")
+    # a confounding gradient below 1 still divides: 0.3 / 0.5
+    assert gradient_ratio(torch.tensor([[[[0.5, 0.3]]]]), mask)[2] == pytest.approx(0.6)
+
+
+def test_unpaired_inputs_are_refused_with_the_whole_message():
+    from debiaskit.metrics import macro_auc, next_class_shift
+    probs = torch.full((3, 3), 1 / 3)
+    with pytest.raises(ValueError, match=r"^next_class_shift needs paired Original / "
+                                         r"Mixed-Next probabilities$"):
+        next_class_shift(probs, probs, torch.tensor([0, 1]))  # only the labels' length
+    with pytest.raises(ValueError, match=r"^next_class_shift needs paired"):
+        next_class_shift(probs, probs[:2], torch.tensor([0, 1, 2]))
+    with pytest.raises(ValueError, match=r"^macro_auc needs at least two classes among the "
+                                         r"labels$"):
+        macro_auc(probs, torch.tensor([1, 1, 1]))

@@ -44,7 +44,8 @@ def summarize_cells(total: np.ndarray, correct: np.ndarray,
     conflicting = acc[~aligned_cells & filled]
     mean = (lambda v: float(np.mean(v)) if len(v) else float("nan"))
     out = {
-        "accuracy": 100.0 * float(correct.sum()) / max(int(total.sum()), 1),
+        "accuracy": (100.0 * float(correct.sum()) / int(total.sum()) if total.sum() > 0
+                     else float("nan")),
         "unbiased": mean(acc[filled]),
         "aligned": mean(aligned),
         "conflicting": mean(conflicting),
