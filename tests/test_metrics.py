@@ -179,3 +179,25 @@ def test_unpaired_inputs_are_refused_with_the_whole_message():
     with pytest.raises(ValueError, match=r"^macro_auc needs at least two classes among the "
                                          r"labels$"):
         macro_auc(probs, torch.tensor([1, 1, 1]))
+
+
+def test_one_sample_and_the_defaults():
+    from debiaskit.metrics import summarize_cells
+    # one sample, right: 100 % (not NaN: a split of one sample has an accuracy)
+    one = summarize_cells(np.array([[1, 0], [0, 0]]), np.array([[1, 0], [0, 0]]),
+                          np.eye(2, dtype=bool))
+    assert one["accuracy"] == 100.0
+    # ten classes unless told otherwise: the cell matrix has a row for each
+    pred, y, b = _example()
+    assert len(classification_metrics(pred, y, b, num_bias=10)["cells"]) == 10
+    with pytest.raises(ValueError, match=r"^classification_metrics needs num_bias \(the "
+                                         r"number of bias values\) with bias labels$"):
+        classification_metrics(pred, y, b)
+
+
+def test_one_bias_value_is_allowed():
+    # one class, one bias value: a single aligned cell, 2 of 3 right
+    m = classification_metrics(torch.tensor([0, 0, 1]), torch.tensor([0, 0, 0]),
+                               torch.tensor([0, 0, 0]), num_classes=1, num_bias=1)
+    assert m["cells"] == [[pytest.approx(200 / 3, abs=1e-4)]]
+    assert m["unbiased"] == pytest.approx(200 / 3) and math.isnan(m["conflicting"])

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from debiaskit.data.protocols import bg_colored_mnist, build_data, colored_mnist
-from debiaskit.data.protocols.assignment import block_assignment
+from debiaskit.data.protocols.assignment import (block_assignment, check_conflict_ratio,
+                                                 shuffled_assignment)
 from debiaskit.errors import ConfigError
 
 
@@ -137,3 +138,25 @@ def test_lff_mean_colours_are_the_float32_values_of_colors_th():
     assert hashlib.sha256(colours.tobytes()).hexdigest() == (
         "9529cab5a137035a3f859ae6752bd3ffa80d8d73b7f8eb78b1c6806a99a58aa3")
     assert colours[0, 0] != np.float32(0.983682)
+
+
+def test_conflict_ratio_range_ends_at_independence():
+    # 1 - 1/K is the largest share of conflicting samples (bias independent of the class)
+    assert check_conflict_ratio(0.9, 10) == 0.9 and check_conflict_ratio(0.5, 2) == 0.5
+    assert check_conflict_ratio(0, 10) == 0.0
+    for bad, k in ((0.91, 10), (0.51, 2), (-0.01, 10)):
+        with pytest.raises(ConfigError, match="out of range"):
+            check_conflict_ratio(bad, k)
+
+
+def test_shuffled_assignment_cuts_the_rest_into_chunks_of_ceil_rest_over_k_minus_1():
+    # 3 classes of 10, half aligned: 5 own-value samples, the other 5 cut into chunks of
+    # ceil(5 / 2) = 3 and 2 for the two other values (in a shuffled order)
+    y = np.repeat(np.arange(3), 10)
+    b = shuffled_assignment(y, 0.5, 3, np.random.default_rng(0))
+    for c in range(3):
+        counts = np.bincount(b[y == c], minlength=3)
+        assert counts[c] == 5
+        assert sorted(np.delete(counts, c).tolist()) == [2, 3]
+    # fully aligned: nothing left to cut
+    assert (shuffled_assignment(y, 1.0, 3, np.random.default_rng(0)) == y).all()

@@ -42,6 +42,9 @@ def test_standardise_per_sample_by_hand():
     std0 = math.sqrt(14 / 3)
     assert out[0].flatten().tolist() == pytest.approx([2 * v / std0 for v in (-2, -1, 0, 3)])
     assert out[1].flatten().tolist() == pytest.approx([-1.0, -1.0, -1.0, 3.0])
+    # the default scale is 1: one standard deviation
+    assert standardise_per_sample(grad)[1].flatten().tolist() == pytest.approx(
+        [-0.5, -0.5, -0.5, 1.5])
 
 
 def test_walk_step_towards_a_target_class_and_alpha_twice():

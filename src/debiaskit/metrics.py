@@ -91,7 +91,11 @@ def classification_metrics(pred: torch.Tensor, y: torch.Tensor, b: torch.Tensor 
     the cell matrix as ``cells`` (list of lists, NaN for empty cells) when bias labels are
     given. With ``confidence`` (each prediction's largest softmax probability) it adds
     ``ece``, and with bias labels ``ece_cells`` (the ECE of each cell, NaN when empty).
+    With bias labels, ``num_bias`` (the number of bias values) must be given.
     """
+    if b is not None and num_bias < 1:
+        raise ValueError("classification_metrics needs num_bias (the number of bias values) "
+                         "with bias labels")
     right = pred.cpu() == y.cpu()
     if b is None:
         size = max(num_classes, int(y.max()) + 1 if len(y) else 0)
