@@ -14,6 +14,7 @@ from debiaskit.methods.gba import gba_mask, reverse_gradient
 from debiaskit.models import NetworkFactory
 from debiaskit.train import RunConfig, prepare
 from debiaskit.data.loader import InMemoryLoader
+from checks import FixedLogits  # tests/ is on sys.path
 
 
 def test_gradient_reversal_negates_gradients_exactly():
@@ -184,12 +185,12 @@ def test_adversarial_has_no_mask_and_domain_independent_sums_raw_logits():
     net = di.networks["model"]
     assert net.get_classifier().out_features == 6
     logits = torch.tensor([[1.0, 5.0, 0.0, 4.0, -3.0, 2.0]])  # colour (1, 5, 0), grey (4, -3, 2)
-    di.networks["model"] = _Fixed(logits)
+    di.networks["model"] = FixedLogits(logits)
     x = torch.zeros(1, 1, 2, 2)
     assert di.predict(x).tolist() == [[5.0, 2.0, 2.0]]         # sum of raw logits: class 0
     cond = METHODS["domain_independent"](spec, NetworkFactory("mlp", (1, 2, 2), 3),
                                          {"inference": "conditional"})
-    cond.networks["model"] = _Fixed(logits)
+    cond.networks["model"] = FixedLogits(logits)
     assert cond.predict(x, torch.tensor([1])).tolist() == [[4.0, -3.0, 2.0]]
     # training reads only the sample's own domain's softmax
     from debiaskit.data.loader import Batch
@@ -200,15 +201,6 @@ def test_adversarial_has_no_mask_and_domain_independent_sums_raw_logits():
                                           torch.tensor([2])).item())
     with pytest.raises(ConfigError, match="conditional needs bias labels"):
         cond.predict(x)
-
-
-class _Fixed(nn.Module):
-    def __init__(self, logits):
-        super().__init__()
-        self.logits = logits
-
-    def forward(self, x):
-        return self.logits.expand(len(x), -1)
 
 
 @pytest.mark.parametrize("name", ["gba", "adversarial", "domain_independent"])

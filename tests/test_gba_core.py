@@ -17,6 +17,7 @@ from debiaskit.errors import ConfigError
 from debiaskit.methods import METHODS, DataSpec
 from debiaskit.methods.gba import gba_mask, reverse_gradient
 from debiaskit.models import NetworkFactory
+from checks import FixedLogits  # tests/ is on sys.path
 
 
 def softplus(z: float) -> float:
@@ -75,7 +76,7 @@ class _GivenFeatures(nn.Module):
 W_D = [[1.0, -2.0, 0.0], [-1.0, 3.0, 0.5]]   # D = one linear layer: grad of logit k is W_D[k]
 
 
-def _gba(**hp) -> "GBA":
+def _gba(**hp):
     spec = DataSpec(input_shape=(1, 2, 2), num_classes=2, num_train=4,
                     train_targets=torch.tensor([0, 1, 0, 1]), num_bias=2,
                     train_bias=torch.tensor([0, 1, 1, 0]))
@@ -207,22 +208,13 @@ def test_the_oracle_test_mask_without_labels_is_a_one_line_error():
 
 # --- Domain-Independent -----------------------------------------------------------------
 
-class _Fixed(nn.Module):
-    def __init__(self, logits):
-        super().__init__()
-        self.logits = logits
-
-    def forward(self, x):
-        return self.logits.expand(len(x), -1)
-
-
 def _domain_independent(**hp):
     spec = DataSpec(input_shape=(1, 2, 2), num_classes=2, num_train=2,
                     train_targets=torch.tensor([0, 1]), num_bias=2,
                     train_bias=torch.tensor([0, 1]))
     method = METHODS["domain_independent"](spec, NetworkFactory("mlp", (1, 2, 2), 2), hp)
     # domain 0 logits (0, 0), domain 1 logits (ln 3, 0)
-    method.networks["model"] = _Fixed(torch.tensor([[0.0, 0.0, math.log(3.0), 0.0]]))
+    method.networks["model"] = FixedLogits(torch.tensor([[0.0, 0.0, math.log(3.0), 0.0]]))
     return method
 
 
