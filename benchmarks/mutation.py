@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import fnmatch
 import json
+import os
 import subprocess
 import sys
 import time
@@ -134,9 +135,12 @@ def main() -> None:
     seconds = None
     if not args.no_run:
         t0 = time.perf_counter()
+        # one OpenMP thread: a forked worker of a multi-threaded torch can hang on a lock,
+        # which mutmut would record as a timeout (counted as killed) instead of a verdict
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
         subprocess.run([sys.executable, "-m", "mutmut", "run", "--max-children",
                         str(args.max_children), *patterns()], cwd=ROOT, check=False,
-                       stdout=subprocess.DEVNULL)
+                       stdout=subprocess.DEVNULL, env=env)
         seconds = round(time.perf_counter() - t0, 1)
     codes = exit_codes(ROOT / "mutants")
     modules = table(codes, equivalent)
