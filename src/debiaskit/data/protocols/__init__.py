@@ -78,12 +78,11 @@ def protocol_params(name: str) -> tuple[str, ...]:
 
 def build_data(name: str, data_dir=None, download: bool = False, **params) -> DataBundle:
     """Build protocol ``name`` with ``params`` (unknown parameters are an error)."""
-    allowed = protocol_params(name)
-    extra = set(params) - set(allowed)
+    protocol = PROTOCOLS.find(name)
+    extra = set(params) - set(protocol.params)
     if extra:
         raise ConfigError(f"dataset {name} takes no parameter {', '.join(sorted(extra))}; "
-                          f"it takes: {', '.join(allowed)}")
-    protocol = PROTOCOLS.find(name)
+                          f"it takes: {', '.join(protocol.params)}")
     context = {k: v for k, v in (("data_dir", data_dir), ("download", download))
                if k in protocol.context}
     if protocol.source is None:
