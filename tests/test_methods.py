@@ -50,13 +50,27 @@ BARS = json.loads((Path(__file__).resolve().parents[1] / "benchmarks" / "results
                    / "beats_bars.json").read_text())
 
 
+@pytest.fixture(scope="module")
+def conflicting_of(data_dir, tmp_path_factory):
+    """Conflicting-cell test accuracy of one case side's run, trained once per module (the
+    ERM run of LfF, JTT and DisEnt is one configuration)."""
+    done = {}
+
+    def run(fields: dict) -> float:
+        key = json.dumps(fields, sort_keys=True)
+        if key not in done:
+            out = tmp_path_factory.mktemp("beats") / "run"
+            done[key] = train(RunConfig(**BARS["common"], **fields, data_dir=data_dir),
+                              out)["metrics"]["test"]["conflicting"]
+        return done[key]
+    return run
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("case", ["lff", "groupdro", "jtt", "disent"])
-def test_method_beats_erm_by_half_its_smallest_measured_gain(data_dir, tmp_path, case):
+def test_method_beats_erm_by_half_its_smallest_measured_gain(conflicting_of, case):
     spec = BARS["cases"][case]
-    res = {side: train(RunConfig(**BARS["common"], **spec[side], data_dir=data_dir),
-                       tmp_path / side)["metrics"]["test"]["conflicting"]
-           for side in ("method_run", "erm_run")}
+    res = {side: conflicting_of(spec[side]) for side in ("method_run", "erm_run")}
     smallest = min(r["gain"] for r in spec["seeds"])
     assert 0.5 * smallest - 0.1 <= spec["bar"] <= 0.5 * smallest  # the file's own rule
     assert res["method_run"] > res["erm_run"] + spec["bar"], (res, spec["bar"])
