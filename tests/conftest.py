@@ -27,6 +27,14 @@ def _derived_cache(tmp_path_factory):
     os.environ.setdefault("DEBIASKIT_CACHE", str(tmp_path_factory.mktemp("derived-cache")))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _precision_auto_fp32():
+    """``--precision auto`` (the default) resolves to float32 in the tests, on every machine:
+    the hand-computed and recorded numbers they compare with are float32's. The tests of
+    auto itself unset the variable."""
+    os.environ.setdefault("DEBIASKIT_PRECISION_AUTO", "fp32")
+
+
 @pytest.fixture(scope="session")
 def data_dir() -> str:
     """The real data directory, holding a sound mnist.npz (see :func:`require_data`);

@@ -226,12 +226,12 @@ def registries() -> dict:
     from debiaskit.data.protocols import PROTOCOLS
     from debiaskit.methods import METHODS
     from debiaskit.models import MODELS
-    from debiaskit.precision import PRECISIONS
+    from debiaskit.precision import CHOICES
     from debiaskit.train import SELECTION
 
     return {"method": METHODS, "dataset": PROTOCOLS, "model": MODELS,
             "augment": AUGMENTATIONS, "preset": PRESETS, "selection": SELECTION,
-            "precision": PRECISIONS}
+            "precision": CHOICES}
 
 
 def check_names(args: argparse.Namespace) -> list[str]:

@@ -5,6 +5,12 @@ stay float32); it changes the numbers slightly, so it is part of a run's identit
 pays where the hardware computes bf16 natively (a CPU with AVX512-BF16 or AMX, a GPU with
 bf16 support); elsewhere autocast emulates it and runs slower than float32 (README,
 "Precision"), so :func:`check_precision` refuses it there unless forced.
+
+``auto`` (the default of ``RunConfig.precision``) is resolved per run by
+:func:`choose_precision`: bf16 where the device computes it natively *and* a short probe of
+the run's own network (forward and backward at the run's batch size, both precisions
+interleaved) finds bf16 at least :data:`AUTO_MARGIN` faster; float32 otherwise. The choice
+and its reason are recorded with the run.
 """
 
 from __future__ import annotations
@@ -15,12 +21,28 @@ from .errors import ConfigError, unknown_name
 
 #: name -> autocast dtype (None: plain float32)
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
+#: What ``--precision`` accepts: a precision, or ``auto`` (chosen per run and machine).
+CHOICES = ("auto", *PRECISIONS)
+#: ``auto`` picks bf16 only when the probe's bf16 time is at most this share of float32's
+#: (a margin against timing noise on a loaded machine).
+AUTO_MARGIN = 0.9
+#: Environment variable that fixes what ``auto`` resolves to (fp32 or bf16) without
+#: probing, e.g. to pin a machine's choice for a series of runs.
+PRECISION_AUTO_ENV = "DEBIASKIT_PRECISION_AUTO"
+#: Probe length: interleaved rounds of one training pass per precision (after a warm-up).
+PROBE_ROUNDS = 3
+#: The probe's batch: the run's batch size, at most this many images.
+PROBE_MAX_BATCH = 128
+
+
+#: How reports name each precision.
+NAMES = {"fp32": "float32", "bf16": "bf16 autocast"}
 
 
 def describe_precision(precision: str) -> str:
     """How a report states ``precision`` (the papers all train in float32)."""
     return ("float32" if precision == "fp32"
-            else f"{precision} autocast (the papers train in float32)")
+            else f"{NAMES[precision]} (the papers train in float32)")
 
 
 def cpu_name() -> str:
@@ -50,15 +72,15 @@ def native_bf16(device: str = "cpu") -> bool:
 def check_precision(precision: str, device: str = "cpu", force: bool = False) -> None:
     """ConfigError for an unknown precision, or bf16 on hardware without native bf16
     (unless ``force``)."""
-    if precision not in PRECISIONS:
-        raise unknown_name("precision", precision, PRECISIONS)
+    if precision not in CHOICES:
+        raise unknown_name("precision", precision, CHOICES)
     if precision == "bf16" and not force and not native_bf16(device):
         where = (f"this CPU ({cpu_name()}; torch CPU capability "
                  f"{torch.backends.cpu.get_cpu_capability()})"
                  if torch.device(device).type == "cpu" else f"device {device}")
         raise ConfigError(f"--precision bf16: {where} has no native bf16 arithmetic (AVX512-BF16 "
                           "or AMX), where autocast emulates it and runs slower than float32 "
-                          "(README, Precision); use --precision fp32, or add "
+                          "(README, Precision); use --precision fp32 or auto, or add "
                           "--force-precision to measure it anyway")
 
 
@@ -74,3 +96,58 @@ def arithmetic(precision: str, device: str = "cpu") -> torch.autocast:
     dtype = PRECISIONS[precision]
     return torch.autocast(torch.device(device).type, dtype=dtype or torch.bfloat16,
                           enabled=dtype is not None, cache_enabled=False)
+
+
+def probe_seconds(make_network, input_shape, num_classes: int, batch_size: int,
+                  device: str = "cpu", memory_format=torch.channels_last,
+                  rounds: int = PROBE_ROUNDS) -> dict:
+    """Seconds of one training pass (forward, cross-entropy, backward) of a fresh network
+    from ``make_network`` on a random batch, in float32 and under bf16 autocast: the best of
+    ``rounds`` interleaved rounds after one warm-up pass each. Leaves the global RNG as it
+    found it (the run's own initialisation is unaffected)."""
+    import time
+    import torch.nn.functional as F
+    with torch.random.fork_rng(devices=[]):
+        net = make_network().to(device)
+        net.to(memory_format=memory_format)  # as the run lays out its 4-d weights
+        n = max(1, min(batch_size, PROBE_MAX_BATCH))
+        gen = torch.Generator().manual_seed(0)
+        x = torch.rand((n, *input_shape), generator=gen).to(device)
+        y = torch.randint(num_classes, (n,), generator=gen).to(device)
+    best = {name: float("inf") for name in PRECISIONS}
+
+    def once(name):
+        t0 = time.perf_counter()
+        with arithmetic(name, device):
+            loss = F.cross_entropy(net(x), y)
+        loss.backward()
+        if torch.device(device).type == "cuda":
+            torch.cuda.synchronize()
+        net.zero_grad(set_to_none=True)
+        return time.perf_counter() - t0
+
+    for name in PRECISIONS:
+        once(name)
+    for _ in range(rounds):
+        for name in PRECISIONS:
+            best[name] = min(best[name], once(name))
+    return best
+
+
+def choose_precision(requested: str, device: str, probe) -> tuple[str, str]:
+    """``(precision, reason)`` for a run: ``requested`` itself unless it is ``auto``; then
+    float32 without native bf16, else bf16 if ``probe()`` (a dict of seconds per precision,
+    :func:`probe_seconds`) finds it at most :data:`AUTO_MARGIN` of float32's time."""
+    if requested != "auto":
+        return requested, "requested"
+    where = (f"{cpu_name()} (torch CPU capability {torch.backends.cpu.get_cpu_capability()})"
+             if torch.device(device).type == "cpu" else f"device {device}")
+    if not native_bf16(device):
+        return "fp32", f"auto: float32, no native bf16 on {where}"
+    t = probe()
+    ratio = t["bf16"] / t["fp32"]
+    chosen = "bf16" if ratio <= AUTO_MARGIN else "fp32"
+    return chosen, (f"auto: {NAMES[chosen]}; native bf16 on {where}, "
+                    f"probe of the run's network: bf16 {1000 * t['bf16']:.1f} ms, float32 "
+                    f"{1000 * t['fp32']:.1f} ms per training pass ({ratio:.2f}x; bf16 "
+                    f"needs <= {AUTO_MARGIN}x)")

@@ -8,14 +8,15 @@ from .. import runs
 from ..errors import ConfigError
 from .presets import PRESETS, TablePreset, get_preset
 from .tables import write_report
-from .runner import default_workers, execute, plan
+from .runner import default_workers, execute, plan, resolve_auto_precision
 
 
 def run_bench(name: str, out, seeds: int | None = None, workers: int | None = None,
               methods=None, epochs: int | None = None, data_dir=None, log=print,
               ray_address: str | None = None, rows=None, precision: str | None = None,
               hparams: dict | None = None, force_precision: bool = False,
-              pack: bool | str = False, report_only: bool = False) -> str:
+              pack: bool | str = False, compile: bool | str = "auto",
+              report_only: bool = False) -> str:
     """Run preset ``name`` into ``out/name`` (skipping finished runs); return the report.
 
     ``ray_address`` sends the runs to a Ray cluster instead of a local process pool;
@@ -23,7 +24,10 @@ def run_bench(name: str, out, seeds: int | None = None, workers: int | None = No
     with autocast (refused without native bf16 unless ``force_precision``; the report says
     so); ``hparams`` sets
     method hyper-parameters over the preset's for every chosen method (stated in the report);
-    ``pack`` (True, False or "auto") packs networks that read the same batch (stated too).
+    ``pack`` (True, False or "auto") packs networks that read the same batch (stated too);
+    ``compile`` (True, False or "auto") is every run's ``RunConfig.compile``. Precision
+    ``auto`` is chosen once, before dispatch, for every run that has not started
+    (:func:`~debiaskit.bench.runner.resolve_auto_precision`), so a table is uniform.
     ``report_only`` trains nothing: the report covers the runs already finished (each cell
     states its seeds), so a table that grows over several sessions can be read at any time.
     """
@@ -31,7 +35,7 @@ def run_bench(name: str, out, seeds: int | None = None, workers: int | None = No
     out = Path(out) / name
     planned = plan(preset, out, seeds or preset.default_seeds, methods, epochs, data_dir,
                    rows=rows, precision=precision, hparams=hparams,
-                   force_precision=force_precision, pack=pack)
+                   force_precision=force_precision, pack=pack, compile=compile)
     if report_only:
         missing = [p for p in planned if not runs.is_finished(p.run_dir)]
         if len(missing) == len(planned):
@@ -41,6 +45,7 @@ def run_bench(name: str, out, seeds: int | None = None, workers: int | None = No
             f"{len(missing)} not trained")
         errors = []
     else:
+        planned = resolve_auto_precision(planned, log)
         errors = execute(planned, workers or default_workers(), log, ray_address)
     text = write_report(preset, planned, out)
     if errors:

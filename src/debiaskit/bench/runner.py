@@ -10,6 +10,7 @@ every node sees (a shared filesystem).
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import time
@@ -22,7 +23,7 @@ from .. import runs
 from ..data.sources import resolve_data_dir
 from ..errors import ConfigError, DebiaskitError
 from ..methods import get_method
-from ..train import RunConfig, check_config, same_run, train
+from ..train import RunConfig, check_config, prepare, same_run, train
 from .presets import TablePreset
 
 
@@ -38,7 +39,8 @@ class PlannedRun:
 def plan(preset: TablePreset, out: Path, seeds: int, methods=None, epochs: int | None = None,
          data_dir=None, threads: int = 1, rows=None,
          precision: str | None = None, hparams: dict | None = None,
-         force_precision: bool = False, pack: bool | str = False) -> list[PlannedRun]:
+         force_precision: bool = False, pack: bool | str = False,
+         compile: bool | str = "auto") -> list[PlannedRun]:
     """The runs of ``preset`` for seeds 0..seeds-1 (optionally fewer methods, rows or
     epochs, another ``precision`` than the papers' float32, or method hyper-parameters
     ``hparams`` set over the preset's for every chosen method; the report states them)."""
@@ -74,6 +76,7 @@ def plan(preset: TablePreset, out: Path, seeds: int, methods=None, epochs: int |
                                 data_params={**row.data_params, "seed": data_seed},
                                 seed=seed, data_dir=data_dir, threads=threads,
                                 progress=False, force_precision=force_precision, pack=pack,
+                                compile=compile,
                                 **fields)
                 if epochs is not None:
                     cfg = replace(cfg, epochs=epochs)
@@ -83,6 +86,29 @@ def plan(preset: TablePreset, out: Path, seeds: int, methods=None, epochs: int |
                 run_dir = out / display / row.label / f"seed{seed}"
                 out_planned.append(PlannedRun(display, row.label, seed, cfg, run_dir))
     return out_planned
+
+
+def resolve_auto_precision(planned: list[PlannedRun], log=print) -> list[PlannedRun]:
+    """``planned`` with precision ``auto`` resolved once per network and input (dataset,
+    its parameters but the seed, model, its options, batch size, device, memory layout) by
+    :func:`debiaskit.train.prepare`'s probe, for the runs that have not started; a started
+    run keeps ``auto`` and so resumes in the precision of its first start."""
+    chosen: dict = {}
+    out = []
+    for p in planned:
+        cfg = p.config
+        if cfg.precision != "auto" or (p.run_dir / runs.CONFIG).exists():
+            out.append(p)
+            continue
+        key = json.dumps([cfg.dataset, {k: v for k, v in cfg.data_params.items() if k != "seed"},
+                          cfg.model, cfg.model_options, cfg.batch_size, cfg.device,
+                          cfg.memory_format], sort_keys=True, default=str)
+        if key not in chosen:
+            prep = prepare(cfg)
+            chosen[key] = prep.cfg.precision
+            log(f"precision for {cfg.model} on {cfg.dataset}: {prep.precision_choice['reason']}")
+        out.append(replace(p, config=replace(cfg, precision=chosen[key])))
+    return out
 
 
 def exit_with_parent(parent_pid: int, poll_seconds: float = 1.0) -> None:

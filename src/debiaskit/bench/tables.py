@@ -11,7 +11,7 @@ import numpy as np
 
 from .. import runs
 from ..explain.curves import ACCURACY_YLIM, draw_aligned_conflicting, save_png
-from ..precision import describe_precision
+from ..precision import NAMES as PRECISION_NAMES, describe_precision
 from ..train import SELECTION, describe_optimiser
 from .presets import TablePreset
 from .runner import PlannedRun
@@ -154,6 +154,24 @@ def packing_lines(decisions: list[dict]) -> list[str]:
             "each run's first batch)."]
 
 
+def _precision_text(planned: list[PlannedRun]) -> str:
+    """The precision the runs trained in, from their own config.json (``auto`` is resolved
+    per run; runs not started yet count with their planned precision)."""
+    counts: dict[str, int] = {}
+    for p in planned:
+        path = p.run_dir / runs.CONFIG
+        precision = (runs.read_json(path)["run"].get("precision", "fp32") if path.exists()
+                     else p.config.precision)
+        counts[precision] = counts.get(precision, 0) + 1
+    if len(counts) == 1:
+        only = next(iter(counts))
+        return ("precision auto (chosen per run when it starts)" if only == "auto"
+                else describe_precision(only))
+    return "mixed precisions: " + ", ".join(
+        f"{'auto (not started)' if k == 'auto' else PRECISION_NAMES[k]} in {n} runs"
+        for k, n in sorted(counts.items()))
+
+
 def _selection_text(cfg) -> str:
     if cfg.selection == "early_stop":
         return f"{SELECTION[cfg.selection]}, at most {cfg.epochs} epochs, patience {cfg.patience}"
@@ -194,7 +212,7 @@ def protocol_lines(preset: TablePreset, planned: list[PlannedRun]) -> list[str]:
         f"Model selection and length: {selection}.",
         f"Training: model {cfg.model}{' ' + str(cfg.model_options) if cfg.model_options else ''}"
         f", batch {cfg.batch_size}, augmentation {cfg.augment}, {describe_optimiser(cfg)}, "
-        f"{describe_precision(cfg.precision)}, "
+        f"{_precision_text(planned)}, "
         f"the first layers of networks that read the same batch (LfF, DisEnt) computed "
         f"{PACK_TEXT[cfg.pack]} (equal up to float rounding), "
         f"method hyper-parameters {hparams or 'the paper defaults'}. {preset.notes}",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .options import DATA_DIR, add_pack_options, pack_mode, pairs
+from .options import DATA_DIR, add_pack_options, add_precision_options, compile_mode, pack_mode, pairs
 
 NAME = "bench"
 
@@ -16,9 +16,8 @@ def add_parser(sub) -> None:
     b.add_argument("--methods", help="comma-separated subset of the preset's methods")
     b.add_argument("--rows", help="comma-separated subset of the preset's rows, e.g. 1,0.5")
     b.add_argument("--epochs", type=int, help="override the preset's epochs (stated in report)")
-    b.add_argument("--precision", help="fp32 (the papers') or bf16 autocast (stated in report)")
-    b.add_argument("--force-precision", action="store_true",
-                   help="run bf16 even without native bf16 (to measure it)")
+    add_precision_options(b, more="; stated in the report, and auto is chosen once for all "
+                          "runs that start")
     add_pack_options(b, more="stated in the report")
     b.add_argument("--hp", action="append", metavar="KEY=VALUE",
                    help="method hyper-parameter over the preset's, for every chosen method "
@@ -50,4 +49,5 @@ def run(args) -> None:
     print(run_bench(args.preset, args.out, args.seeds, args.workers, methods, args.epochs,
                     args.data_dir, ray_address=args.ray, rows=rows, precision=args.precision,
                     hparams=pairs(args.hp, "--hp"), force_precision=args.force_precision,
-                    pack=pack_mode(args), report_only=args.report_only))
+                    pack=pack_mode(args), compile=compile_mode(args),
+                    report_only=args.report_only))

@@ -117,6 +117,28 @@ def pack_mode(args):
     return False if args.no_pack else {"auto": "auto", "on": True, "off": False}[args.pack]
 
 
+def add_precision_options(p, more: str = "") -> None:
+    """--precision, --force-precision and --compile (the arithmetic of the training step)."""
+    from ..precision import PRECISION_AUTO_ENV
+    p.add_argument("--precision", default="auto", help="arithmetic of the training and "
+                   "evaluation passes: auto (the default: bf16 where the device computes it "
+                   "natively and a short probe of the run's network finds it faster, else "
+                   f"fp32; {PRECISION_AUTO_ENV}=fp32|bf16 fixes the choice), fp32 (the "
+                   "papers') or bf16 (autocast; slightly different numbers; refused where the "
+                   f"hardware has no native bf16){more}")
+    p.add_argument("--force-precision", action="store_true",
+                   help="run bf16 even without native bf16 (to measure it)")
+    p.add_argument("--compile", choices=("auto", "on", "off"), default="auto",
+                   help="run the training step through torch.compile: auto (the default: on "
+                   "for methods whose compiled step is measured and tested, when their "
+                   "networks are convolutional), on or off; changes results by float rounding")
+
+
+def compile_mode(args):
+    """RunConfig.compile from --compile."""
+    return {"auto": "auto", "on": True, "off": False}[args.compile]
+
+
 #: Options whose RunConfig field has another name or needs parsing.
 _RENAMED = {"no_bias_labels": "drop_bias_labels"}
 
@@ -134,5 +156,7 @@ def run_config(args, **given):
                   model_options=pairs(args.model_opt, "--model-opt"))
     if "pack" in fields:
         fields["pack"] = pack_mode(args)
+    if "compile" in fields:
+        fields["compile"] = compile_mode(args)
     fields.update(given)
     return RunConfig(**fields)

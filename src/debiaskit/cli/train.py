@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .options import add_pack_options, add_run_options, run_config
+from .options import add_pack_options, add_precision_options, add_run_options, run_config
 
 NAME = "train"
 
@@ -15,11 +15,7 @@ def add_parser(sub) -> None:
     t.add_argument("--method", help=f"method (default {cfg.method}; discovered with "
                    "--reweight-from; see 'debiaskit methods')")
     add_run_options(t)
-    t.add_argument("--precision", default=cfg.precision, help="arithmetic of the training and "
-                   "evaluation passes: fp32 (the papers') or bf16 (autocast; slightly different "
-                   "numbers; refused where the hardware has no native bf16)")
-    t.add_argument("--force-precision", action="store_true",
-                   help="run bf16 even without native bf16 (to measure it)")
+    add_precision_options(t)
     t.add_argument("--seed", type=int, default=cfg.seed, help="training seed: initial "
                    "weights, batch order, augmentation, subsets and held-out split (the "
                    "data's own seed is --data seed=N)")

@@ -80,6 +80,10 @@ class Method(nn.Module):
     declared_hparams: ClassVar[dict[str, HParam]] = {}
     #: Training cost relative to ERM with the same network (for scheduling bench runs).
     relative_cost: ClassVar[float] = 1.0
+    #: Whether ``compile="auto"`` runs this method's training step through torch.compile
+    #: when its networks are convolutional (set where benchmarks/step_profile.py measured
+    #: it to pay and the compiled step was tested against the eager one).
+    compile_step: ClassVar[bool] = False
     #: Model-selection policy (see ``debiaskit.train.SELECTION``) when a run names none.
     default_selection: ClassVar[str] = "last"
     #: Whether networks that read the same batch share packed arithmetic

@@ -22,6 +22,7 @@ from .hparams import HParam, optimiser_hparams, uniform
 class LfF(Method):
     name = "lff"
     relative_cost = 2.0
+    compile_step = True
     declared_hparams = {
         **optimiser_hparams(1e-3, of="both models"),
         "q": HParam(0.7, "GCE exponent q of the biased model (Eq. 2)", 0.0, 1.0,

@@ -21,10 +21,10 @@ from .config import (MEMORY_FORMATS, SELECTION, VOLATILE, RunConfig, check_confi
                      config_from_run, same_run)
 from .evaluation import EVAL_BATCH, arithmetic, evaluate, heldout_objective, selection_score
 from .record import describe_optimiser, machine, peak_rss_mib, protocol_text, versions
-from .trainer import Trainer, train
+from .trainer import COMPILE_MIN_STEPS, Trainer, compiled_update, train
 
-__all__ = ["EVAL_BATCH", "MEMORY_FORMATS", "SELECTION", "VOLATILE", "Prepared", "RunConfig",
-           "Trainer", "arithmetic", "channel_stats", "check_config", "config_from_run",
+__all__ = ["COMPILE_MIN_STEPS", "EVAL_BATCH", "MEMORY_FORMATS", "SELECTION", "VOLATILE", "Prepared", "RunConfig",
+           "Trainer", "arithmetic", "channel_stats", "check_config", "compiled_update", "config_from_run",
            "describe_optimiser", "evaluate", "heldout_indices", "heldout_objective",
            "load_trained", "machine", "normalisation_from_data", "peak_rss_mib", "prepare",
            "protocol_text", "random_subset", "same_run", "selection_score", "train",

@@ -4,17 +4,19 @@ finished run loaded back (:func:`load_trained`)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, field, replace
 
 import torch
 
-from .. import runs
+from .. import precision, runs
 from ..data.dataset import BiasedDataset, DataBundle
 from ..data.infill import mixed_background_view
 from ..data.protocols import build_data
 from ..errors import ConfigError, DebiaskitError
 from ..methods import DataSpec, RunContext, get_method
 from ..models import NetworkFactory
+from ..precision import CHOICES, PRECISION_AUTO_ENV, check_precision
 from .config import MEMORY_FORMATS, RunConfig, check_config, config_from_run
 
 @dataclass
@@ -26,6 +28,8 @@ class Prepared:
     train: BiasedDataset
     evals: dict[str, BiasedDataset]
     method: object
+    #: How ``precision="auto"`` was resolved (``requested``, ``precision``, ``reason``).
+    precision_choice: dict = field(default_factory=dict)
 
 
 def heldout_indices(n: int, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -105,9 +109,11 @@ def prepare(cfg: RunConfig) -> Prepared:
         input_shape=train.image_shape, num_classes=train.num_classes, num_train=len(train),
         train_targets=train.y.to(device), num_bias=train.num_bias,
         train_bias=None if train.b is None else train.b.to(device))
-    torch.manual_seed(cfg.seed)
     make_network = NetworkFactory(cfg.model, train.image_shape, train.num_classes,
                                   normalisation_from_data(dict(cfg.model_options), train))
+    cfg, precision_choice = resolve_precision(cfg, make_network, train.image_shape,
+                                              train.num_classes)
+    torch.manual_seed(cfg.seed)
     method = method_cls(spec, make_network, cfg.hparams).to(device)
     method.begin_run(RunContext(
         epochs=cfg.epochs, pack=cfg.pack,
@@ -124,7 +130,33 @@ def prepare(cfg: RunConfig) -> Prepared:
         override.update(schedule="plateau", lr_step=max(cfg.patience // 2 - 1, 0), lr_gamma=0.1)
     if override:
         method.override_optimizers(**override)
-    return Prepared(cfg, bundle, train, evals, method)
+    return Prepared(cfg, bundle, train, evals, method, precision_choice)
+
+
+def resolve_precision(cfg: RunConfig, make_network, input_shape, num_classes: int
+                      ) -> tuple[RunConfig, dict]:
+    """``cfg`` with ``precision="auto"`` replaced by the choice of
+    :func:`debiaskit.precision.choose_precision` (probing a fresh network from
+    ``make_network`` at the run's batch size; ``DEBIASKIT_PRECISION_AUTO`` fixes the choice
+    without probing), and the record of the choice."""
+    if cfg.precision != "auto":
+        return cfg, {"requested": cfg.precision, "precision": cfg.precision,
+                     "reason": "requested"}
+    pinned = os.environ.get(PRECISION_AUTO_ENV)
+    if pinned:
+        if pinned not in CHOICES or pinned == "auto":
+            raise ConfigError(f"{PRECISION_AUTO_ENV}={pinned}: name fp32 or bf16 (or unset it "
+                              "to let --precision auto probe this machine)")
+        check_precision(pinned, cfg.device, cfg.force_precision)
+        chosen, reason = pinned, f"auto: {pinned}, fixed by {PRECISION_AUTO_ENV}"
+    else:
+        def probe():
+            return precision.probe_seconds(make_network, input_shape, num_classes,
+                                           cfg.batch_size, cfg.device,
+                                           MEMORY_FORMATS[cfg.memory_format])
+        chosen, reason = precision.choose_precision("auto", cfg.device, probe)
+    return replace(cfg, precision=chosen), {"requested": "auto", "precision": chosen,
+                                            "reason": reason}
 
 def load_trained(run_dir, data_dir=None) -> Prepared:
     """A finished run's data and method, with the selected networks loaded, in eval mode.

@@ -29,7 +29,10 @@ SELECTION = {
 
 #: Config fields that do not change the result (left out of the resume identity check).
 VOLATILE = ("device", "threads", "memory_format", "progress", "data_dir", "download",
-            "reuse_stages", "eval_every", "force_precision", "pack")
+            "reuse_stages", "eval_every", "force_precision", "pack", "compile")
+
+#: ``RunConfig.compile`` values: on, off, or auto (:data:`debiaskit.methods.base.Method.compile_step`).
+COMPILE_MODES = (True, False, "auto")
 
 #: Memory layouts of convolutional networks' weights (``RunConfig.memory_format``).
 MEMORY_FORMATS = {"channels_last": torch.channels_last, "contiguous": torch.contiguous_format}
@@ -49,10 +52,19 @@ class RunConfig:
     (``debiaskit.data.augment.AUGMENTATIONS``). ``reuse_stages`` names another run's
     directory whose cached stages (LAD's VQ-VAE, f, walk) are copied in when their keys
     match (:class:`debiaskit.stages.StageStore`); it does not change the result.
-    ``precision`` (:data:`debiaskit.precision.PRECISIONS`) is the arithmetic of the final classifier's training and
-    evaluation passes; the papers train in float32 (the default). Method stages computed
-    before training (LAD's VQ-VAE, f, walk) always run in float32. bf16 is refused on
-    hardware without native bf16 unless ``force_precision`` (:mod:`debiaskit.precision`).
+    ``precision`` (:data:`debiaskit.precision.CHOICES`) is the arithmetic of the final
+    classifier's training and evaluation passes: ``fp32`` (the papers'), ``bf16`` autocast,
+    or ``auto`` (the default), which :func:`~debiaskit.train.prepare` resolves per run to
+    bf16 where the device computes it natively and a probe of the run's network finds it
+    faster, float32 otherwise (:func:`debiaskit.precision.choose_precision`); the resolved
+    precision is part of the run's identity, and a resumed run keeps its own. Method stages
+    computed before training (LAD's VQ-VAE, f, walk) always run in float32. bf16 is refused
+    on hardware without native bf16 unless ``force_precision``.
+    ``compile`` runs the training step (``Method.update``: forward, losses, per-sample
+    tables, backward, optimiser steps) through ``torch.compile``: True, False, or "auto"
+    (default: on for methods that declare ``compile_step`` when their networks are
+    convolutional; the decision is in summary.json's ``compile``). It changes results by
+    float rounding only, so it is not part of the identity.
     ``memory_format`` is the layout of convolution weights (and so of their activations):
     ``channels_last`` (default) runs CPU convolutions faster than ``contiguous``; like
     ``threads`` it changes only the rounding of float sums, so it is not part of the run's
@@ -82,7 +94,7 @@ class RunConfig:
     epochs: int = 100
     batch_size: int = 256
     augment: str = "none"
-    precision: str = "fp32"
+    precision: str = "auto"
     optimizer: str = "adam"
     momentum: float = 0.9
     schedule: str = "none"
@@ -108,6 +120,7 @@ class RunConfig:
     # differ by float rounding (docs/cli.md)
     pack: bool | str = False
     reweight_from: str | None = None
+    compile: bool | str = "auto"
 
     def identity(self) -> dict:
         return {k: v for k, v in asdict(self).items() if k not in VOLATILE}
@@ -125,6 +138,8 @@ def check_config(cfg: RunConfig) -> RunConfig:
     if cfg.augment not in AUGMENTATIONS:
         raise unknown_name("augmentation", cfg.augment, AUGMENTATIONS)
     check_precision(cfg.precision, cfg.device, cfg.force_precision)
+    if cfg.compile not in COMPILE_MODES:
+        raise ConfigError(f"compile must be true, false or auto, got {cfg.compile!r}")
     if cfg.pack not in PACK_MODES:
         raise ConfigError(f"pack must be true, false or auto, got {cfg.pack!r}")
     if cfg.memory_format not in MEMORY_FORMATS:
@@ -169,10 +184,16 @@ def check_config(cfg: RunConfig) -> RunConfig:
 
 def same_run(cfg: RunConfig, stored: dict) -> bool:
     """Whether a run directory's stored ``config.json`` describes the run ``cfg`` (fields
-    added to RunConfig since it was written count as their defaults)."""
+    added to RunConfig since it was written count as their defaults; precision ``auto``
+    matches the precision the stored run resolved it to)."""
     current = runs.json_safe(cfg.identity())
-    return runs.with_defaults(stored.get("run", {}), current,
-                              runs.json_safe(RunConfig().identity())) == current
+    stored_run = stored.get("run", {})
+    if current["precision"] == "auto":  # resolved when the stored run started
+        current["precision"] = stored_run.get("precision", "fp32")
+    # a field added since the run was written counts as its default; runs from before
+    # precision had a default of auto trained in float32
+    defaults = {**runs.json_safe(RunConfig().identity()), "precision": "fp32"}
+    return runs.with_defaults(stored_run, current, defaults) == current
 
 
 def config_from_run(stored: dict, data_dir=None, hparams: dict | None = None) -> RunConfig:

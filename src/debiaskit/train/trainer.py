@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -22,6 +23,19 @@ from .evaluation import EVAL_BATCH, arithmetic, evaluate, heldout_objective, sel
 from .record import machine, peak_rss_mib, protocol_text, versions
 
 
+#: ``compile="auto"`` compiles only runs with at least this many training steps: the
+#: compilation of a ResNet-20 step costs minutes on a CPU, repaid by a per-step saving
+#: (benchmarks/step_profile.py; docs/speed.md).
+COMPILE_MIN_STEPS = 1000
+
+
+def compiled_update(method):
+    """``method.update`` through ``torch.compile``: Dynamo traces the whole step (forward,
+    losses, per-sample tables, backward, optimiser steps), breaking the graph where Python
+    values leave it (the logged ``.item()`` statistics)."""
+    return torch.compile(method.update)
+
+
 class Trainer:
     """Runs one configuration into one run directory: :meth:`run` opens the directory
     (new, or resumed from its checkpoint), then per epoch trains (:meth:`_train_epoch`),
@@ -33,6 +47,8 @@ class Trainer:
         self.cfg = check_config(cfg)
         self.out = Path(out_dir)
         self.stage_records: dict = {}
+        self.precision_choice: dict | None = None  # set when a resumed run keeps its own
+        self.compile_choice: dict = {}
 
     def _check_out_dir(self) -> dict | None:
         """Refuse a finished run or a different run's directory; return a resumable config."""
@@ -47,6 +63,11 @@ class Trainer:
                                      "choose another output directory")
             return None
         stored = runs.read_json(cfg_path)
+        if self.cfg.precision == "auto":
+            # a resumed run keeps the precision its first start chose (float32 before auto)
+            self.cfg = replace(self.cfg, precision=stored.get("run", {}).get("precision", "fp32"))
+            self.precision_choice = {**stored.get("precision_choice", {}),
+                                     "kept": "resumed with the precision of its first start"}
         if not same_run(self.cfg, stored):
             raise DebiaskitError(f"{self.out} holds an unfinished run with a different "
                                  "configuration; use another output directory or the same options")
@@ -69,6 +90,7 @@ class Trainer:
             runs.write_json(self.out / runs.CONFIG, {
                 "run": cfg.identity(), "runtime": {k: getattr(cfg, k) for k in VOLATILE},
                 "versions": versions(), "protocol": protocol_text(cfg, prep.evals),
+                "precision_choice": self.precision_choice,
                 "data": {"protocol": prep.bundle.protocol, "params": prep.bundle.params,
                          "train_checksum": train.checksum(), "train_size": len(train),
                          "eval_checksums": {k: v.checksum() for k, v in prep.evals.items()}},
@@ -98,6 +120,27 @@ class Trainer:
                               drop_last=method.drop_last, device=device,
                               augment=AUGMENTATIONS[cfg.augment]())
 
+    def _training_step(self, method, steps: int):
+        """``method.update``, through ``torch.compile`` when the run's ``compile`` option
+        says so (auto: the method declares ``compile_step``, its networks are
+        convolutional and the run has at least :data:`COMPILE_MIN_STEPS` training steps to
+        repay the compilation); records the decision in :attr:`compile_choice`."""
+        requested = self.cfg.compile
+        if requested == "auto":
+            convolutional = any(isinstance(m, torch.nn.Conv2d)
+                                for m in method.networks.modules())
+            why_not = (f"method {method.name} does not declare a compiled step"
+                       if not method.compile_step else "no convolutional network"
+                       if not convolutional else f"{steps} training steps, fewer than "
+                       f"{COMPILE_MIN_STEPS}" if steps < COMPILE_MIN_STEPS else None)
+            use = why_not is None
+            reason = ("auto: off, " + why_not if why_not else
+                      f"auto: on, convolutional networks, {steps} training steps")
+        else:
+            use, reason = bool(requested), "requested"
+        self.compile_choice = {"requested": requested, "compiled": use, "reason": reason}
+        return compiled_update(method) if use else method.update
+
     def _train_epoch(self, method, loader: InMemoryLoader, epoch: int) -> dict:
         """One pass over the training minibatches; the mean of each step statistic."""
         pool = method.begin_epoch(epoch, loader)
@@ -105,7 +148,7 @@ class Trainer:
         sums, steps = {}, 0
         for batch in loader.epoch(epoch, pool):  # (augmented in float32)
             with arithmetic(self.cfg):
-                step_stats = method.update(batch)
+                step_stats = self._step(batch)
             for k, v in step_stats.items():
                 sums[k] = sums.get(k, 0.0) + v
             steps += 1
@@ -141,6 +184,8 @@ class Trainer:
         keep_freed_buffers()
         resumable = self._check_out_dir()
         prep = prepare(self.cfg)
+        self.cfg = prep.cfg  # precision "auto" resolved
+        self.precision_choice = self.precision_choice or prep.precision_choice
         cfg, method = self.cfg, prep.method
         device = torch.device(cfg.device)
         eval_loaders = {k: InMemoryLoader(v, EVAL_BATCH, shuffle=False, device=device)
@@ -156,6 +201,7 @@ class Trainer:
         start, best = self._open(prep, resumable, schedulers)
         loader = self._training_loader(prep, device)
         train = loader.dataset
+        self._step = self._training_step(method, cfg.epochs * len(loader))
         main = next(iter(prep.evals))
 
         bar = tqdm(range(start, cfg.epochs), initial=start, total=cfg.epochs, unit="epoch",
@@ -221,6 +267,8 @@ class Trainer:
             "peak_rss_mib": peak_rss_mib(),
             "machine": machine(cfg.device), "versions": versions(),
         }
+        summary["precision"] = self.precision_choice
+        summary["compile"] = self.compile_choice
         if method.pack_info is not None:
             summary["pack"] = method.pack_info
         if self.stage_records:
