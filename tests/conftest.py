@@ -35,6 +35,12 @@ def _precision_auto_fp32():
     os.environ.setdefault("DEBIASKIT_PRECISION_AUTO", "fp32")
 
 
+@pytest.fixture(autouse=True)
+def _precision_choices_file(tmp_path, monkeypatch):
+    """auto's remembered choices go to the test's own file, never the user's."""
+    monkeypatch.setenv("DEBIASKIT_PRECISION_CACHE", str(tmp_path / "precision-auto.json"))
+
+
 @pytest.fixture(scope="session")
 def data_dir() -> str:
     """The real data directory, holding a sound mnist.npz (see :func:`require_data`);

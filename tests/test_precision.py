@@ -45,8 +45,9 @@ def test_probe_times_both_precisions_and_leaves_the_rng_alone():
     assert torch.equal(torch.get_rng_state(), state)
 
 
-def test_auto_resolves_in_the_run_and_records_why(data_dir, tmp_path, monkeypatch):
+def test_auto_resolves_in_the_run_records_why_and_remembers(data_dir, tmp_path, monkeypatch):
     monkeypatch.delenv("DEBIASKIT_PRECISION_AUTO", raising=False)
+    monkeypatch.setenv("DEBIASKIT_PRECISION_CACHE", str(tmp_path / "choices.json"))
     monkeypatch.setattr(precision, "native_bf16", lambda device="cpu": True)
     monkeypatch.setattr(precision, "probe_seconds", lambda *a, **k: {"fp32": 1.0, "bf16": 0.5})
     summary = train(RunConfig(method="erm", data_dir=data_dir, **SMALL), tmp_path / "a")
@@ -57,9 +58,16 @@ def test_auto_resolves_in_the_run_and_records_why(data_dir, tmp_path, monkeypatc
     assert summary["precision"]["reason"].startswith("auto: bf16 autocast; native bf16")
     assert stored["precision_choice"] == summary["precision"]
     assert "bf16 autocast" in summary["protocol"]
+    # the choice is remembered for this machine and network: no second probe
+    monkeypatch.setattr(precision, "probe_seconds", _never)
+    again = train(RunConfig(method="erm", data_dir=data_dir, **SMALL), tmp_path / "b")
+    assert again["precision"]["precision"] == "bf16"
+    assert again["precision"]["reason"].endswith(f"(remembered in {tmp_path / 'choices.json'})")
+    # another network is probed anew
     monkeypatch.setattr(precision, "probe_seconds", lambda *a, **k: {"fp32": 1.0, "bf16": 0.95})
-    summary = train(RunConfig(method="erm", data_dir=data_dir, **SMALL), tmp_path / "b")
-    assert summary["precision"]["precision"] == "fp32" and "float32, seed" in summary["protocol"]
+    other = train(RunConfig(method="erm", data_dir=data_dir, **{**SMALL, "batch_size": 128}),
+                  tmp_path / "c")
+    assert other["precision"]["precision"] == "fp32" and "float32, seed" in other["protocol"]
 
 
 def test_the_environment_pins_auto_and_a_bad_value_is_refused(data_dir, tmp_path, monkeypatch):

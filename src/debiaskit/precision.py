@@ -10,7 +10,9 @@ bf16 support); elsewhere autocast emulates it and runs slower than float32 (READ
 :func:`choose_precision`: bf16 where the device computes it natively *and* a short probe of
 the run's own network (forward and backward at the run's batch size, both precisions
 interleaved) finds bf16 at least :data:`AUTO_MARGIN` faster; float32 otherwise. The choice
-and its reason are recorded with the run.
+and its reason are recorded with the run, and remembered per machine and network
+(:func:`remembered`), so the same command on the same machine trains in the same precision
+in every process: the probe runs once.
 """
 
 from __future__ import annotations
@@ -29,6 +31,9 @@ AUTO_MARGIN = 0.9
 #: Environment variable that fixes what ``auto`` resolves to (fp32 or bf16) without
 #: probing, e.g. to pin a machine's choice for a series of runs.
 PRECISION_AUTO_ENV = "DEBIASKIT_PRECISION_AUTO"
+#: Environment variable naming the file where auto's choices are remembered (default
+#: ``$XDG_CACHE_HOME/debiaskit/precision-auto.json``, ``~/.cache`` without XDG_CACHE_HOME).
+PRECISION_CACHE_ENV = "DEBIASKIT_PRECISION_CACHE"
 #: Probe length: interleaved rounds of one training pass per precision (after a warm-up).
 PROBE_ROUNDS = 3
 #: The probe's batch: the run's batch size, at most this many images.
@@ -151,3 +156,48 @@ def choose_precision(requested: str, device: str, probe) -> tuple[str, str]:
                     f"probe of the run's network: bf16 {1000 * t['bf16']:.1f} ms, float32 "
                     f"{1000 * t['fp32']:.1f} ms per training pass ({ratio:.2f}x; bf16 "
                     f"needs <= {AUTO_MARGIN}x)")
+
+
+def choices_file() -> "Path":
+    """Where :func:`remembered` keeps auto's choices (:data:`PRECISION_CACHE_ENV`)."""
+    import os
+    from pathlib import Path
+    if os.environ.get(PRECISION_CACHE_ENV):
+        return Path(os.environ[PRECISION_CACHE_ENV]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "debiaskit" / "precision-auto.json"
+
+
+def remembered(key: dict, decide) -> tuple[str, str]:
+    """The ``(precision, reason)`` remembered for ``key`` (machine, torch, device, network,
+    input, batch), else ``decide()``'s, then remembered. A lock serialises processes, so
+    concurrent runs of one command wait for one probe and take its choice. A file that
+    cannot be read or written only costs a new probe."""
+    import fcntl
+    import json
+    import os
+    path = choices_file()
+    text = json.dumps(key, sort_keys=True, default=str)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lock = open(path.with_name(path.name + ".lock"), "a")
+    except OSError:
+        return decide()
+    with lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            table = json.loads(path.read_text())
+        except (OSError, ValueError):
+            table = {}
+        if text in table:
+            hit = table[text]
+            return hit["precision"], f"{hit['reason']} (remembered in {path})"
+        chosen, reason = decide()
+        table[text] = {"precision": chosen, "reason": reason}
+        tmp = path.with_name(f".{path.name}.{os.getpid()}")
+        try:
+            tmp.write_text(json.dumps(table, indent=1, sort_keys=True))
+            os.replace(tmp, path)
+        except OSError:
+            tmp.unlink(missing_ok=True)
+        return chosen, reason

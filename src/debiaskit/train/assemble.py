@@ -137,7 +137,8 @@ def resolve_precision(cfg: RunConfig, make_network, input_shape, num_classes: in
                       ) -> tuple[RunConfig, dict]:
     """``cfg`` with ``precision="auto"`` replaced by the choice of
     :func:`debiaskit.precision.choose_precision` (probing a fresh network from
-    ``make_network`` at the run's batch size; ``DEBIASKIT_PRECISION_AUTO`` fixes the choice
+    ``make_network`` at the run's batch size, once per machine and network:
+    :func:`debiaskit.precision.remembered`; ``DEBIASKIT_PRECISION_AUTO`` fixes the choice
     without probing), and the record of the choice."""
     if cfg.precision != "auto":
         return cfg, {"requested": cfg.precision, "precision": cfg.precision,
@@ -154,7 +155,12 @@ def resolve_precision(cfg: RunConfig, make_network, input_shape, num_classes: in
             return precision.probe_seconds(make_network, input_shape, num_classes,
                                            cfg.batch_size, cfg.device,
                                            MEMORY_FORMATS[cfg.memory_format])
-        chosen, reason = precision.choose_precision("auto", cfg.device, probe)
+        key = {"cpu": precision.cpu_name(), "capability": torch.backends.cpu.get_cpu_capability(),
+               "torch": torch.__version__, "device": cfg.device, "model": cfg.model,
+               "model_options": cfg.model_options, "input": list(input_shape),
+               "classes": num_classes, "batch": cfg.batch_size, "layout": cfg.memory_format}
+        chosen, reason = precision.remembered(
+            key, lambda: precision.choose_precision("auto", cfg.device, probe))
     return replace(cfg, precision=chosen), {"requested": "auto", "precision": chosen,
                                             "reason": reason}
 
