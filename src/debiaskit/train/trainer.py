@@ -26,7 +26,7 @@ from .record import machine, peak_rss_mib, protocol_text, versions
 #: ``compile="auto"`` compiles only runs with at least this many training steps: the
 #: compilation of a ResNet-20 step costs minutes on a CPU, repaid by a per-step saving
 #: (benchmarks/step_profile.py; docs/speed.md).
-COMPILE_MIN_STEPS = 1000
+COMPILE_MIN_STEPS = 500
 
 
 def compiled_update(method):
