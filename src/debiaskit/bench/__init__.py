@@ -15,7 +15,8 @@ def run_bench(name: str, out, seeds: int | None = None, workers: int | None = No
               methods=None, epochs: int | None = None, data_dir=None, log=print,
               ray_address: str | None = None, rows=None, precision: str | None = None,
               hparams: dict | None = None, force_precision: bool = False,
-              pack: bool | str = False, report_only: bool = False) -> str:
+              pack: bool | str = False, report_only: bool = False,
+              device: str = "auto") -> str:
     """Run preset ``name`` into ``out/name`` (skipping finished runs); return the report.
 
     ``ray_address`` sends the runs to a Ray cluster instead of a local process pool;
@@ -23,7 +24,8 @@ def run_bench(name: str, out, seeds: int | None = None, workers: int | None = No
     with autocast (refused without native bf16 unless ``force_precision``; the report says
     so); ``hparams`` sets
     method hyper-parameters over the preset's for every chosen method (stated in the report);
-    ``pack`` (True, False or "auto") packs networks that read the same batch (stated too).
+    ``pack`` (True, False or "auto") packs networks that read the same batch (stated too);
+    every run computes on ``device`` (default ``auto``: the GPU if there is one).
     ``report_only`` trains nothing: the report covers the runs already finished (each cell
     states its seeds), so a table that grows over several sessions can be read at any time.
     """
@@ -31,7 +33,7 @@ def run_bench(name: str, out, seeds: int | None = None, workers: int | None = No
     out = Path(out) / name
     planned = plan(preset, out, seeds or preset.default_seeds, methods, epochs, data_dir,
                    rows=rows, precision=precision, hparams=hparams,
-                   force_precision=force_precision, pack=pack)
+                   force_precision=force_precision, pack=pack, device=device)
     if report_only:
         missing = [p for p in planned if not runs.is_finished(p.run_dir)]
         if len(missing) == len(planned):

@@ -38,10 +38,12 @@ class PlannedRun:
 def plan(preset: TablePreset, out: Path, seeds: int, methods=None, epochs: int | None = None,
          data_dir=None, threads: int = 1, rows=None,
          precision: str | None = None, hparams: dict | None = None,
-         force_precision: bool = False, pack: bool | str = False) -> list[PlannedRun]:
+         force_precision: bool = False, pack: bool | str = False,
+         device: str = "auto") -> list[PlannedRun]:
     """The runs of ``preset`` for seeds 0..seeds-1 (optionally fewer methods, rows or
     epochs, another ``precision`` than the papers' float32, or method hyper-parameters
-    ``hparams`` set over the preset's for every chosen method; the report states them)."""
+    ``hparams`` set over the preset's for every chosen method; the report states them),
+    each on ``device`` (resolved once here: ``auto`` is the GPU if there is one)."""
     methods = list(methods or preset.default_methods or preset.methods)
     unknown = [m for m in methods if m not in preset.methods]
     if unknown:
@@ -74,7 +76,7 @@ def plan(preset: TablePreset, out: Path, seeds: int, methods=None, epochs: int |
                                 data_params={**row.data_params, "seed": data_seed},
                                 seed=seed, data_dir=data_dir, threads=threads,
                                 progress=False, force_precision=force_precision, pack=pack,
-                                **fields)
+                                device=device, **fields)
                 if epochs is not None:
                     cfg = replace(cfg, epochs=epochs)
                 if precision is not None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .options import DATA_DIR, add_pack_options, pack_mode, pairs
+from .options import DATA_DIR, add_device_option, add_pack_options, pack_mode, pairs
 
 NAME = "bench"
 
@@ -20,6 +20,7 @@ def add_parser(sub) -> None:
     b.add_argument("--force-precision", action="store_true",
                    help="run bf16 even without native bf16 (to measure it)")
     add_pack_options(b, more="stated in the report")
+    add_device_option(b)
     b.add_argument("--hp", action="append", metavar="KEY=VALUE",
                    help="method hyper-parameter over the preset's, for every chosen method "
                         "(stated in report; give a new --out)")
@@ -50,4 +51,5 @@ def run(args) -> None:
     print(run_bench(args.preset, args.out, args.seeds, args.workers, methods, args.epochs,
                     args.data_dir, ray_address=args.ray, rows=rows, precision=args.precision,
                     hparams=pairs(args.hp, "--hp"), force_precision=args.force_precision,
-                    pack=pack_mode(args), report_only=args.report_only))
+                    pack=pack_mode(args), report_only=args.report_only,
+                    device=args.device))

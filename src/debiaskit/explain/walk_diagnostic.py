@@ -104,6 +104,7 @@ def diagnose_walk(method, vqvae, f, codes: torch.Tensor, train, evals: dict, dat
         hi = min(lo + 500, n)
         start, mask = method.start_latents(vqvae, x[lo:hi], codes[pick[lo:hi]], unit, gen,
                                            train.mask[pick[lo:hi]])
+        mask = mask.to(start.device)  # (the walk runs on the run's device)
         with torch.inference_mode():
             start_codes = vqvae.quantizer.nearest(start)
         digit = digit_positions(mask, tuple(start_codes.shape[1:]))
