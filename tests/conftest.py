@@ -14,10 +14,20 @@ from parity import DATA_DIR, require_data  # one rule for the data (tests/ is on
 
 def pytest_collection_modifyitems(items):
     """Mark every test that takes the real data (the ``data_dir`` fixture, directly or
-    through another fixture) with ``data``."""
+    through another fixture) with ``data``; skip every ``cuda`` test where torch sees no
+    CUDA GPU."""
     for item in items:
         if "data_dir" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.data)
+    cuda_tests = [item for item in items if item.get_closest_marker("cuda")]
+    if cuda_tests:
+        import torch
+
+        if not torch.cuda.is_available():
+            skip = pytest.mark.skip(reason="needs a CUDA GPU (torch.cuda.is_available() is "
+                                           "False)")
+            for item in cuda_tests:
+                item.add_marker(skip)
 
 
 @pytest.fixture(scope="session", autouse=True)
