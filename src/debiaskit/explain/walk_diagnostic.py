@@ -102,9 +102,9 @@ def diagnose_walk(method, vqvae, f, codes: torch.Tensor, train, evals: dict, dat
     n = len(pick)
     for lo in range(0, n, 500):
         hi = min(lo + 500, n)
+        # (the walk, its augmentation and the masks on the run's device)
         start, mask = method.start_latents(vqvae, x[lo:hi], codes[pick[lo:hi]], unit, gen,
-                                           train.mask[pick[lo:hi]])
-        mask = mask.to(start.device)  # (the walk runs on the run's device)
+                                           train.mask[pick[lo:hi]].to(codes.device))
         with torch.inference_mode():
             start_codes = vqvae.quantizer.nearest(start)
         digit = digit_positions(mask, tuple(start_codes.shape[1:]))
