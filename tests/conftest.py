@@ -1,4 +1,6 @@
-"""Shared fixtures: the real data directory (DEBIASKIT_DATA, else the sibling ../shared/data).
+"""Shared fixtures: the real data directory (DEBIASKIT_DATA, else the sibling ../shared/data);
+``auto`` devices on the CPU (DEBIASKIT_DEVICE=cpu unless set); ``cuda`` tests skipped
+without a CUDA GPU.
 
 Real data a test needs goes through :func:`parity.require_data`: a missing or unreadable
 file skips the test, except under ``CI=true``, where it fails it."""
@@ -10,6 +12,10 @@ import os
 import pytest
 
 from parity import DATA_DIR, require_data  # one rule for the data (tests/ is on sys.path)
+
+# Runs that leave their device at auto compute on the CPU here, also in subprocesses, so
+# that exact numbers do not depend on a GPU's kernels; the cuda tests name their device.
+os.environ.setdefault("DEBIASKIT_DEVICE", "cpu")
 
 
 def pytest_collection_modifyitems(items):

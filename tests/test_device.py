@@ -38,6 +38,7 @@ def _env(tmp_path) -> dict:
 # --- resolution ---------------------------------------------------------------------
 
 def test_auto_is_the_default_and_resolves_to_the_gpu_only_where_there_is_one(monkeypatch):
+    monkeypatch.delenv("DEBIASKIT_DEVICE", raising=False)
     assert RunConfig().device == "auto"
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert resolve_device("auto") == "cpu" and resolve_device(None) == "cpu"
@@ -50,9 +51,24 @@ def test_auto_is_the_default_and_resolves_to_the_gpu_only_where_there_is_one(mon
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA GPU")
-def test_auto_is_cpu_on_this_machine_without_a_gpu():
+def test_auto_is_cpu_on_this_machine_without_a_gpu(monkeypatch):
+    monkeypatch.delenv("DEBIASKIT_DEVICE", raising=False)
     assert resolve_device("auto") == "cpu"
     assert check_config(RunConfig(device="auto")).device == "cpu"
+
+
+def test_the_environment_names_what_auto_stands_for(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setenv("DEBIASKIT_DEVICE", "cpu")  # (as the test suite runs)
+    assert resolve_device("auto") == "cpu" and resolve_device("cuda") == "cuda"
+    monkeypatch.setenv("DEBIASKIT_DEVICE", "auto")
+    assert resolve_device("auto") == "cuda"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setenv("DEBIASKIT_DEVICE", "cuda")
+    with pytest.raises(ConfigError, match=r"^DEBIASKIT_DEVICE=cuda \(the device --device auto "
+                                          r"stands for\): --device cuda: no CUDA GPU"):
+        resolve_device("auto")
 
 
 @pytest.mark.parametrize("name, words", [

@@ -2,7 +2,10 @@
 give the same numbers on every device.
 
 ``auto`` (the default of ``RunConfig.device`` and of every ``--device`` option) is
-``cuda`` when ``torch.cuda.is_available()``, else ``cpu``. A device that is not present
+``cuda`` when ``torch.cuda.is_available()``, else ``cpu``; the environment variable
+``DEBIASKIT_DEVICE`` (:data:`ENV`), when set, names the device ``auto`` stands for instead
+(e.g. ``cpu`` to keep every run of a process tree on the CPU: the test suite sets it, so
+that its exact numbers do not depend on a GPU's kernels). A device that is not present
 here (``cuda`` on a machine without a CUDA GPU or with a CPU-only torch build, ``cuda:3``
 on a machine with one GPU) is a one-line :class:`~debiaskit.errors.ConfigError` saying what
 to give instead. :func:`resolve_device` is called once, by the run's configuration check
@@ -15,12 +18,16 @@ generator's device and moves them to the data's.
 
 from __future__ import annotations
 
+import os
+
 import torch
 
 from .errors import ConfigError
 
 #: The device names ``--device`` takes (``cuda:N`` names one GPU of several).
 DEVICE_NAMES = ("auto", "cpu", "cuda", "cuda:N", "mps")
+#: Environment variable naming the device ``auto`` stands for (unset: the GPU if any).
+ENV = "DEBIASKIT_DEVICE"
 
 
 def torch_build() -> str:
@@ -37,11 +44,19 @@ def _no_cuda(name: str) -> ConfigError:
 
 
 def resolve_device(name: str | torch.device | None = "auto") -> str:
-    """The torch device a run computes on, as text: ``auto`` (or None) -> ``cuda`` when
-    a CUDA GPU is available, else ``cpu``; ``cpu``, ``cuda``, ``cuda:N`` and ``mps`` are
-    checked to be present and returned as given. Anything else, or a device that is not
-    here, is a one-line ConfigError."""
+    """The torch device a run computes on, as text: ``auto`` (or None) -> the device named
+    by ``$DEBIASKIT_DEVICE`` if set, else ``cuda`` when a CUDA GPU is available, else
+    ``cpu``; ``cpu``, ``cuda``, ``cuda:N`` and ``mps`` are checked to be present and
+    returned as given. Anything else, or a device that is not here, is a one-line
+    ConfigError."""
     if name is None or str(name).strip().lower() == "auto":
+        chosen = os.environ.get(ENV, "").strip()
+        if chosen and chosen.lower() != "auto":
+            try:
+                return resolve_device(chosen)
+            except ConfigError as err:
+                raise ConfigError(f"{ENV}={chosen} (the device --device auto stands for): "
+                                  f"{err}") from None
         return "cuda" if torch.cuda.is_available() else "cpu"
     text = str(name).strip().lower()
     try:

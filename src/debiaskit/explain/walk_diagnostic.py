@@ -169,7 +169,7 @@ def diagnose_config(cfg, out_dir, reuse_from=None, images: int = 2000, seed: int
     prep = prepare(cfg)
     out_dir = Path(out_dir)
     store = StageStore(out_dir / runs.STAGES, reuse_from)
-    device = torch.device(cfg.device)
+    device = torch.device(prep.cfg.device)  # (resolved: auto -> cuda or cpu)
     vqvae, codes, f = prep.method.fit_stages(prep.train, prep.evals, store, cfg.seed, device)
     prep.method.choose_walk(vqvae, codes, prep.train, store, cfg.seed, device)
     result = diagnose_walk(prep.method, vqvae, f, codes, prep.train, prep.evals, cfg.dataset,
