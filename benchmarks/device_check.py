@@ -71,6 +71,12 @@ def no_gpu_message() -> str | None:
     return f"device_check: no CUDA GPU on this machine ({torch_build()}); nothing to measure"
 
 
+def one_line(err: BaseException) -> str:
+    """An exception as one line of at most 300 characters, with its type."""
+    text = (str(err).strip().splitlines() or [""])[0]
+    return f"{type(err).__name__}: {text[:300]}"
+
+
 def slug(name: str) -> str:
     """``NVIDIA A100-SXM4-80GB`` -> ``nvidia-a100-sxm4-80gb`` (for the default file name)."""
     return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "gpu"
@@ -125,7 +131,7 @@ def time_variant(cfg, workdir: Path) -> dict:
     except DebiaskitError as err:  # e.g. bf16 refused where the GPU lacks it
         return {"skipped": str(err)}
     except Exception as err:  # noqa: BLE001 - recorded; the other variants still run
-        return {"error": f"{type(err).__name__}: {str(err).strip().splitlines()[0][:300]}"}
+        return {"error": one_line(err)}
     first, second = timed["epoch_train_seconds"]
     return {"seconds_per_epoch": second, "first_epoch_seconds": first,
             "wall_seconds": timed["wall_seconds"], "train_images": timed["train_images"]}
@@ -178,8 +184,7 @@ def run_pair(workdir: Path, epochs: int, data_dir=None, train_subset=None, log=p
         try:
             timed = train_and_time(cfg, workdir)
         except Exception as err:  # noqa: BLE001 - recorded, the rest of the check still runs
-            out[display] = {"error": f"{type(err).__name__}: "
-                                     f"{str(err).strip().splitlines()[0][:300]}"}
+            out[display] = {"error": one_line(err)}
             log(f"device_check: pair {display}: {out[display]['error']}")
             continue
         test = timed["summary"]["metrics"]["test"]
