@@ -45,7 +45,8 @@ def per_thousand(fn, x, *args, reps: int = 2) -> float:
 def epoch_seconds(method: str, hparams: dict, model: str, images: int, data_dir) -> float:
     cfg = RunConfig(dataset="bg_shift", data_params={"train_per_class": images // 10},
                     method=method, hparams={"lr": 0.05, **hparams}, model=model,
-                    batch_size=64, optimizer="sgd", data_dir=data_dir, selection="last")
+                    batch_size=64, optimizer="sgd", data_dir=data_dir, selection="last",
+                    device="cpu")  # (this script measures the CPU)
     prep = prepare(cfg)
     prep.method.train(True)
     loader = InMemoryLoader(prep.train, cfg.batch_size, shuffle=True, seed=0)
@@ -70,7 +71,8 @@ def main() -> None:
     torch.set_num_threads(1)
     keep_freed_buffers()
     prep = prepare(RunConfig(dataset="bg_shift", data_params={"train_per_class": 200},
-                             method="erm", model=args.model, data_dir=args.data_dir))
+                             method="erm", model=args.model, data_dir=args.data_dir,
+                             device="cpu"))
     ds = prep.train
     x, y, mask = ds.x.float() / 255, ds.y, ds.mask
     box = infill.mask_boxes(mask)

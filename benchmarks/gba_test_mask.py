@@ -37,7 +37,7 @@ def main() -> None:
     torch.set_num_threads(1)
     per_run, grouped = {}, {}
     for run in args.runs:
-        prep = load_trained(run, args.data_dir)
+        prep = load_trained(run, args.data_dir, device="cpu")  # (its loader is the CPU's)
         method = prep.method
         if "test_mask" not in method.hp:
             raise SystemExit(f"{run} is not a GBA run (no test_mask hyper-parameter)")

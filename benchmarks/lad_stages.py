@@ -50,7 +50,7 @@ CIFAR_HPARAMS = {"codebook_size": 2048, "code_dim": 64, "walk_steps": 4, "alpha"
 def timed_run(out_dir: str, **fields) -> dict:
     """Train one run for one epoch (one thread, batch 128) and return its summary."""
     cfg = RunConfig(epochs=1, batch_size=128, selection="last", eval_subset=500, threads=1,
-                    progress=False, **fields)
+                    progress=False, device="cpu", **fields)  # (it measures the CPU)
     return train(cfg, out_dir)
 
 

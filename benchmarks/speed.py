@@ -79,7 +79,8 @@ def epoch_time(method_name: str, data_dir, epochs: int,
                pack: bool = True) -> tuple[float, float]:
     cfg = RunConfig(method=method_name, data_params={"conflict_ratio": 0.01}, data_dir=data_dir,
                     selection="last", hparams=TIMING_HPARAMS.get(method_name, {}),
-                    model_options=TIMING_MODEL_OPTIONS.get(method_name, {}), pack=pack)
+                    model_options=TIMING_MODEL_OPTIONS.get(method_name, {}), pack=pack,
+                    device="cpu")  # (this script measures the CPU)
     prep = prepare(cfg)
     loader = InMemoryLoader(prep.train, 256, shuffle=True, seed=0)
     times = []
@@ -99,7 +100,7 @@ def step_seconds_per_1000(model: str, precision: str, data_dir, batches: int) ->
     the best of two passes over ``batches`` batches after a warm-up batch."""
     cfg = RunConfig(method="erm", model=model, precision=precision, batch_size=128,
                     data_params={"conflict_ratio": 0.01}, data_dir=data_dir, selection="last",
-                    force_precision=True)  # measured on any CPU, native bf16 or not
+                    force_precision=True, device="cpu")  # any CPU, native bf16 or not
     prep = prepare(cfg)
     prep.method.train(True)
     loader = InMemoryLoader(prep.train, cfg.batch_size, shuffle=True, seed=0)

@@ -1,4 +1,6 @@
-"""Shared fixtures: the real data directory (DEBIASKIT_DATA, else the sibling ../shared/data).
+"""Shared fixtures: the real data directory (DEBIASKIT_DATA, else the sibling ../shared/data);
+``auto`` devices on the CPU (DEBIASKIT_DEVICE=cpu unless set); ``cuda`` tests skipped
+without a CUDA GPU.
 
 Real data a test needs goes through :func:`parity.require_data`: a missing or unreadable
 file skips the test, except under ``CI=true``, where it fails it."""
@@ -11,13 +13,27 @@ import pytest
 
 from parity import DATA_DIR, require_data  # one rule for the data (tests/ is on sys.path)
 
+# Runs that leave their device at auto compute on the CPU here, also in subprocesses, so
+# that exact numbers do not depend on a GPU's kernels; the cuda tests name their device.
+os.environ.setdefault("DEBIASKIT_DEVICE", "cpu")
+
 
 def pytest_collection_modifyitems(items):
     """Mark every test that takes the real data (the ``data_dir`` fixture, directly or
-    through another fixture) with ``data``."""
+    through another fixture) with ``data``; skip every ``cuda`` test where torch sees no
+    CUDA GPU."""
     for item in items:
         if "data_dir" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.data)
+    cuda_tests = [item for item in items if item.get_closest_marker("cuda")]
+    if cuda_tests:
+        import torch
+
+        if not torch.cuda.is_available():
+            skip = pytest.mark.skip(reason="needs a CUDA GPU (torch.cuda.is_available() is "
+                                           "False)")
+            for item in cuda_tests:
+                item.add_marker(skip)
 
 
 @pytest.fixture(scope="session", autouse=True)

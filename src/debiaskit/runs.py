@@ -169,6 +169,11 @@ def save_torch(path: Path, obj) -> None:
 
 
 def load_torch(path: Path):
+    """The object saved at ``path`` with every tensor on the CPU, whatever device wrote it
+    (a checkpoint written on a GPU loads on a machine without one). Callers copy the
+    tensors into their device's modules (``load_state_dict``, an optimiser's
+    ``load_state_dict``) or move them with ``.to(device)``; RNG states must stay on the
+    CPU anyway. An unreadable file is a one-line DebiaskitError."""
     try:
         return torch.load(path, map_location="cpu", weights_only=False)
     except Exception as err:  # a truncated or foreign file: say which and what to do

@@ -16,7 +16,7 @@ def run_bench(name: str, out, seeds: int | None = None, workers: int | None = No
               ray_address: str | None = None, rows=None, precision: str | None = None,
               hparams: dict | None = None, force_precision: bool = False,
               pack: bool | str = False, compile: bool | str = "auto",
-              report_only: bool = False) -> str:
+              report_only: bool = False, device: str = "auto") -> str:
     """Run preset ``name`` into ``out/name`` (skipping finished runs); return the report.
 
     ``ray_address`` sends the runs to a Ray cluster instead of a local process pool;
@@ -28,6 +28,7 @@ def run_bench(name: str, out, seeds: int | None = None, workers: int | None = No
     ``compile`` (True, False or "auto") is every run's ``RunConfig.compile``. Precision
     ``auto`` is chosen once, before dispatch, for every run that has not started
     (:func:`~debiaskit.bench.runner.resolve_auto_precision`), so a table is uniform.
+    Every run computes on ``device`` (default ``auto``: the GPU if there is one).
     ``report_only`` trains nothing: the report covers the runs already finished (each cell
     states its seeds), so a table that grows over several sessions can be read at any time.
     """
@@ -35,7 +36,8 @@ def run_bench(name: str, out, seeds: int | None = None, workers: int | None = No
     out = Path(out) / name
     planned = plan(preset, out, seeds or preset.default_seeds, methods, epochs, data_dir,
                    rows=rows, precision=precision, hparams=hparams,
-                   force_precision=force_precision, pack=pack, compile=compile)
+                   force_precision=force_precision, pack=pack, compile=compile,
+                   device=device)
     if report_only:
         missing = [p for p in planned if not runs.is_finished(p.run_dir)]
         if len(missing) == len(planned):

@@ -40,10 +40,11 @@ def plan(preset: TablePreset, out: Path, seeds: int, methods=None, epochs: int |
          data_dir=None, threads: int = 1, rows=None,
          precision: str | None = None, hparams: dict | None = None,
          force_precision: bool = False, pack: bool | str = False,
-         compile: bool | str = "auto") -> list[PlannedRun]:
+         compile: bool | str = "auto", device: str = "auto") -> list[PlannedRun]:
     """The runs of ``preset`` for seeds 0..seeds-1 (optionally fewer methods, rows or
     epochs, another ``precision`` than the papers' float32, or method hyper-parameters
-    ``hparams`` set over the preset's for every chosen method; the report states them)."""
+    ``hparams`` set over the preset's for every chosen method; the report states them),
+    each on ``device`` (resolved once here: ``auto`` is the GPU if there is one)."""
     methods = list(methods or preset.default_methods or preset.methods)
     unknown = [m for m in methods if m not in preset.methods]
     if unknown:
@@ -76,8 +77,7 @@ def plan(preset: TablePreset, out: Path, seeds: int, methods=None, epochs: int |
                                 data_params={**row.data_params, "seed": data_seed},
                                 seed=seed, data_dir=data_dir, threads=threads,
                                 progress=False, force_precision=force_precision, pack=pack,
-                                compile=compile,
-                                **fields)
+                                compile=compile, device=device, **fields)
                 if epochs is not None:
                     cfg = replace(cfg, epochs=epochs)
                 if precision is not None:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from .options import DATA_DIR, add_pack_options, add_precision_options, compile_mode, pack_mode, pairs
+from .options import (DATA_DIR, add_device_option, add_pack_options, add_precision_options,
+                      compile_mode, pack_mode, pairs)
 
 NAME = "bench"
 
@@ -19,6 +20,7 @@ def add_parser(sub) -> None:
     add_precision_options(b, more="; stated in the report, and auto is chosen once for all "
                           "runs that start")
     add_pack_options(b, more="stated in the report")
+    add_device_option(b)
     b.add_argument("--hp", action="append", metavar="KEY=VALUE",
                    help="method hyper-parameter over the preset's, for every chosen method "
                         "(stated in report; give a new --out)")
@@ -50,4 +52,4 @@ def run(args) -> None:
                     args.data_dir, ray_address=args.ray, rows=rows, precision=args.precision,
                     hparams=pairs(args.hp, "--hp"), force_precision=args.force_precision,
                     pack=pack_mode(args), compile=compile_mode(args),
-                    report_only=args.report_only))
+                    report_only=args.report_only, device=args.device))

@@ -4,14 +4,13 @@
 from __future__ import annotations
 
 from ..errors import ConfigError
-from .options import add_data_options, data_params
+from .options import add_data_options, add_device_option, data_params
 
 NAME = "discover"
 
 
 def add_parser(sub) -> None:
     from ..discover import CLUSTER_FEATURES, SCORES, DiscoverConfig
-    from ..train import RunConfig
 
     dflt = DiscoverConfig()
     v = sub.add_parser(NAME, help="find bias-conflicting images and the shortcut "
@@ -53,7 +52,7 @@ def add_parser(sub) -> None:
                    help="epochs of the SiH run (last epoch kept)")
     v.add_argument("--seed", type=int, default=dflt.seed, help="seed of the biased model's "
                    "training, the clustering and --train-subset")
-    v.add_argument("--device", default=RunConfig.device, help="torch device, e.g. cpu or cuda")
+    add_device_option(v)
     v.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's)")
     v.add_argument("--out", required=True, help="new or empty folder for discovery.json, "
                    "ranking.csv and discover.html")
@@ -66,6 +65,7 @@ def run(args) -> None:
 
     import torch
 
+    from ..device import resolve_device
     from ..discover import (DiscoverConfig, check_config, check_out_dir, load_folder_input,
                             load_protocol_input, run_discovery)
 
@@ -85,6 +85,7 @@ def run(args) -> None:
                          threshold=args.threshold, top=args.top, examples=args.examples,
                          seed=args.seed, sih=args.sih, sih_epochs=args.sih_epochs)
     check_config(cfg)
+    device = resolve_device(args.device)  # a device that is not here: before anything
     check_out_dir(args.out, sih=cfg.sih)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -93,7 +94,7 @@ def run(args) -> None:
     else:
         inp = load_protocol_input(args.dataset, args.data_dir, args.download,
                                   data_params(args), args.train_subset, args.seed)
-    record = run_discovery(inp, cfg, args.out, args.device, started)
+    record = run_discovery(inp, cfg, args.out, device, started)
     train, biased = record["train"], record["biased_model"]
     print(f"{train['size']} training images, {len(train['classes'])} classes; biased model "
           f"(GCE, {cfg.epochs} epochs): training accuracy {biased['train_accuracy']:.1f} %, "

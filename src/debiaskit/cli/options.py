@@ -1,6 +1,6 @@
 """What the commands share: the one-line-error parser, ``KEY=VALUE`` options, the data
 options, the run options of ``train`` and ``sweep`` (their defaults are
-:class:`~debiaskit.train.RunConfig`'s, not repeated here) and ``--pack``."""
+:class:`~debiaskit.train.RunConfig`'s, not repeated here), ``--device`` and ``--pack``."""
 
 from __future__ import annotations
 
@@ -101,6 +101,16 @@ def add_run_options(p) -> None:
                    help="factor of the step schedule")
     p.add_argument("--train-subset", type=int, help="train on a seeded random subset of N images")
     p.add_argument("--eval-subset", type=int, help="evaluate on seeded random subsets of N images")
+    add_device_option(p)
+
+
+def add_device_option(p) -> None:
+    """``--device``, default RunConfig's ``auto`` (:mod:`debiaskit.device`)."""
+    from ..train import RunConfig
+
+    p.add_argument("--device", default=RunConfig.device, help="torch device: auto (the "
+                   "default: cuda when a CUDA GPU is available, else cpu), cpu, cuda or "
+                   "cuda:N; a device that is not here is an error")
 
 
 def add_pack_options(p, more: str = "the same numbers in every process") -> None:

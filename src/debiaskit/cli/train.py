@@ -33,7 +33,6 @@ def add_parser(sub) -> None:
     t.add_argument("--no-bias-labels", action="store_true",
                    help="drop the training set's bias labels (as a practitioner would have)")
     t.add_argument("--out", help="run directory (default runs/METHOD-DATASET-seedN)")
-    t.add_argument("--device", default=cfg.device, help="torch device, e.g. cpu or cuda")
     t.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's)")
     t.add_argument("--memory-format", default=cfg.memory_format, help="layout of convolution "
                    "weights: channels_last (faster CPU convolutions) or contiguous")

@@ -1,8 +1,9 @@
 """Batched infills for CF/F (CF/F, "Choice of infilling value"; docs/methods/cff.md).
 
 Every infill takes float images ``x`` (N x C x H x W, values in [0, 1]), a bool ``region``
-(N x H x W: the pixels to replace) and a ``torch.Generator``, and returns new images equal
-to ``x`` outside the region. A counterfactual infill replaces the causal region (the
+(N x H x W: the pixels to replace) and a ``torch.Generator`` (drawn on its own device and
+moved to the images', :func:`debiaskit.device.draw`: a CPU generator gives a GPU run the
+numbers a CPU run gets), and returns new images equal to ``x`` outside the region. A counterfactual infill replaces the causal region (the
 foreground's bounding box); a factual infill replaces the background (``~mask``), which
 :func:`factual` does.
 
@@ -30,6 +31,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ..device import draw
 from ..errors import ConfigError, unknown_name
 
 COUNTERFACTUAL = ("grey", "random", "shuffle", "shuffle_batch", "tile", "telea", "ns")
@@ -62,8 +64,8 @@ def grey(x, region, gen=None):
 
 def random_fill(x, region, gen=None):
     n, c = x.shape[:2]
-    colour = torch.rand(n, c, 1, 1, generator=gen, device=x.device, dtype=x.dtype)
-    noise = torch.randn(x.shape, generator=gen, device=x.device, dtype=x.dtype)
+    colour = draw(torch.rand, n, c, 1, 1, generator=gen, like=x, dtype=x.dtype)
+    noise = draw(torch.randn, x.shape, generator=gen, like=x, dtype=x.dtype)
     fill = (colour + RANDOM_NOISE_STD * noise).clamp(0.0, 1.0)
     return torch.where(region[:, None], fill, x)
 
@@ -74,7 +76,7 @@ def shuffle(x, region, gen=None):
         where = region[i].nonzero(as_tuple=True)
         count = len(where[0])
         if count > 1:
-            perm = torch.randperm(count, generator=gen, device=x.device)
+            perm = draw(torch.randperm, count, generator=gen, like=x)
             pixels = x[i][:, where[0], where[1]]
             out[i][:, where[0], where[1]] = pixels[:, perm]
     return out
@@ -82,7 +84,7 @@ def shuffle(x, region, gen=None):
 
 def shuffle_batch(x, region, gen=None):
     flat = x.reshape(-1)
-    perm = torch.randperm(flat.numel(), generator=gen, device=x.device)
+    perm = draw(torch.randperm, flat.numel(), generator=gen, like=x)
     return torch.where(region[:, None], flat[perm].view_as(x), x)
 
 
@@ -152,7 +154,7 @@ def mixed_rand(x, foreground, y, gen=None):
     for i in range(len(x)):
         others = (y != y[i]).nonzero(as_tuple=True)[0]
         if len(others):
-            j = others[torch.randint(len(others), (1,), generator=gen, device=x.device)]
+            j = others[draw(torch.randint, len(others), (1,), generator=gen, like=x)]
             out[i] = torch.where(region[i][None], backgrounds[j][0], x[i])
     return out
 

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from .. import runs
+from ..device import resolve_device
 from ..errors import ConfigError
 from ..methods.discovered import DISCOVERY
 from .biased import biased_outputs, train_biased_model
@@ -25,12 +26,14 @@ from .ranking import Discovery, Ranking, score_discovery, score_ranking
 from .sih import check_sih_input, train_sih
 
 
-def discover(inp: DiscoveryInput, cfg: DiscoverConfig, device="cpu",
+def discover(inp: DiscoveryInput, cfg: DiscoverConfig, device="auto",
              sih_dir=None) -> Discovery:
     """Train the biased model, score, rank and cluster ``inp.data`` (see the module
-    docstring); with ``cfg.sih`` also train SiH into the run folder ``sih_dir`` for a
-    second ranking. Bias labels, if any, are read only to score the result."""
+    docstring) on ``device`` (:func:`debiaskit.device.resolve_device`); with ``cfg.sih``
+    also train SiH into the run folder ``sih_dir`` for a second ranking. Bias labels, if
+    any, are read only to score the result."""
     check_config(cfg)
+    device = resolve_device(device)
     data = inp.data
     k = cfg.clusters or data.num_classes
     if k > len(data):
@@ -105,7 +108,7 @@ def write_discovery(out, files: dict[str, bytes], keep: tuple[str, ...] = ()) ->
     return out
 
 
-def run_discovery(inp: DiscoveryInput, cfg: DiscoverConfig, out, device="cpu",
+def run_discovery(inp: DiscoveryInput, cfg: DiscoverConfig, out, device="auto",
                   started: float | None = None) -> dict:
     """Discover on ``inp`` and write the result into ``out``; returns discovery.json's
     content. ``started`` (a ``time.perf_counter`` value) counts loading the data into the

@@ -129,7 +129,7 @@ def train_sih(inp: DiscoveryInput, cfg: DiscoverConfig, run_dir, device="cpu"):
         raise DebiaskitError(f"{run_dir}: SiH trained on other images than the discovery's "
                              "(the data or its options changed); choose a new --out folder")
     t1 = time.perf_counter()
-    prep = load_trained(run_dir, inp.data_dir)
+    prep = load_trained(run_dir, inp.data_dir, run_cfg.device)
     ce, pred = sih_biased_outputs(prep.method, data, device)
     ranking = Ranking("sih", ce.double().numpy(), pred.numpy(), data.y.numpy())
     seconds["score"] = time.perf_counter() - t1

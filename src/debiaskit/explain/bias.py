@@ -171,7 +171,9 @@ def explain_bias_run(run_dir, n: int = 100, seed: int = 0, split: str = "test",
         raise DebiaskitError(f"{run_dir} has no evaluation split {split!r}; it has: "
                              f"{', '.join(prep.evals)}")
     ds = prep.evals[split]
-    vis = visualise_bias(prep.method.networks["vae"], as_float_images(ds.x), ds.y, ds.mask,
+    device = torch.device(prep.cfg.device)  # where load_trained put the networks
+    vis = visualise_bias(prep.method.networks["vae"], as_float_images(ds.x, device),
+                         ds.y.to(device), None if ds.mask is None else ds.mask.to(device),
                          n=n, seed=seed)
     scores = {"run": str(run_dir), "split": split, "seed": seed, **vis.scores(threshold)}
     run_dir = Path(run_dir)

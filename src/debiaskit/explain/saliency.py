@@ -100,14 +100,15 @@ def explain_saliency_run(run_dir, images: int = 8, seed: int = 0, split: str | N
                           f"undefined; use one of: {', '.join(with_masks) or 'none'}")
     gen = torch.Generator().manual_seed(seed)
     base_idx = torch.randperm(len(prep.train), generator=gen)[:num_baselines]
-    baselines = as_float_images(prep.train.x[base_idx], "cpu")
+    device = torch.device(prep.cfg.device)  # where load_trained put the networks
+    baselines = as_float_images(prep.train.x[base_idx], device)
     model = prep.method
 
     def maps(idx):
         out_maps = []
         for chunk in idx.split(64):
-            out_maps.append(saliency_maps(model, as_float_images(ds.x[chunk], "cpu"),
-                                          ds.y[chunk], method, baselines))
+            out_maps.append(saliency_maps(model, as_float_images(ds.x[chunk], device),
+                                          ds.y[chunk].to(device), method, baselines).cpu())
         return torch.cat(out_maps)
 
     scored_idx = torch.randperm(len(ds), generator=gen)[:aupr_images]
@@ -122,7 +123,7 @@ def explain_saliency_run(run_dir, images: int = 8, seed: int = 0, split: str | N
     png = Path(out) if out else Path(run_dir) / f"saliency-{split}-{method}.png"
     save_image_grid(rows, [f"y={int(v)}" for v in ds.y[shown]], png,
                     title=f"saliency focus on {split}: AUPR {aupr:.1f} % over {scored} images")
-    probs = split_probabilities(model, prep.evals)
+    probs = split_probabilities(model, prep.evals, device)
     result = {"split": split, "method": method, "aupr": aupr, "aupr_images": aupr_images,
               "images_scored": scored,
               "next_class_shift": background_reliance(probs, prep.evals),
@@ -134,16 +135,17 @@ def explain_saliency_run(run_dir, images: int = 8, seed: int = 0, split: str | N
 
 
 @torch.no_grad()
-def split_probabilities(model, evals: dict) -> dict:
-    """Softmax class probabilities of ``model`` on every evaluation split (N x K each)."""
+def split_probabilities(model, evals: dict, device="cpu") -> dict:
+    """Softmax class probabilities of ``model`` (on ``device``) on every evaluation split
+    (N x K each, on the CPU)."""
     from ..data.loader import as_float_images
 
     was = model.training
     model.train(False)
     probs = {}
     for name, ds in evals.items():
-        chunks = [torch.softmax(model(as_float_images(ds.x[i:i + 256], "cpu")).float(), 1)
-                  for i in range(0, len(ds), 256)]
+        chunks = [torch.softmax(model(as_float_images(ds.x[i:i + 256], device)).float(),
+                                1).cpu() for i in range(0, len(ds), 256)]
         probs[name] = torch.cat(chunks)
     model.train(was)
     return probs

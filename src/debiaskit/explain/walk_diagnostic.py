@@ -102,8 +102,9 @@ def diagnose_walk(method, vqvae, f, codes: torch.Tensor, train, evals: dict, dat
     n = len(pick)
     for lo in range(0, n, 500):
         hi = min(lo + 500, n)
+        # (the walk, its augmentation and the masks on the run's device)
         start, mask = method.start_latents(vqvae, x[lo:hi], codes[pick[lo:hi]], unit, gen,
-                                           train.mask[pick[lo:hi]])
+                                           train.mask[pick[lo:hi]].to(codes.device))
         with torch.inference_mode():
             start_codes = vqvae.quantizer.nearest(start)
         digit = digit_positions(mask, tuple(start_codes.shape[1:]))
@@ -168,7 +169,7 @@ def diagnose_config(cfg, out_dir, reuse_from=None, images: int = 2000, seed: int
     prep = prepare(cfg)
     out_dir = Path(out_dir)
     store = StageStore(out_dir / runs.STAGES, reuse_from)
-    device = torch.device(cfg.device)
+    device = torch.device(prep.cfg.device)  # (resolved: auto -> cuda or cpu)
     vqvae, codes, f = prep.method.fit_stages(prep.train, prep.evals, store, cfg.seed, device)
     prep.method.choose_walk(vqvae, codes, prep.train, store, cfg.seed, device)
     result = diagnose_walk(prep.method, vqvae, f, codes, prep.train, prep.evals, cfg.dataset,

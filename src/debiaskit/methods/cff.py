@@ -44,6 +44,7 @@ import torch
 import torch.nn.functional as F
 
 from ..data import infill
+from ..device import draw
 from ..errors import ConfigError
 from ..losses import CF_LOSSES, counterfactual_loss
 from .base import Method, register
@@ -67,7 +68,8 @@ def fgsm_background(model, x, y, background, eps, gen):
     """One FGSM step of size ``1.25 eps`` from a random start in ``+-eps``, on the
     ``background`` pixels only, kept within ``eps`` of ``x`` and within [0, 1]."""
     region = background[:, None].to(x.dtype)
-    start = x + region * (torch.rand(x.shape, generator=gen, dtype=x.dtype) * 2 - 1) * eps
+    start = x + region * (draw(torch.rand, x.shape, generator=gen, like=x, dtype=x.dtype)
+                          * 2 - 1) * eps
     start = start.clamp(0, 1).detach().requires_grad_(True)
     with torch.enable_grad():
         grad, = torch.autograd.grad(F.cross_entropy(model(start), y), start)

@@ -24,6 +24,7 @@ import time
 import torch
 from torch import nn
 
+from ..device import synchronize
 from .mlp import MLP, InputScaledLinear
 
 
@@ -95,10 +96,12 @@ PACK_MODES = (True, False, "auto")
 
 
 def _time_steps(modules, x: torch.Tensor, pack: bool, steps: int) -> float:
+    synchronize(x.device)  # (on a GPU: the time of the kernels, not of their launch)
     started = time.perf_counter()
     for _ in range(steps):
         outs = forward_shared(modules, x, pack)
         sum(o.float().sum() for o in outs).backward()
+    synchronize(x.device)
     return time.perf_counter() - started
 
 

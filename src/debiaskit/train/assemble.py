@@ -164,16 +164,20 @@ def resolve_precision(cfg: RunConfig, make_network, input_shape, num_classes: in
     return replace(cfg, precision=chosen), {"requested": "auto", "precision": chosen,
                                             "reason": reason}
 
-def load_trained(run_dir, data_dir=None) -> Prepared:
+def load_trained(run_dir, data_dir=None, device: str = "auto") -> Prepared:
     """A finished run's data and method, with the selected networks loaded, in eval mode.
 
-    ``data_dir`` overrides the data directory the run used (e.g. on another machine).
+    ``data_dir`` overrides the data directory the run used (e.g. on another machine);
+    ``device`` is where the method is built (default ``auto``: a run trained on a GPU
+    loads on a CPU-only machine and the other way round; the weights are read onto the
+    CPU and copied to it).
     """
     run_dir = runs.require_run_dir(run_dir)
     if not runs.is_finished(run_dir) or not (run_dir / runs.MODEL).exists():
         raise DebiaskitError(f"{run_dir} holds no finished debiaskit run (no summary.json and "
                              "model.pt); train it to the end first")
-    prep = prepare(config_from_run(runs.read_json(run_dir / runs.CONFIG), data_dir))
+    prep = prepare(config_from_run(runs.read_json(run_dir / runs.CONFIG), data_dir,
+                                   device=device))
     prep.method.networks.load_state_dict(runs.load_torch(run_dir / runs.MODEL)["networks"])
     prep.method.train(False)
     return prep

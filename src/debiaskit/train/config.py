@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from .. import optim, runs
+from ..device import resolve_device
 from ..data.augment import AUGMENTATIONS
 from ..errors import ConfigError, unknown_name
 from ..methods import get_method
@@ -69,6 +70,10 @@ class RunConfig:
     ``channels_last`` (default) runs CPU convolutions faster than ``contiguous``; like
     ``threads`` it changes only the rounding of float sums, so it is not part of the run's
     identity.
+    ``device``: ``auto`` (default: ``cuda`` when a CUDA GPU is available, else ``cpu``),
+    ``cpu``, ``cuda`` or ``cuda:N`` (:mod:`debiaskit.device`); :func:`check_config` resolves
+    it, so ``config.json`` records the device used. Not part of the run's identity: a run
+    started on a GPU resumes on a CPU and the other way round.
     ``optimizer`` / ``schedule`` (:mod:`debiaskit.optim`) replace the methods' Adam with
     another optimiser over the same parameter groups (``momentum`` for SGD) and add a
     per-epoch learning-rate schedule (``lr_step``, ``lr_gamma`` for ``step``); the default,
@@ -107,7 +112,7 @@ class RunConfig:
     drop_bias_labels: bool = False
     train_subset: int | None = None
     eval_subset: int | None = None
-    device: str = "cpu"
+    device: str = "auto"
     threads: int | None = None
     memory_format: str = "channels_last"
     progress: bool | None = None
@@ -128,7 +133,8 @@ class RunConfig:
 
 def check_config(cfg: RunConfig) -> RunConfig:
     """Range checks that need no data; returns ``cfg`` with the method's default selection
-    filled in."""
+    filled in and its device resolved (``auto`` -> ``cuda`` or ``cpu``)."""
+    cfg = replace(cfg, device=resolve_device(cfg.device))  # a device not here: ConfigError
     method_cls = get_method(cfg.method)
     method_cls.resolve_hparams(cfg.hparams)  # unknown names, values out of range
     if cfg.selection is None:
@@ -196,14 +202,17 @@ def same_run(cfg: RunConfig, stored: dict) -> bool:
     return runs.with_defaults(stored_run, current, defaults) == current
 
 
-def config_from_run(stored: dict, data_dir=None, hparams: dict | None = None) -> RunConfig:
+def config_from_run(stored: dict, data_dir=None, hparams: dict | None = None,
+                    device: str = "auto") -> RunConfig:
     """The :class:`RunConfig` of a run directory's ``config.json`` content ``stored``: its
-    run fields, the device and download setting it ran with, ``data_dir`` if given (the
-    data may live elsewhere now) else its own, and ``hparams`` over its hyper-parameters."""
+    run fields, the download setting it ran with, ``data_dir`` if given (the data may live
+    elsewhere now) else its own, ``hparams`` over its hyper-parameters, and ``device``
+    (default ``auto``: this machine's GPU if it has one, whatever the run trained on; the
+    device is not part of a run's identity)."""
     runtime = stored.get("runtime", {})
     run = dict(stored["run"])
     if hparams:
         run["hparams"] = {**run.get("hparams", {}), **hparams}
-    return RunConfig(**run, device=runtime.get("device", "cpu"),
+    return RunConfig(**run, device=device,
                      download=runtime.get("download", False),
                      data_dir=data_dir or runtime.get("data_dir"))

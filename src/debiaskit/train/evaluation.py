@@ -29,10 +29,10 @@ def evaluate(predictors: dict, loader: InMemoryLoader) -> dict:
         for name, predict in predictors.items():
             confidence, pred = predict(batch).float().softmax(1).max(1)
             preds[name].append((pred, confidence))
-    ds = loader.dataset
-    return {name: classification_metrics(torch.cat([p for p, _ in out]), ds.y, ds.b,
+    ds = loader.dataset  # (its labels are on the CPU: the predictions join them there)
+    return {name: classification_metrics(torch.cat([p for p, _ in out]).cpu(), ds.y, ds.b,
                                          ds.num_classes, ds.num_bias, ds.aligned_bias,
-                                         torch.cat([c for _, c in out]))
+                                         torch.cat([c for _, c in out]).cpu())
             for name, out in preds.items()}
 
 

@@ -14,6 +14,7 @@ from tqdm import tqdm
 from .. import optim, runs
 from ..data.augment import AUGMENTATIONS
 from ..data.loader import InMemoryLoader
+from ..device import synchronize
 from ..errors import DebiaskitError
 from ..allocator import keep_freed_buffers
 from ..stages import StageStore
@@ -101,6 +102,11 @@ class Trainer:
             for k, sched in schedulers.items():
                 sched.load_state_dict(ckpt["schedulers"][k])
             torch.set_rng_state(ckpt["rng"])
+            device = torch.device(cfg.device)
+            if ckpt.get("cuda_rng") is not None and device.type == "cuda":
+                # (a checkpoint written on a CPU has none; one written on a GPU resumed on a
+                # CPU needs none)
+                torch.cuda.set_rng_state(ckpt["cuda_rng"], device)
             start, best = ckpt["epoch"], ckpt["best"]
             method.restore_packing(ckpt.get("pack"), ckpt.get("pack_info"))
             runs.rewrite_metrics(self.out, runs.read_metrics(self.out, up_to_epoch=start))
@@ -176,6 +182,9 @@ class Trainer:
         runs.save_torch(self.out / runs.CHECKPOINT, {
             "epoch": record["epoch"], "method": method.training_state(),
             "rng": torch.get_rng_state(),
+            # the GPU's generator too (e.g. DisEnt's permutations, dropout drawn there)
+            "cuda_rng": (torch.cuda.get_rng_state(torch.device(self.cfg.device))
+                         if torch.device(self.cfg.device).type == "cuda" else None),
             "best": best, "schedulers": {k: v.state_dict() for k, v in schedulers.items()},
             # a resumed run keeps the packing its first epochs used (pack auto decides once)
             "pack": method.pack, "pack_info": method.pack_info})
@@ -212,6 +221,7 @@ class Trainer:
                 break  # (checked first, so a resumed run that had stopped stops again)
             t0 = time.perf_counter()
             stats = self._train_epoch(method, loader, epoch)
+            synchronize(device)  # (a GPU's queued kernels count in the epoch's time)
             train_time = time.perf_counter() - t0
             evals, objective = self._evaluate_epoch(method, epoch, eval_loaders, predictors)
             stats.update(method.epoch_stats(train))
