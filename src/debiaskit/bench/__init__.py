@@ -15,7 +15,8 @@ def run_bench(name: str, out, seeds: int | None = None, workers: int | None = No
               methods=None, epochs: int | None = None, data_dir=None, log=print,
               ray_address: str | None = None, rows=None, precision: str | None = None,
               hparams: dict | None = None, force_precision: bool = False,
-              pack: bool | str = False, report_only: bool = False) -> str:
+              pack: bool | str = False, report_only: bool = False,
+              pack_seeds: str = "auto") -> str:
     """Run preset ``name`` into ``out/name`` (skipping finished runs); return the report.
 
     ``ray_address`` sends the runs to a Ray cluster instead of a local process pool;
@@ -23,7 +24,10 @@ def run_bench(name: str, out, seeds: int | None = None, workers: int | None = No
     with autocast (refused without native bf16 unless ``force_precision``; the report says
     so); ``hparams`` sets
     method hyper-parameters over the preset's for every chosen method (stated in the report);
-    ``pack`` (True, False or "auto") packs networks that read the same batch (stated too).
+    ``pack`` (True, False or "auto") packs networks that read the same batch (stated too);
+    ``pack_seeds`` ("auto": on a GPU only, "on", "off") trains the seeds of a cell in one
+    process as stacked networks where the method and model allow
+    (:func:`debiaskit.train.train_seeds`; each summary.json records the decision).
     ``report_only`` trains nothing: the report covers the runs already finished (each cell
     states its seeds), so a table that grows over several sessions can be read at any time.
     """
@@ -41,7 +45,7 @@ def run_bench(name: str, out, seeds: int | None = None, workers: int | None = No
             f"{len(missing)} not trained")
         errors = []
     else:
-        errors = execute(planned, workers or default_workers(), log, ray_address)
+        errors = execute(planned, workers or default_workers(), log, ray_address, pack_seeds)
     text = write_report(preset, planned, out)
     if errors:
         text += f"\n\n{len(errors)} run(s) failed:\n" + "\n".join(errors)

@@ -20,6 +20,12 @@ def add_parser(sub) -> None:
     b.add_argument("--force-precision", action="store_true",
                    help="run bf16 even without native bf16 (to measure it)")
     add_pack_options(b, more="stated in the report")
+    b.add_argument("--pack-seeds", choices=("auto", "on", "off"), default="auto",
+                   help="train the seeds of one cell in one process as stacked networks "
+                        "(ERM and LfF on the MLP; others run seed by seed): on, off, or auto "
+                        "(the default: on where the runs' device is a GPU, off on a CPU, "
+                        "where it does not pay); results equal separate runs' up to float "
+                        "rounding, and summary.json's seed_pack records the decision")
     b.add_argument("--hp", action="append", metavar="KEY=VALUE",
                    help="method hyper-parameter over the preset's, for every chosen method "
                         "(stated in report; give a new --out)")
@@ -50,4 +56,5 @@ def run(args) -> None:
     print(run_bench(args.preset, args.out, args.seeds, args.workers, methods, args.epochs,
                     args.data_dir, ray_address=args.ray, rows=rows, precision=args.precision,
                     hparams=pairs(args.hp, "--hp"), force_precision=args.force_precision,
-                    pack=pack_mode(args), report_only=args.report_only))
+                    pack=pack_mode(args), report_only=args.report_only,
+                    pack_seeds=args.pack_seeds))
