@@ -5,14 +5,15 @@ tensor ``G x ...`` whose slice ``g`` is network ``g``'s parameter, and computes 
 networks on G batches (``G x B x ...``) with one batched matrix product per layer
 (``baddbmm``). It is what lets several seeds of a small network train in one process
 (:mod:`debiaskit.train.seed_pack`): each seed keeps its own weights (slice ``g``); an
-elementwise optimiser (Adam, SGD) over the stacks updates every slice exactly as a
-separate optimiser over network ``g`` would. The outputs equal those of each network on its
-own batch up to float rounding.
+optimiser over network ``g``'s slices (:meth:`StackedMLP.slices`) updates it as a
+separate network's optimiser would. The outputs equal those of each network on its
+own batch up to float rounding (on this repository's CPU, bit for bit: the backward pass
+issues per network the products a ``Linear`` issues, :class:`_StackedLinear`).
 
 The stacks are copies: :meth:`StackedMLP.write_to` copies them back into the G networks
-(before evaluating or saving them); :meth:`StackedMLP.optimizer_state_for` and
-:meth:`StackedMLP.load_optimizer_state` convert an optimiser's state over the stacks to and
-from the G networks' own optimisers, so checkpoints keep the format of separate runs.
+(before evaluating or saving them); :meth:`StackedMLP.slices` are each network's
+parameters as views of the stacks, for one optimiser per network (with the format and the
+arithmetic of a separate run's).
 """
 
 from __future__ import annotations
@@ -21,6 +22,32 @@ import torch
 from torch import nn
 
 from .packed import _scale, mlp_layers
+
+
+class _StackedLinear(torch.autograd.Function):
+    """G linear layers on G batches, ``alpha * x[g] @ weight[g]^T + bias[g]``, whose
+    backward pass issues per slice the products a separate ``Linear`` (``addmm``) issues,
+    with the same operand layouts: ``grad @ W`` for the input, ``grad^T @ x`` for the
+    weight, then the ``alpha`` factor, and the bias gradient summed over the batch.
+    (Autograd's own ``baddbmm`` backward computes the weight gradient as ``x^T @ grad``,
+    which sums in another order; Adam turns such rounding differences in gradients that
+    nearly cancel into differences of a whole learning rate.)"""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, alpha):
+        ctx.save_for_backward(x, weight)
+        ctx.alpha = alpha
+        return torch.baddbmm(bias.unsqueeze(1), x, weight.transpose(1, 2), alpha=alpha)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, weight = ctx.saved_tensors
+        grad_x = grad.bmm(weight) if ctx.needs_input_grad[0] else None
+        grad_w = grad.transpose(1, 2).bmm(x)
+        if ctx.alpha != 1.0:
+            grad_w = grad_w * ctx.alpha
+            grad_x = None if grad_x is None else grad_x * ctx.alpha
+        return grad_x, grad_w, grad.sum(1), None
 
 
 def stackable(modules) -> str | None:
@@ -66,7 +93,7 @@ class StackedMLP(nn.Module):
             else:
                 _, w, b, scale = step
                 weight, bias = self.stacks[w], self.stacks[b]
-                h = torch.baddbmm(bias.unsqueeze(1), h, weight.transpose(1, 2), alpha=scale)
+                h = _StackedLinear.apply(h, weight, bias, scale)
         return h
 
     @torch.no_grad()
@@ -76,45 +103,17 @@ class StackedMLP(nn.Module):
             for stack, p in zip(self.stacks, module.parameters()):
                 p.copy_(stack[g])
 
-    @torch.no_grad()
-    def read_from(self, modules) -> None:
-        """Copy network ``modules[g]``'s parameters into slice ``g`` of every stack."""
-        for g, module in enumerate(modules):
-            for stack, p in zip(self.stacks, module.parameters()):
-                stack[g].copy_(p)
+    def slices(self, g: int) -> list[nn.Parameter]:
+        """Network ``g``'s parameters as views of the stacks (in the order of
+        ``modules[g].parameters()``): an optimiser over them updates slice ``g`` in place
+        and sees exactly the tensors a separate network's optimiser sees (a fused
+        optimiser over the whole stacks would vectorise other elements than over one
+        network's tensors, which can round differently). :meth:`pass_gradients` gives
+        them their gradients after a backward pass through :meth:`forward`."""
+        return [nn.Parameter(stack.detach()[g]) for stack in self.stacks]
 
-    def optimizer_state_for(self, opt: torch.optim.Optimizer, g: int,
-                            template: torch.optim.Optimizer) -> dict:
-        """The state dict that network ``g``'s own optimiser ``template`` (over
-        ``modules[g].parameters()``) would hold after the steps ``opt`` (over the stacks)
-        took: per-parameter tensors shaped like the stack are sliced (and copied, so a
-        saved checkpoint holds one network's state only), scalars (Adam's step) copied;
-        the learning rates are ``opt``'s."""
-        state = opt.state_dict()
-        out = template.state_dict()
-        out["state"] = {
-            i: {k: (v[g].clone() if torch.is_tensor(v) and v.dim() > 0
-                    and v.shape == self.stacks[i].shape else
-                    v.clone() if torch.is_tensor(v) else v)
-                for k, v in per.items()}
-            for i, per in state["state"].items()}
-        for mine, theirs in zip(out["param_groups"], state["param_groups"]):
-            mine.update({k: v for k, v in theirs.items() if k != "params"})
-        return out
-
-    def load_optimizer_state(self, opt: torch.optim.Optimizer, optimizers) -> None:
-        """Load into ``opt`` (over the stacks) the states of the G networks' own optimisers
-        ``optimizers``: per-parameter tensors stacked, scalars taken from network 0 (they
-        are equal: every network took the same number of steps)."""
-        states = [o.state_dict() for o in optimizers]
-        if not states[0]["state"]:
-            return  # no step taken yet
-        merged = opt.state_dict()
-        merged["state"] = {
-            i: {k: (torch.stack([s["state"][i][k] for s in states])
-                    if torch.is_tensor(v) and v.dim() > 0 else v)
-                for k, v in per.items()}
-            for i, per in states[0]["state"].items()}
-        for mine, theirs in zip(merged["param_groups"], states[0]["param_groups"]):
-            mine.update({k: v for k, v in theirs.items() if k != "params"})
-        opt.load_state_dict(merged)
+    def pass_gradients(self, g: int, views: list[torch.Tensor]) -> None:
+        """Set the gradient of each of :meth:`slices` ``views`` of network ``g`` to slice
+        ``g`` of its stack's gradient (None where the stack has none)."""
+        for stack, view in zip(self.stacks, views):
+            view.grad = None if stack.grad is None else stack.grad[g]

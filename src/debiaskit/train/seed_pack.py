@@ -5,10 +5,9 @@ networks as stacked weights (:class:`~debiaskit.models.stacked.StackedMLP`).
 into its own run directory. Packed (:class:`SeedPackTrainer`), every seed keeps what a
 separate run of it has: the initial weights its seed draws, its batch order, its per-sample
 tables (its own method object computes its objective, :meth:`Method.objective_from_logits`),
-its evaluation and model selection; only the arithmetic is shared: each network role's G
-copies are computed on the G seeds' batches with one batched product per layer, and one
-optimiser over the stacks steps them (Adam and SGD are elementwise, so this is G separate
-optimisers). Every epoch the stacks are copied back into each seed's networks and
+its evaluation and model selection, its optimisers; only the arithmetic is shared: each
+network role's G copies are computed on the G seeds' batches with one batched product per
+layer, and each seed's optimisers step its slices of the stacks in place. Every epoch the stacks are copied back into each seed's networks and
 optimisers, which are evaluated and checkpointed exactly as a separate run's, so reports,
 bench tables, ``load_trained`` and resume read a packed seed's directory like any other
 (a packed seed's directory can even be resumed alone by :func:`~debiaskit.train.train`).
@@ -166,25 +165,28 @@ class SeedPackTrainer:
         cfg, size = self.trainers[0].cfg, len(seeds)
         roles = list(seeds[0].method.networks)
         stacks = {r: StackedMLP([s.method.networks[r] for s in seeds]) for r in roles}
-        opts = {r: optim.build_optimizer(stacks[r].parameters(),
-                                         seeds[0].method.optimizer_specs[r]) for r in roles}
-        for r in roles:
-            stacks[r].load_optimizer_state(opts[r], [s.method.optimizers[r] for s in seeds])
+        # one optimiser per seed and network over its slices of the stacks, restored from
+        # the seed's own (a resumed run's checkpoint)
+        views = [{r: stacks[r].slices(g) for r in roles} for g in range(size)]
+        opts = [{r: optim.build_optimizer(views[g][r], s.method.optimizer_specs[r])
+                 for r in roles} for g, s in enumerate(seeds)]
+        for s, own in zip(seeds, opts):
+            for r in roles:
+                own[r].load_state_dict(s.method.optimizers[r].state_dict())
         start = seeds[0].start
         bar = tqdm(range(start, cfg.epochs), initial=start, total=cfg.epochs, unit="epoch",
                    disable=(not cfg.progress) if cfg.progress is not None else None,
                    desc=f"{cfg.method} x{size} seeds")
         for epoch in bar:
             t0 = time.perf_counter()
-            stats = self._train_epoch(seeds, stacks, opts, epoch)
+            stats = self._train_epoch(seeds, stacks, views, opts, epoch)
             share = (time.perf_counter() - t0) / size  # each seed's share of the epoch
             for r in roles:
                 stacks[r].write_to([s.method.networks[r] for s in seeds])
             for g, s in enumerate(seeds):
                 started = time.perf_counter() - share
                 for r in roles:
-                    own = s.method.optimizers[r]
-                    own.load_state_dict(stacks[r].optimizer_state_for(opts[r], g, own))
+                    s.method.optimizers[r].load_state_dict(opts[g][r].state_dict())
                 evals, objective = s.trainer._evaluate_epoch(s.method, epoch, s.eval_loaders,
                                                              s.predictors)
                 torch.set_rng_state(s.rng)  # the checkpoint keeps the seed's own RNG state
@@ -201,8 +203,8 @@ class SeedPackTrainer:
             out.append(s.trainer._finish(s.prep, s.best))
         return out
 
-    def _train_epoch(self, seeds: list[_Seed], stacks: dict, opts: dict,
-                     epoch: int) -> list[dict]:
+    def _train_epoch(self, seeds: list[_Seed], stacks: dict, views: list[dict],
+                     opts: list[dict], epoch: int) -> list[dict]:
         """One pass over every seed's own batches, in step; each seed's mean statistics."""
         cfg = self.trainers[0].cfg
         pools = [s.method.begin_epoch(epoch, s.loader) for s in seeds]
@@ -220,11 +222,13 @@ class SeedPackTrainer:
                         batch, {r: out[g] for r, out in logits.items()})
                     total = total + loss  # each seed's loss reaches only its own slices
                     step_stats.append(st)
-                for opt in opts.values():
-                    opt.zero_grad(set_to_none=True)
+                for stack in stacks.values():
+                    stack.zero_grad(set_to_none=True)
                 total.backward()
-                for opt in opts.values():
-                    opt.step()
+                for g, own in enumerate(opts):
+                    for r, opt in own.items():
+                        stacks[r].pass_gradients(g, views[g][r])
+                        opt.step()
             for acc, st in zip(sums, step_stats):  # in float64, as a separate run's floats
                 for k, v in st.items():
                     acc[k] = acc.get(k, 0.0) + v.detach().double()
