@@ -36,18 +36,23 @@ class _StackedLinear(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias, alpha):
         ctx.save_for_backward(x, weight)
-        ctx.alpha = alpha
+        ctx.alpha, ctx.bias_dtype = alpha, bias.dtype
         return torch.baddbmm(bias.unsqueeze(1), x, weight.transpose(1, 2), alpha=alpha)
 
     @staticmethod
     def backward(ctx, grad):
+        # under autocast the gradient comes in the product's dtype (bf16): the products
+        # run in it and each gradient returns in its input's dtype (no-ops in float32)
         x, weight = ctx.saved_tensors
-        grad_x = grad.bmm(weight) if ctx.needs_input_grad[0] else None
-        grad_w = grad.transpose(1, 2).bmm(x)
+        grad_x = None
+        if ctx.needs_input_grad[0]:
+            grad_x = grad.bmm(weight.to(grad.dtype))
+        grad_w = grad.transpose(1, 2).bmm(x.to(grad.dtype))
         if ctx.alpha != 1.0:
             grad_w = grad_w * ctx.alpha
             grad_x = None if grad_x is None else grad_x * ctx.alpha
-        return grad_x, grad_w, grad.sum(1), None
+        return (None if grad_x is None else grad_x.to(x.dtype), grad_w.to(weight.dtype),
+                grad.sum(1).to(ctx.bias_dtype), None)
 
 
 def stackable(modules) -> str | None:
