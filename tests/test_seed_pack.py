@@ -163,10 +163,14 @@ def test_bench_groups_the_seeds_of_a_cell_into_one_job_when_packing_is_on(tmp_pa
     planned = plan(get_preset("lff-cmnist"), tmp_path, seeds=3, methods=["Vanilla", "LfF"],
                    rows=["95.0", "99.0"], epochs=1, data_dir=tmp_path)
     on = jobs(planned, "on")
-    assert sorted(len(j) for j in on) == [3, 3, 3, 3]
-    assert all(len({(p.method, p.row) for p in j}) == 1 for j in on)
-    assert all(len(j) == 1 for j in jobs(planned, "auto"))  # the runs' device is cpu
-    assert all(len(j) == 1 for j in jobs(planned, "off"))
+    assert sorted(len(j) for j, _ in on) == [3, 3, 3, 3] and {r for _, r in on} == {None}
+    assert all(len({(p.method, p.row) for p in j}) == 1 for j, _ in on)
+    assert all(len(j) == 1 for j, _ in jobs(planned, "auto"))  # the runs' device is cpu
+    assert all(len(j) == 1 for j, _ in jobs(planned, "off"))
+    # a cell that cannot pack is spread over the workers, its reason passed on
+    dro = plan(get_preset("lff-cmnist"), tmp_path, seeds=2, methods=["GroupDRO"],
+               rows=["95.0"], epochs=1, data_dir=tmp_path)
+    assert [(len(j), "groupdro" in r) for j, r in jobs(dro, "on")] == [(1, True), (1, True)]
 
 
 # --- packed runs equal separate runs (real data) ---------------------------------------
@@ -244,3 +248,66 @@ def test_auto_on_a_cpu_runs_seed_by_seed(data_dir, tmp_path):
     summaries = train_seeds(cfgs, [tmp_path / "a", tmp_path / "b"], mode="auto")
     assert [s["seed_pack"]["packed"] for s in summaries] == [False, False]
     assert "GPU only" in summaries[0]["seed_pack"]["reason"]
+
+
+def test_a_packed_step_issues_the_products_a_linear_issues():
+    # where this CPU's batched product rounds like its single one (the forward pass), the
+    # packed backward pass must too: it issues per network the products Linear's does
+    torch.manual_seed(1)
+    nets = [build_model("mlp", (3, 28, 28), 10) for _ in range(2)]
+    stack = StackedMLP(nets)
+    x, y = torch.rand(2, 256, 3, 28, 28), torch.randint(0, 10, (2, 256))
+    out = stack(x)
+    if not all(torch.equal(out[g], nets[g](x[g])) for g in range(2)):
+        pytest.skip("this CPU's batched products round differently from single ones")
+    sum(torch.nn.functional.cross_entropy(out[g], y[g]) for g in range(2)).backward()
+    for g, net in enumerate(nets):
+        torch.nn.functional.cross_entropy(net(x[g]), y[g]).backward()
+        for stacked, p in zip(stack.stacks, net.parameters()):
+            assert torch.equal(stacked.grad[g], p.grad)
+
+
+@pytest.mark.slow
+def test_seeds_interrupted_after_different_epochs_finish_one_by_one(
+        data_dir, tmp_path, monkeypatch):
+    from debiaskit.train.trainer import Trainer
+
+    cfgs = _cfgs(data_dir, "erm", epochs=2)
+    cut = [tmp_path / f"cut{c.seed}" for c in cfgs]
+    close = Trainer._close_epoch
+
+    def stop_between_seeds(self, method, epoch, *args):
+        if epoch == 0 and self.out == cut[1]:  # seed 0 saved epoch 1, seed 1 did not
+            raise _Interrupted
+        return close(self, method, epoch, *args)
+
+    monkeypatch.setattr(Trainer, "_close_epoch", stop_between_seeds)
+    with pytest.raises(_Interrupted):
+        train_seeds(cfgs, cut, mode="on")
+    monkeypatch.undo()
+    assert [len(runs.read_metrics(d)) for d in cut] == [1, 0]
+    summaries = train_seeds(cfgs, cut, mode="on")
+    assert all("different epochs" in s["seed_pack"]["reason"] for s in summaries)
+    for cfg, d in zip(cfgs, cut):
+        train(cfg, tmp_path / f"alone{cfg.seed}")
+        assert_same_run(d, tmp_path / f"alone{cfg.seed}", "erm")
+
+
+@pytest.mark.slow
+def test_bench_trains_a_cells_seeds_packed_and_reports_them(data_dir, tmp_path):
+    from debiaskit.bench.presets import Row, TablePreset
+    from debiaskit.bench.runner import execute, plan
+    from debiaskit.bench.tables import write_report
+
+    preset = TablePreset(
+        name="packed", title="seed packing", source="a test", dataset="colored_mnist",
+        rows=(Row("98", {"conflict_ratio": 0.02}),), methods={"Vanilla": "erm", "LfF": "lff"},
+        published={}, run={"train_subset": 2000, "eval_subset": 500, "epochs": 1})
+    planned = plan(preset, tmp_path, seeds=2, data_dir=data_dir)
+    said = []
+    assert execute(planned, workers=1, log=said.append, pack_seeds="on") == []
+    assert "(4 of them seed-packed)" in said[0]
+    for p in planned:
+        record = runs.read_json(p.run_dir / runs.SUMMARY)["seed_pack"]
+        assert record["packed"] and record["with_seeds"] == [0, 1]
+    assert "Vanilla" in write_report(preset, planned, tmp_path)

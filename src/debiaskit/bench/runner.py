@@ -26,7 +26,7 @@ from ..data.sources import resolve_data_dir
 from ..errors import ConfigError, DebiaskitError
 from ..methods import get_method
 from ..train import RunConfig, check_config, same_run, train_seeds
-from ..train.seed_pack import cell_key, resolve_seed_pack
+from ..train.seed_pack import cell_key, resolve_seed_pack, why_not_packed
 from .presets import TablePreset
 
 
@@ -102,30 +102,43 @@ def exit_with_parent(parent_pid: int, poll_seconds: float = 1.0) -> None:
     threading.Thread(target=watch, daemon=True, name="exit-with-parent").start()
 
 
-def _run_job(cfgs: list[RunConfig], run_dirs: list[str],
-             pack_seeds: str = "auto") -> list[tuple[str, float, str | None]]:
-    """Worker body: train one job (one run, or the seeds of one cell, packed if they can
-    be); each run's result, errors as text (they never kill the pool)."""
+def _run_job(cfgs: list[RunConfig], run_dirs: list[str], pack_seeds: str = "auto",
+             reason: str | None = None) -> list[tuple[str, float, str | None]]:
+    """Worker body: train one job (:func:`jobs`); each run's result, errors as text (they
+    never kill the pool)."""
     t0 = time.perf_counter()
     try:
-        train_seeds(cfgs, run_dirs, pack_seeds)
+        train_seeds(cfgs, run_dirs, pack_seeds, reason=reason)
         error = None
     except DebiaskitError as err:
         error = str(err)
     return [(d, time.perf_counter() - t0, error) for d in run_dirs]
 
 
-def jobs(todo: list[PlannedRun], pack_seeds: str = "auto") -> list[list[PlannedRun]]:
-    """The runs ``todo`` as jobs: where seed packing is on for a run's device, the seeds of
-    one cell (equal configurations but for the seed) are one job, else every run is its
-    own; longest jobs first, so the pool does not end on one long job (LPT scheduling)."""
+def jobs(todo: list[PlannedRun], pack_seeds: str = "auto"
+         ) -> list[tuple[list[PlannedRun], str | None]]:
+    """The runs ``todo`` as jobs ``(runs, reason)``: where seed packing is on for a run's
+    device, the seeds of one cell (equal configurations but for the seed) that can pack
+    are one job (reason None); every other run is a job of its own, with the reason its
+    cell cannot pack if packing is on. Longest jobs first, so the pool does not end on one
+    long job (LPT scheduling)."""
     grouped: dict[str, list[PlannedRun]] = {}
     for p in todo:
         key = (cell_key(p.config) if resolve_seed_pack(pack_seeds, p.config.device)
                else str(p.run_dir))
         grouped.setdefault(key, []).append(p)
-    return sorted(grouped.values(), key=lambda job: -sum(
-        p.config.epochs * get_method(p.config.method).relative_cost for p in job))
+    out = []
+    for runs_of_cell in grouped.values():
+        reason = None
+        if len(runs_of_cell) > 1:
+            reason = why_not_packed([p.config for p in runs_of_cell],
+                                    [p.run_dir for p in runs_of_cell])
+        if reason is None:
+            out.append((runs_of_cell, None))
+        else:
+            out.extend(([p], reason) for p in runs_of_cell)
+    return sorted(out, key=lambda job: -sum(
+        p.config.epochs * get_method(p.config.method).relative_cost for p in job[0]))
 
 
 def _ray_results(todo: list[tuple], address: str):
@@ -157,17 +170,17 @@ def execute(planned: list[PlannedRun], workers: int, log=print,
                           f"({len(other)} such run(s)); use another --out for these options")
     todo = [p for p in planned if p.run_dir not in finished]
     work = jobs(todo, pack_seeds)
-    packed = sum(len(job) for job in work if len(job) > 1)
+    packed = sum(len(job) for job, _ in work if len(job) > 1)
     where = f"Ray cluster {ray_address}" if ray_address else f"{workers} worker(s)"
     log(f"{len(planned) - len(todo)} of {len(planned)} runs already finished; "
         f"running {len(todo)} on {where}"
-        + (f" ({packed} as seed-packed jobs)" if packed else ""))
+        + (f" ({packed} of them seed-packed)" if packed else ""))
     errors, done, started = [], 0, time.perf_counter()
     if not todo:
         return errors
     names = {str(p.run_dir): p for p in todo}
-    args = [([p.config for p in job], [str(p.run_dir) for p in job], pack_seeds)
-            for job in work]
+    args = [([p.config for p in job], [str(p.run_dir) for p in job], pack_seeds, reason)
+            for job, reason in work]
 
     def report(run_dir, seconds, error):
         nonlocal done

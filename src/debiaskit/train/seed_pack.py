@@ -238,29 +238,37 @@ class SeedPackTrainer:
         return [{k: (v / max(steps, 1)).item() for k, v in acc.items()} for acc in sums]
 
 
-def train_seeds(cfgs: list[RunConfig], out_dirs, mode: str = "auto",
-                log=None) -> list[dict]:
+def _not_packing(mode: str, device: str) -> str | None:
+    """Why ``mode`` does not pack seeds on ``device``; None if it does."""
+    if resolve_seed_pack(mode, device):
+        return None
+    if mode == "auto":
+        return f"auto packs seeds on a GPU only; this run's device is {device}"
+    return "--pack-seeds off"
+
+
+def train_seeds(cfgs: list[RunConfig], out_dirs, mode: str = "auto", log=None,
+                reason: str | None = None) -> list[dict]:
     """Train the runs ``cfgs`` into ``out_dirs`` (one each; unfinished ones resume), packed
     per ``mode`` (:data:`SEED_PACK_MODES`) when they are seeds of one cell that can pack
-    (:func:`why_not_packed`), else one after another. Every summary.json records the
-    decision as ``seed_pack``. Returns the summaries in the order of ``cfgs``."""
+    (:func:`why_not_packed`), else one after another. ``reason``, if given, is why a
+    caller found that they cannot pack (it trains them one by one, e.g. the bench runner
+    splitting such a cell over its workers). Every summary.json records the decision as
+    ``seed_pack``. Returns the summaries in the order of ``cfgs``."""
     cfgs = [check_config(c) for c in cfgs]
     out_dirs = [Path(d) for d in out_dirs]
     if not cfgs:
         return []
-    reason = None
-    if resolve_seed_pack(mode, cfgs[0].device):
+    if reason is None:
+        reason = _not_packing(mode, cfgs[0].device)
+    if reason is None:
         reason = why_not_packed(cfgs, out_dirs)
-        if reason is None:
-            job = SeedPackTrainer(cfgs, out_dirs, mode)
-            result = job.run()
-            if result is not None:
-                return result
-            reason = job.reason
-    elif mode == "auto":
-        reason = f"auto packs seeds on a GPU only; this run's device is {cfgs[0].device}"
-    else:
-        reason = "--pack-seeds off"
+    if reason is None:
+        job = SeedPackTrainer(cfgs, out_dirs, mode)
+        result = job.run()
+        if result is not None:
+            return result
+        reason = job.reason
     if log is not None and mode != "off" and len(cfgs) > 1:
         log(f"seeds {', '.join(str(c.seed) for c in cfgs)} of {cfgs[0].method} run one by "
             f"one: {reason}")
