@@ -1,12 +1,13 @@
-"""Does packing several seeds of one bench cell into batched arithmetic pay on this CPU?
+"""Does packing several seeds of one bench cell into batched arithmetic pay on this machine?
 
-Times, with one thread, the training step of G Colored MNIST MLPs (2352-100-100-100-10,
+By default times, with one thread on the CPU, the training step of G Colored MNIST MLPs (2352-100-100-100-10,
 batch 256, Adam) three ways, interleaved and repeated so that all three see the same load:
   * ``separate``: G networks, each with its own batch (as G seeds draw different batches)
-    and its own fused Adam step (what the bench does today, G runs);
+    and its own fused Adam step (G separate runs);
   * ``stacked``: the same G networks as stacked weights (G x out x in), their G batches as
     one batched matrix product per layer (``baddbmm``) and one fused Adam step over the
-    stacks (seed packing);
+    stacks (the arithmetic of seed packing; the trainer's own seed packing steps each
+    seed's Adam on its slices, which rounds as a separate run);
   * ``shared input``: G networks reading ONE batch (LfF's two models, DisEnt's two
     encoders), their first layers as one product against the concatenated weights
     (:func:`debiaskit.models.packed.forward_shared`, what ``pack`` does).

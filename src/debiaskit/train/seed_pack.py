@@ -55,11 +55,15 @@ def device_type(device: str) -> str:
         raise ConfigError(f"unknown device {device!r} ({err})") from None
 
 
-def resolve_seed_pack(mode: str, device: str) -> bool:
-    """Whether seeds are packed under ``mode`` on ``device`` ("auto": only on a GPU)."""
+def _check_mode(mode: str) -> None:
     if mode not in SEED_PACK_MODES:
         raise ConfigError(f"--pack-seeds must be one of {', '.join(SEED_PACK_MODES)}, "
                           f"got {mode!r}")
+
+
+def resolve_seed_pack(mode: str, device: str) -> bool:
+    """Whether seeds are packed under ``mode`` on ``device`` ("auto": only on a GPU)."""
+    _check_mode(mode)
     return device_type(device) == "cuda" if mode == "auto" else mode == "on"
 
 
@@ -255,6 +259,7 @@ def train_seeds(cfgs: list[RunConfig], out_dirs, mode: str = "auto", log=None,
     caller found that they cannot pack (it trains them one by one, e.g. the bench runner
     splitting such a cell over its workers). Every summary.json records the decision as
     ``seed_pack``. Returns the summaries in the order of ``cfgs``."""
+    _check_mode(mode)
     cfgs = [check_config(c) for c in cfgs]
     out_dirs = [Path(d) for d in out_dirs]
     if not cfgs:
