@@ -4,14 +4,18 @@ networks as stacked weights (:class:`~debiaskit.models.stacked.StackedMLP`).
 :func:`train_seeds` trains runs that differ only in their seed (and their data seed), each
 into its own run directory. Packed (:class:`SeedPackTrainer`), every seed keeps what a
 separate run of it has: the initial weights its seed draws, its batch order, its per-sample
-tables (its own method object computes its objective, :meth:`Method.objective_from_logits`),
-its evaluation and model selection, its optimisers; only the arithmetic is shared: each
-network role's G copies are computed on the G seeds' batches with one batched product per
-layer, and each seed's optimisers step its slices of the stacks in place. Every epoch the stacks are copied back into each seed's networks and
-optimisers, which are evaluated and checkpointed exactly as a separate run's, so reports,
+tables (its own method object computes its objective,
+:meth:`~debiaskit.methods.base.Method.objective_from_logits`), its optimisers, its
+evaluation and model selection. Only the arithmetic is shared: each network role's G
+copies are computed on the G seeds' batches with one batched product per layer, and each
+seed's optimiser steps that seed's slices of the stacks in place. After every epoch the
+slices are copied into each seed's networks and its optimisers' state into the seed's own
+optimisers, which are then evaluated and checkpointed as a separate run's are, so reports,
 bench tables, ``load_trained`` and resume read a packed seed's directory like any other
-(a packed seed's directory can even be resumed alone by :func:`~debiaskit.train.train`).
-Its numbers equal a separate run's up to float rounding.
+(it can even be resumed alone by :func:`~debiaskit.train.train`). Its numbers equal a
+separate run's: bit for bit on the CPU this was measured on, up to float rounding where a
+batched product rounds otherwise than a single one. The run's ``pack`` option (LfF's two
+networks as one product) does not apply to a packed step.
 
 What packs (:func:`why_not_packed`): two or more seeds of a method marked
 ``seed_packable`` (ERM, LfF) on the MLP, without early stopping or a learning-rate
