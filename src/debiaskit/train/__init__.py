@@ -28,7 +28,8 @@ from .seed_pack import (SEED_PACK_MODES, SeedPackTrainer, resolve_seed_pack, tra
                         why_not_packed)
 
 __all__ = ["EVAL_BATCH", "MEMORY_FORMATS", "SEED_PACK_MODES", "SELECTION", "VOLATILE",
-           "Prepared", "RunConfig", "SeedPackTrainer", "Trainer", "arithmetic", "channel_stats", "check_config", "config_from_run",
+           "Prepared", "RunConfig", "SeedPackTrainer", "Trainer", "arithmetic", "channel_stats",
+           "check_config", "config_from_run",
            "describe_optimiser", "evaluate", "heldout_indices", "heldout_objective",
            "load_trained", "machine", "normalisation_from_data", "peak_rss_mib", "prepare",
            "protocol_text", "random_subset", "resolve_seed_pack", "same_run", "selection_score",
