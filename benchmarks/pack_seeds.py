@@ -1,7 +1,8 @@
 """Does packing several seeds of one bench cell into batched arithmetic pay on this machine?
 
-By default times, with one thread on the CPU, the training step of G Colored MNIST MLPs (2352-100-100-100-10,
-batch 256, Adam) three ways, interleaved and repeated so that all three see the same load:
+By default times, with one thread on the CPU, the training step of G Colored MNIST MLPs
+(2352-100-100-100-10, batch 256, Adam) three ways, interleaved and repeated so that all
+three see the same load:
   * ``separate``: G networks, each with its own batch (as G seeds draw different batches)
     and its own fused Adam step (G separate runs);
   * ``stacked``: the same G networks as stacked weights (G x out x in), their G batches as

@@ -65,7 +65,8 @@ def assert_same_run(packed, separate, method):
                              if not k.startswith("ece")}, (ra["epoch"], split)
             assert _close(metrics, rb["eval"][split]), (ra["epoch"], split)
         assert _close(ra["train"], rb["train"]), ra["epoch"]
-    assert runs.read_json(packed / runs.CONFIG)["run"] == runs.read_json(separate / runs.CONFIG)["run"]
+    stored = [runs.read_json(d / runs.CONFIG)["run"] for d in (packed, separate)]
+    assert stored[0] == stored[1]
     ma, mb = _saved(packed / runs.MODEL), _saved(separate / runs.MODEL)
     assert ma.keys() == mb.keys() and ma["networks"].keys() == mb["networks"].keys()
     tol = WEIGHT_TOL[method]
