@@ -6,9 +6,9 @@ Runs already finished are skipped, so an interrupted bench continues where it st
 in one process as stacked networks (:func:`debiaskit.train.train_seeds`; methods and models
 that cannot pack run seed by seed, and each summary.json says which happened). Runs go to
 a local process pool, one thread per worker so the workers do not fight over cores, or,
-with ``ray_address``, to a Ray cluster (``ray.init(address=...)``; "local" starts one on this machine), where every
-run is a one-CPU task. On a cluster, ``--out`` and the data directory must be paths that
-every node sees (a shared filesystem).
+with ``ray_address``, to a Ray cluster (``ray.init(address=...)``; "local" starts one on
+this machine), where every run is a one-CPU task. On a cluster, ``--out`` and the data
+directory must be paths that every node sees (a shared filesystem).
 """
 
 from __future__ import annotations
