@@ -42,7 +42,7 @@ CORES = {
     "debiaskit.metrics": ["*"],
     "debiaskit.losses": ["*"],
     "debiaskit.data.protocols.assignment": ["*"],
-    "debiaskit.methods.lff": ["xǁLfFǁsample_weights", "xǁLfFǁupdate", "xǁLfFǁbiased_loss"],
+    "debiaskit.methods.lff": ["xǁLfFǁsample_weights", "xǁLfFǁupdate", "xǁLfFǁobjective_from_logits", "xǁLfFǁbiased_loss"],
     "debiaskit.methods.sih": ["x_gaussian_kl", "x_focal_weight", "xǁSiHǁ_latent",
                               "xǁSiHǁweights", "xǁSiHǁbias_loss", "xǁSiHǁloss",
                               "xǁSiHRDSǁweights", "xǁSiHRDSǁsample_weights"],

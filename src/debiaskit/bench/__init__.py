@@ -16,7 +16,8 @@ def run_bench(name: str, out, seeds: int | None = None, workers: int | None = No
               ray_address: str | None = None, rows=None, precision: str | None = None,
               hparams: dict | None = None, force_precision: bool = False,
               pack: bool | str = False, compile: bool | str = "auto",
-              report_only: bool = False, device: str = "auto") -> str:
+              report_only: bool = False, device: str = "auto",
+              pack_seeds: str = "auto") -> str:
     """Run preset ``name`` into ``out/name`` (skipping finished runs); return the report.
 
     ``ray_address`` sends the runs to a Ray cluster instead of a local process pool;
@@ -29,6 +30,9 @@ def run_bench(name: str, out, seeds: int | None = None, workers: int | None = No
     ``auto`` is chosen once, before dispatch, for every run that has not started
     (:func:`~debiaskit.bench.runner.resolve_auto_precision`), so a table is uniform.
     Every run computes on ``device`` (default ``auto``: the GPU if there is one).
+    ``pack_seeds`` ("auto": on a GPU only, "on", "off") trains the seeds of a cell in one
+    process as stacked networks where the method and model allow
+    (:func:`debiaskit.train.train_seeds`; each summary.json records the decision).
     ``report_only`` trains nothing: the report covers the runs already finished (each cell
     states its seeds), so a table that grows over several sessions can be read at any time.
     """
@@ -48,7 +52,7 @@ def run_bench(name: str, out, seeds: int | None = None, workers: int | None = No
         errors = []
     else:
         planned = resolve_auto_precision(planned, log)
-        errors = execute(planned, workers or default_workers(), log, ray_address)
+        errors = execute(planned, workers or default_workers(), log, ray_address, pack_seeds)
     text = write_report(preset, planned, out)
     if errors:
         text += f"\n\n{len(errors)} run(s) failed:\n" + "\n".join(errors)

@@ -1,11 +1,14 @@
 """Run a table preset: every (method, row, seed) as its own run directory, in parallel.
 
 Runs already finished are skipped, so an interrupted bench continues where it stopped
-(an unfinished run resumes from its checkpoint). Runs go to a local process pool, one
-thread per worker so the workers do not fight over cores, or, with ``ray_address``, to a
-Ray cluster (``ray.init(address=...)``; "local" starts one on this machine), where every
-run is a one-CPU task. On a cluster, ``--out`` and the data directory must be paths that
-every node sees (a shared filesystem).
+(an unfinished run resumes from its checkpoint). With seed packing on for the runs' device
+(``pack_seeds``: auto = on a GPU only), the unfinished seeds of one cell are one job, trained
+in one process as stacked networks (:func:`debiaskit.train.train_seeds`; methods and models
+that cannot pack run seed by seed, and each summary.json says which happened). Runs go to
+a local process pool, one thread per worker so the workers do not fight over cores, or,
+with ``ray_address``, to a Ray cluster (``ray.init(address=...)``; "local" starts one on
+this machine), where every run is a one-CPU task. On a cluster, ``--out`` and the data
+directory must be paths that every node sees (a shared filesystem).
 """
 
 from __future__ import annotations
@@ -23,7 +26,8 @@ from .. import runs
 from ..data.sources import resolve_data_dir
 from ..errors import ConfigError, DebiaskitError
 from ..methods import get_method
-from ..train import RunConfig, check_config, prepare, same_run, train
+from ..train import RunConfig, check_config, prepare, same_run, train_seeds
+from ..train.seed_pack import cell_key, resolve_seed_pack, why_not_packed
 from .presets import TablePreset
 
 
@@ -124,34 +128,64 @@ def exit_with_parent(parent_pid: int, poll_seconds: float = 1.0) -> None:
     threading.Thread(target=watch, daemon=True, name="exit-with-parent").start()
 
 
-def _run_one(cfg: RunConfig, run_dir: str) -> tuple[str, float, str | None]:
-    """Worker body: train one run; errors come back as text, never kill the pool."""
+def _run_job(cfgs: list[RunConfig], run_dirs: list[str], pack_seeds: str = "auto",
+             reason: str | None = None) -> list[tuple[str, float, str | None]]:
+    """Worker body: train one job (:func:`jobs`); each run's result, errors as text (they
+    never kill the pool)."""
     t0 = time.perf_counter()
     try:
-        train(cfg, run_dir)
-        return run_dir, time.perf_counter() - t0, None
+        train_seeds(cfgs, run_dirs, pack_seeds, reason=reason)
+        error = None
     except DebiaskitError as err:
-        return run_dir, time.perf_counter() - t0, str(err)
+        error = str(err)
+    return [(d, time.perf_counter() - t0, error) for d in run_dirs]
 
 
-def _ray_results(todo: list[PlannedRun], address: str):
-    """Yield each run's result as its Ray task finishes."""
+def jobs(todo: list[PlannedRun], pack_seeds: str = "auto"
+         ) -> list[tuple[list[PlannedRun], str | None]]:
+    """The runs ``todo`` as jobs ``(runs, reason)``: where seed packing is on for a run's
+    device, the seeds of one cell (equal configurations but for the seed) that can pack
+    are one job (reason None); every other run is a job of its own, with the reason its
+    cell cannot pack if packing is on. Longest jobs first, so the pool does not end on one
+    long job (LPT scheduling)."""
+    grouped: dict[str, list[PlannedRun]] = {}
+    for p in todo:
+        key = (cell_key(p.config) if resolve_seed_pack(pack_seeds, p.config.device)
+               else str(p.run_dir))
+        grouped.setdefault(key, []).append(p)
+    out = []
+    for runs_of_cell in grouped.values():
+        reason = None
+        if len(runs_of_cell) > 1:
+            reason = why_not_packed([p.config for p in runs_of_cell],
+                                    [p.run_dir for p in runs_of_cell])
+        if reason is None:
+            out.append((runs_of_cell, None))
+        else:
+            out.extend(([p], reason) for p in runs_of_cell)
+    return sorted(out, key=lambda job: -sum(
+        p.config.epochs * get_method(p.config.method).relative_cost for p in job[0]))
+
+
+def _ray_results(todo: list[tuple], address: str):
+    """Yield each run's result as its Ray task (one job's ``_run_job`` arguments) finishes."""
     try:
         import ray
     except ImportError:
         raise ConfigError("the Ray backend needs ray: pip install 'debiaskit[ray]'") from None
     ray.init(address=None if address == "local" else address, ignore_reinit_error=True,
              log_to_driver=False, include_dashboard=False)
-    task = ray.remote(num_cpus=1)(_run_one)
-    pending = [task.remote(p.config, str(p.run_dir)) for p in todo]
+    task = ray.remote(num_cpus=1)(_run_job)
+    pending = [task.remote(*job) for job in todo]
     while pending:
         done, pending = ray.wait(pending, num_returns=1)
-        yield ray.get(done[0])
+        yield from ray.get(done[0])
 
 
 def execute(planned: list[PlannedRun], workers: int, log=print,
-            ray_address: str | None = None) -> list[str]:
-    """Run what is not finished yet; returns the error messages of failed runs. A finished
+            ray_address: str | None = None, pack_seeds: str = "auto") -> list[str]:
+    """Run what is not finished yet, as :func:`jobs` (``pack_seeds``: auto, on or off);
+    returns the error messages of failed runs. A finished
     run directory that holds another configuration (other epochs, hyper-parameters, ...)
     is an error, never silently reported as this table's run."""
     finished = {p.run_dir for p in planned if runs.is_finished(p.run_dir)}
@@ -161,15 +195,18 @@ def execute(planned: list[PlannedRun], workers: int, log=print,
         raise ConfigError(f"{other[0].run_dir} holds a finished run with another configuration "
                           f"({len(other)} such run(s)); use another --out for these options")
     todo = [p for p in planned if p.run_dir not in finished]
-    # longest runs first, so the pool does not end on one long run (LPT scheduling)
-    todo.sort(key=lambda p: -p.config.epochs * get_method(p.config.method).relative_cost)
+    work = jobs(todo, pack_seeds)
+    packed = sum(len(job) for job, _ in work if len(job) > 1)
     where = f"Ray cluster {ray_address}" if ray_address else f"{workers} worker(s)"
     log(f"{len(planned) - len(todo)} of {len(planned)} runs already finished; "
-        f"running {len(todo)} on {where}")
+        f"running {len(todo)} on {where}"
+        + (f" ({packed} of them seed-packed)" if packed else ""))
     errors, done, started = [], 0, time.perf_counter()
     if not todo:
         return errors
     names = {str(p.run_dir): p for p in todo}
+    args = [([p.config for p in job], [str(p.run_dir) for p in job], pack_seeds, reason)
+            for job, reason in work]
 
     def report(run_dir, seconds, error):
         nonlocal done
@@ -188,18 +225,20 @@ def execute(planned: list[PlannedRun], workers: int, log=print,
         log(f"[{done}/{len(todo)}] {p.method} {p.row} seed {p.seed}: {shown} ({seconds:.0f} s)")
 
     if ray_address:
-        for result in _ray_results(todo, ray_address):
+        for result in _ray_results(args, ray_address):
             report(*result)
     elif workers <= 1:
-        for p in todo:
-            report(*_run_one(p.config, str(p.run_dir)))
+        for job in args:
+            for result in _run_job(*job):
+                report(*result)
     else:
         with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"),
                                  initializer=exit_with_parent,
                                  initargs=(os.getpid(),)) as pool:
-            futures = [pool.submit(_run_one, p.config, str(p.run_dir)) for p in todo]
+            futures = [pool.submit(_run_job, *job) for job in args]
             for fut in as_completed(futures):
-                report(*fut.result())
+                for result in fut.result():
+                    report(*result)
     log(f"{len(todo)} runs finished in {(time.perf_counter() - started) / 60:.1f} min "
         f"(wall clock) on {where}")
     return errors

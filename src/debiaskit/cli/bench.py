@@ -21,6 +21,12 @@ def add_parser(sub) -> None:
                           "runs that start")
     add_pack_options(b, more="stated in the report")
     add_device_option(b)
+    b.add_argument("--pack-seeds", choices=("auto", "on", "off"), default="auto",
+                   help="train the seeds of one cell in one process as stacked networks "
+                        "(ERM and LfF on the MLP; others run seed by seed): on, off, or auto "
+                        "(the default: on where the runs' device is a GPU, off on a CPU, "
+                        "where it does not pay); results equal separate runs' up to float "
+                        "rounding, and summary.json's seed_pack records the decision")
     b.add_argument("--hp", action="append", metavar="KEY=VALUE",
                    help="method hyper-parameter over the preset's, for every chosen method "
                         "(stated in report; give a new --out)")
@@ -52,4 +58,5 @@ def run(args) -> None:
                     args.data_dir, ray_address=args.ray, rows=rows, precision=args.precision,
                     hparams=pairs(args.hp, "--hp"), force_precision=args.force_precision,
                     pack=pack_mode(args), compile=compile_mode(args),
-                    report_only=args.report_only, device=args.device))
+                    report_only=args.report_only, device=args.device,
+                    pack_seeds=args.pack_seeds))

@@ -95,6 +95,11 @@ class Method(nn.Module):
     #: The run's length in epochs, set by :meth:`begin_run` (for methods whose schedule
     #: follows the run's progress, e.g. GBA's dann lambda); None outside a run.
     total_epochs: int | None = None
+    #: Whether several seeds of this method can train as stacked networks in one process
+    #: (:mod:`debiaskit.train.seed_pack`): its training step is
+    #: :meth:`objective_from_logits` on every network's logits of ``batch.x``, then one
+    #: step of every optimiser, with no gradient clipping and no random numbers drawn.
+    seed_packable: ClassVar[bool] = False
 
     def __init__(self, spec: DataSpec, make_network: Callable[[], nn.Module],
                  hparams: dict | None = None) -> None:
@@ -191,6 +196,15 @@ class Method(nn.Module):
         for opt in self.optimizers.values():
             opt.step()
         return stats
+
+    def objective_from_logits(self, batch, logits: dict[str, torch.Tensor]
+                              ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The training objective on ``batch`` from each network's logits on ``batch.x``
+        (by role), with the side effects of a training step (per-sample tables), and the
+        statistics to log as detached scalar tensors. Methods marked
+        :attr:`seed_packable` implement it and compute their own update through it, so a
+        seed-packed step and a separate one share the method's code."""
+        raise NotImplementedError
 
     def clip_gradients(self) -> None:
         """Between the backward pass and the optimiser steps of :meth:`update`: changes the

@@ -21,9 +21,15 @@ class ERM(Method):
         super().__init__(spec, make_network, hparams)
         self.add_network("model", make_network())
 
+    seed_packable = True
+
+    def objective_from_logits(self, batch, logits):
+        loss = F.cross_entropy(logits["model"], batch.y)
+        return loss, {"loss": loss.detach()}
+
     def loss(self, batch, training=True):
-        loss = F.cross_entropy(self.networks["model"](batch.x), batch.y)
-        return loss, {"loss": loss.item()}
+        loss, stats = self.objective_from_logits(batch, {"model": self.networks["model"](batch.x)})
+        return loss, {k: v.item() for k, v in stats.items()}
 
     def predict(self, x):
         return self.networks["model"](x)

@@ -44,10 +44,25 @@ class LfF(Method):
         return relative_difficulty(self.tables["biased"].normalized(index),
                                    self.tables["debiased"].normalized(index))
 
+    seed_packable = True
+
     def update(self, batch):
         # both models read the same batch: their first layers as one product (packed)
         logits_b, logits_d = self.forward_shared(
             [self.networks["biased"], self.networks["debiased"]], batch.x)
+        loss, stats = self.objective_from_logits(
+            batch, {"biased": logits_b, "debiased": logits_d})
+        for opt in self.optimizers.values():
+            opt.zero_grad(set_to_none=True)
+        loss.backward()  # the two losses touch disjoint parameters
+        for opt in self.optimizers.values():
+            opt.step()
+        return {k: v.item() for k, v in stats.items()}
+
+    def objective_from_logits(self, batch, logits):
+        """Both models' losses on ``batch`` (their sum: the two touch disjoint parameters),
+        after the batch's CE losses entered the per-sample EMA tables."""
+        logits_b, logits_d = logits["biased"], logits["debiased"]
         ce_b = F.cross_entropy(logits_b, batch.y, reduction="none")
         ce_d = F.cross_entropy(logits_d, batch.y, reduction="none")
         self.tables["biased"].update(batch.index, ce_b)
@@ -56,16 +71,13 @@ class LfF(Method):
 
         loss_b = self.biased_loss(logits_b, batch.y, ce_b)
         loss_d = (ce_d * weight).mean()
-        for opt in self.optimizers.values():
-            opt.zero_grad(set_to_none=True)
-        (loss_b + loss_d).backward()  # the two losses touch disjoint parameters
-        for opt in self.optimizers.values():
-            opt.step()
+        logged_b = loss_b
         if self.hp["gce_code_scale"]:  # log the (scaled) GCE value, not the surrogate
-            loss_b = generalized_cross_entropy(logits_b.detach(), batch.y, self.hp["q"],
-                                               True, ce=ce_b.detach()).mean()
-        return {"loss_biased": loss_b.item(), "loss_debiased": loss_d.item(),
-                "weight_mean": weight.mean().item()}
+            logged_b = generalized_cross_entropy(logits_b.detach(), batch.y, self.hp["q"],
+                                                 True, ce=ce_b.detach()).mean()
+        return loss_b + loss_d, {"loss_biased": logged_b.detach(),
+                                 "loss_debiased": loss_d.detach(),
+                                 "weight_mean": weight.mean()}
 
     def biased_loss(self, logits_b, y, ce_b):
         """The biased model's batch loss: mean GCE (Eq. 2). With ``gce_code_scale`` it is

@@ -12,7 +12,9 @@ after every epoch, lowers the learning rate on plateaus and stops when it stops 
 Modules: :mod:`.config` (RunConfig, its checks, selection policies), :mod:`.assemble`
 (data and method built and checked: :func:`prepare`, :func:`load_trained`),
 :mod:`.evaluation` (metrics, held-out objective, selection score), :mod:`.record` (protocol
-text, versions, machine), :mod:`.trainer` (the loop and the run directory).
+text, versions, machine), :mod:`.trainer` (the loop and the run directory),
+:mod:`.seed_pack` (several seeds of one configuration in one process, stacked:
+:func:`train_seeds`).
 """
 
 from .assemble import (Prepared, channel_stats, heldout_indices, load_trained,
@@ -22,10 +24,13 @@ from .config import (MEMORY_FORMATS, SELECTION, VOLATILE, RunConfig, check_confi
 from .evaluation import EVAL_BATCH, arithmetic, evaluate, heldout_objective, selection_score
 from .record import describe_optimiser, machine, peak_rss_mib, protocol_text, versions
 from .trainer import COMPILE_MIN_STEPS, Trainer, compiled_update, train
+from .seed_pack import (SEED_PACK_MODES, SeedPackTrainer, resolve_seed_pack, train_seeds,
+                        why_not_packed)
 
-__all__ = ["COMPILE_MIN_STEPS", "EVAL_BATCH", "MEMORY_FORMATS", "SELECTION", "VOLATILE", "Prepared", "RunConfig",
-           "Trainer", "arithmetic", "channel_stats", "check_config", "compiled_update", "config_from_run",
+__all__ = ["COMPILE_MIN_STEPS", "EVAL_BATCH", "MEMORY_FORMATS", "SEED_PACK_MODES", "SELECTION",
+           "VOLATILE", "Prepared", "RunConfig", "SeedPackTrainer", "Trainer", "arithmetic",
+           "channel_stats", "check_config", "compiled_update", "config_from_run",
            "describe_optimiser", "evaluate", "heldout_indices", "heldout_objective",
            "load_trained", "machine", "normalisation_from_data", "peak_rss_mib", "prepare",
-           "protocol_text", "random_subset", "same_run", "selection_score", "train",
-           "versions"]
+           "protocol_text", "random_subset", "resolve_seed_pack", "same_run", "selection_score",
+           "train", "train_seeds", "versions", "why_not_packed"]

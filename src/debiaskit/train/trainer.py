@@ -50,6 +50,8 @@ class Trainer:
         self.stage_records: dict = {}
         self.precision_choice: dict | None = None  # set when a resumed run keeps its own
         self.compile_choice: dict = {}
+        #: entries :meth:`_finish` adds to summary.json (e.g. seed packing's record)
+        self.summary_extra: dict = {}
 
     def _check_out_dir(self) -> dict | None:
         """Refuse a finished run or a different run's directory; return a resumable config."""
@@ -189,6 +191,51 @@ class Trainer:
             # a resumed run keeps the packing its first epochs used (pack auto decides once)
             "pack": method.pack, "pack_info": method.pack_info})
 
+    @staticmethod
+    def _evaluation(prep: Prepared, device) -> tuple[dict, dict]:
+        """Loaders of the evaluation splits and the predictors evaluated on them (the final
+        classifier and the method's auxiliary ones)."""
+        method = prep.method
+        eval_loaders = {k: InMemoryLoader(v, EVAL_BATCH, shuffle=False, device=device)
+                        for k, v in prep.evals.items()}
+        predictors = {"": method.predict_batch, **{
+            f"{k}/": (lambda batch, p=p: p(batch.x))
+            for k, p in method.auxiliary_predictors().items()}}
+        return eval_loaders, predictors
+
+    def _schedulers(self, method) -> dict:
+        """Each network's declared schedule (prepare() applied the run's overrides)."""
+        return {k: sched for k, opt in method.optimizers.items()
+                if (sched := optim.build_schedule(opt, method.optimizer_specs[k],
+                                                  self.cfg.epochs)) is not None}
+
+    def _close_epoch(self, method, epoch: int, stats: dict, train_time: float, evals: dict,
+                     objective: float | None, best: dict, schedulers: dict, train,
+                     started: float) -> dict:
+        """After an epoch's training and evaluation: the per-epoch statistics, the
+        schedules' step, the record, the best epoch so far (returned) and the checkpoint."""
+        cfg = self.cfg
+        stats.update(method.epoch_stats(train))
+        for sched in schedulers.values():
+            if isinstance(sched, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                sched.step(objective)
+            else:
+                sched.step()
+        record = {"epoch": epoch + 1, "train": stats, "train_seconds": train_time,
+                  "seconds": time.perf_counter() - started}
+        if evals:
+            record["eval"] = evals
+        if cfg.selection == "early_stop":
+            record["val_objective"] = objective
+        if schedulers:
+            record["lr"] = {k: o.param_groups[0]["lr"] for k, o in method.optimizers.items()}
+        score = selection_score(cfg, evals, objective)
+        if score is not None and (best["score"] is None or score > best["score"]):
+            best = {"epoch": epoch + 1, "score": score,
+                    "state": copy.deepcopy(method.networks.state_dict())}
+        self._save_epoch(method, record, best, schedulers)
+        return best
+
     def run(self) -> dict:
         keep_freed_buffers()
         resumable = self._check_out_dir()
@@ -197,16 +244,9 @@ class Trainer:
         self.precision_choice = self.precision_choice or prep.precision_choice
         cfg, method = self.cfg, prep.method
         device = torch.device(cfg.device)
-        eval_loaders = {k: InMemoryLoader(v, EVAL_BATCH, shuffle=False, device=device)
-                        for k, v in prep.evals.items()}
-        predictors = {"": method.predict_batch, **{
-            f"{k}/": (lambda batch, p=p: p(batch.x))
-            for k, p in method.auxiliary_predictors().items()}}
+        eval_loaders, predictors = self._evaluation(prep, device)
         early_stop = cfg.selection == "early_stop"
-        # each network's declared schedule (prepare() applied the run's overrides)
-        schedulers = {k: sched for k, opt in method.optimizers.items()
-                      if (sched := optim.build_schedule(opt, method.optimizer_specs[k],
-                                                        cfg.epochs)) is not None}
+        schedulers = self._schedulers(method)
         start, best = self._open(prep, resumable, schedulers)
         loader = self._training_loader(prep, device)
         train = loader.dataset
@@ -224,25 +264,8 @@ class Trainer:
             synchronize(device)  # (a GPU's queued kernels count in the epoch's time)
             train_time = time.perf_counter() - t0
             evals, objective = self._evaluate_epoch(method, epoch, eval_loaders, predictors)
-            stats.update(method.epoch_stats(train))
-            for sched in schedulers.values():
-                if isinstance(sched, torch.optim.lr_scheduler.ReduceLROnPlateau):
-                    sched.step(objective)
-                else:
-                    sched.step()
-            record = {"epoch": epoch + 1, "train": stats, "train_seconds": train_time,
-                      "seconds": time.perf_counter() - t0}
-            if evals:
-                record["eval"] = evals
-            if early_stop:
-                record["val_objective"] = objective
-            if schedulers:
-                record["lr"] = {k: o.param_groups[0]["lr"] for k, o in method.optimizers.items()}
-            score = selection_score(cfg, evals, objective)
-            if score is not None and (best["score"] is None or score > best["score"]):
-                best = {"epoch": epoch + 1, "score": score,
-                        "state": copy.deepcopy(method.networks.state_dict())}
-            self._save_epoch(method, record, best, schedulers)
+            best = self._close_epoch(method, epoch, stats, train_time, evals, objective, best,
+                                     schedulers, train, t0)
             if evals:
                 bar.set_postfix({k: f"{evals[main][k]:.1f}" for k in
                                  ("accuracy", "aligned", "conflicting") if k in evals[main]})
@@ -281,6 +304,7 @@ class Trainer:
         summary["compile"] = self.compile_choice
         if method.pack_info is not None:
             summary["pack"] = method.pack_info
+        summary.update(self.summary_extra)
         if self.stage_records:
             summary["stages"] = {}
             for name, rec in self.stage_records.items():
