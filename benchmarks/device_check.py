@@ -9,16 +9,15 @@ configurations of the bench presets (built by the bench planner, not copied):
    ``lff-cmnist``, row 99.0: the MLP with LfF's input scaling, LfF's GCE scaling) and on
    Corrupted CIFAR-10 type0 (preset ``lff-cc10-type0``, row 99.0: ResNet-20, crop + flip,
    LfF's CIFAR normalisation), each in float32 and bf16 (``precision``), each with and
-   without ``torch.compile`` (``RunConfig.compile``; skipped, with the reason recorded,
-   when this debiaskit's RunConfig has no such field). An epoch is timed by the difference
+   without ``torch.compile`` of the training step (``RunConfig.compile``). An epoch is timed by the difference
    of 1 vs 2 epochs: each variant trains 2 epochs and its time is the second epoch's
    training pass as the trainer records it in metrics.jsonl (the GPU synchronised before
    the clock is read); the first epoch holds start-up, compilation and warm-up, so the
    second is the time 2 epochs take minus the time 1 epoch takes;
 2. a short Vanilla vs LfF pair on Corrupted CIFAR-10 type0 at 99 % aligned (default 3
    epochs, seed 0, float32, no compile): their unbiased and conflicting test accuracies;
-3. seed packing on the GPU (:func:`time_seed_packing`) if ``benchmarks/pack_seeds.py``
-   takes ``--device``, else the reason it is skipped.
+3. seed packing on the GPU (:func:`time_seed_packing`): ERM and LfF on the Colored MNIST
+   MLP, 2 and 3 seeds in one process against one after another.
 
 It writes one JSON (default ``benchmarks/results/device_check_<gpu>.json``) with the
 GPU, the torch and CUDA versions, every timing, the pair's accuracies and a ``machine``
@@ -34,9 +33,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import re
-import subprocess
 import sys
 import tempfile
 import time
@@ -80,13 +77,6 @@ def one_line(err: BaseException) -> str:
 def slug(name: str) -> str:
     """``NVIDIA A100-SXM4-80GB`` -> ``nvidia-a100-sxm4-80gb`` (for the default file name)."""
     return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "gpu"
-
-
-def has_compile_option() -> bool:
-    """Whether this debiaskit's RunConfig has the ``compile`` field."""
-    from debiaskit.train import RunConfig
-
-    return "compile" in {f.name for f in dataclasses.fields(RunConfig)}
 
 
 def preset_configs(preset: str, row: str, epochs: int, data_dir=None,
@@ -137,36 +127,28 @@ def time_variant(cfg, workdir: Path) -> dict:
             "wall_seconds": timed["wall_seconds"], "train_images": timed["train_images"]}
 
 
-def timing_variants(compile_ok: bool, with_compile: bool) -> list[tuple[str, str, bool | None]]:
-    """(precision, compile key, compile value or None for "skipped") of every variant."""
+def timing_variants(with_compile: bool) -> list[tuple[str, str, bool]]:
+    """(precision, compile key, ``RunConfig.compile``) of every variant."""
     out = []
     for precision in PRECISIONS:
         out.append((precision, "compile_off", False))
         if with_compile:
-            out.append((precision, "compile_on", True if compile_ok else None))
+            out.append((precision, "compile_on", True))
     return out
 
 
 def run_timings(workdir: Path, data_dir=None, train_subset=None, with_compile=True,
                 log=print) -> dict:
     """Workload -> method -> precision -> compile_on / compile_off -> :func:`time_variant`."""
-    compile_ok = has_compile_option()
-    reason = ("this debiaskit's RunConfig has no compile field (torch.compile is not part of "
-              "its training loop), so the compiled variants are not measured")
     out = {}
     for workload, (preset, row) in WORKLOADS.items():
         configs = preset_configs(preset, row, 2, data_dir, train_subset)
         out[workload] = {"preset": preset, "row": row}
         for display, cfg in configs.items():
             per_method = out[workload].setdefault(display, {})
-            for precision, key, compiled in timing_variants(compile_ok, with_compile):
-                if compiled is None:
-                    result = {"skipped": reason}
-                else:
-                    variant = dataclasses.replace(cfg, precision=precision)
-                    if compile_ok:
-                        variant = dataclasses.replace(variant, compile=compiled)
-                    result = time_variant(variant, workdir)
+            for precision, key, compiled in timing_variants(with_compile):
+                variant = dataclasses.replace(cfg, precision=precision, compile=compiled)
+                result = time_variant(variant, workdir)
                 per_method.setdefault(precision, {})[key] = result
                 shown = (f"{result['seconds_per_epoch']:.2f} s/epoch"
                          if "seconds_per_epoch" in result
@@ -199,28 +181,18 @@ def run_pair(workdir: Path, epochs: int, data_dir=None, train_subset=None, log=p
     return out
 
 
-def time_seed_packing(device: str = "cuda", python: str = sys.executable,
-                      timeout: float = 600) -> dict:
-    """Seed packing measured on ``device`` by ``benchmarks/pack_seeds.py``, when that script
-    takes a ``--device`` option (its JSON, under ``result``); otherwise ``{"skipped":
-    reason}``; ``{"error": ...}`` if it fails."""
-    script = ROOT / "benchmarks" / "pack_seeds.py"
-    if not script.exists():
-        return {"skipped": "benchmarks/pack_seeds.py is not in this checkout"}
-    helped = subprocess.run([python, str(script), "--help"], capture_output=True, text=True,
-                            timeout=timeout)
-    if helped.returncode != 0 or "--device" not in helped.stdout:
-        return {"skipped": "benchmarks/pack_seeds.py has no --device option in this version, "
-                           "so seed packing is not measured on the GPU"}
-    with tempfile.TemporaryDirectory() as tmp:
-        result = Path(tmp) / "pack_seeds.json"
-        command = [python, str(script), "--device", device, "--out", str(result)]
-        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
-        if done.returncode != 0 or not result.exists():
-            last = (done.stderr.strip().splitlines() or ["no output"])[-1]
-            return {"error": f"exit status {done.returncode}: {last[:300]}"}
-        return {"command": " ".join(["python", "benchmarks/pack_seeds.py", "--device", device]),
-                "result": json.loads(result.read_text())}
+def time_seed_packing(device: str = "cuda", data_dir=None, train_subset=None) -> dict:
+    """Seed packing in the real trainer on ``device`` (:func:`pack_seeds.measure`: ERM and
+    LfF on the Colored MNIST MLP, G = 2 and 3 seeds packed against one after another), or
+    ``{"error": ...}`` if it fails."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from pack_seeds import measure
+    try:
+        return {"function": "benchmarks/pack_seeds.py: measure", "result": measure(
+            device=device, groups=(2, 3), epochs=1, data_dir=data_dir,
+            train_subset=train_subset, log=lambda *_: None)}
+    except Exception as err:  # recorded; the other measurements stand
+        return {"error": one_line(err)}
 
 
 def gpu_record() -> dict:
@@ -292,7 +264,7 @@ def main(argv=None) -> int:
     except DebiaskitError as err:  # bad input (e.g. no data directory): nothing written
         print(f"device_check: {err}", file=sys.stderr)
         return 2
-    record["seed_packing"] = time_seed_packing("cuda")
+    record["seed_packing"] = time_seed_packing("cuda", args.data_dir, args.train_subset)
     record["total_seconds"] = time.perf_counter() - started
     runs.write_json(out, record)
     print(f"device_check: wrote {out} ({record['total_seconds'] / 60:.1f} min)")

@@ -15,8 +15,10 @@ severity 4, ResNet-20, batch 256, random crop + flip) through the library and ti
   * LfF's step over Vanilla's (the issue's bound: <= 2.1; two networks are 2.0).
 
 for every ``--precision`` (``fp32``; ``bf16`` autocast where this CPU computes bf16
-natively) and ``--compile`` variant (``off``; ``on``: :mod:`debiaskit.compiled`'s compiled
-step, whose compilation is timed separately and excluded). Repeats are interleaved, and each
+natively) and ``--compile`` variant (``off``; ``on``: the step through
+:func:`debiaskit.train.compiled_update`, as ``--compile on`` trains, and the networks' pass
+through ``torch.compile``; the warm-up, which holds the compilation, is timed separately
+and excluded). Repeats are interleaved, and each
 figure is the best of ``--repeats``. Optionally ``--profile`` adds torch.profiler's ten
 costliest operators of one LfF step. Writes JSON (``--out``) with a ``machine`` record.
 
@@ -27,7 +29,9 @@ costliest operators of one LfF step. Writes JSON (``--out``) with a ``machine`` 
 from __future__ import annotations
 
 import argparse
+import tempfile
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -35,51 +39,57 @@ import torch.nn.functional as F
 from debiaskit import runs
 from debiaskit.allocator import keep_freed_buffers
 from debiaskit.bench.presets import get_preset
+from debiaskit.bench.runner import plan
 from debiaskit.data.augment import AUGMENTATIONS
 from debiaskit.data.loader import InMemoryLoader
 from debiaskit.precision import native_bf16
-from debiaskit.train import RunConfig, arithmetic, machine, prepare
+from debiaskit.train import RunConfig, arithmetic, compiled_update, machine, prepare
 
 PRESET, ROW = "lff-cc10-type0", 99.0
 
 
-def preset_config(method: str, precision: str, compile_: bool, data_dir) -> RunConfig:
-    """The preset's run of ``method`` (Vanilla or LfF) at the 99 % row, seed 0."""
-    preset = get_preset(PRESET)
-    cfg = preset.run_config(method, ROW, seed=0)
-    return RunConfig(**{**cfg.__dict__, "precision": precision, "compile": compile_,
-                        "data_dir": data_dir, "force_precision": True})
+def preset_config(method: str, precision: str, compiled: bool, data_dir) -> RunConfig:
+    """The preset's run of ``method`` ("Vanilla" or "LfF") at the 99 % row, seed 0."""
+    planned = plan(get_preset(PRESET), Path(tempfile.gettempdir()) / "step-profile", 1,
+                   methods=[method], rows=[str(ROW)], data_dir=data_dir, precision=precision,
+                   force_precision=True, compile=compiled)
+    return planned[0].config
 
 
-def batches(prep, cfg: RunConfig, n: int) -> list:
-    loader = InMemoryLoader(prep.train, cfg.batch_size, shuffle=True, seed=0,
-                            drop_last=prep.method.drop_last,
-                            augment=AUGMENTATIONS[cfg.augment]())
-    return loader, [b for _, b in zip(range(n), loader.epoch(0))]
+def loader_of(prep, cfg: RunConfig) -> InMemoryLoader:
+    return InMemoryLoader(prep.train, cfg.batch_size, shuffle=True, seed=0,
+                          drop_last=prep.method.drop_last,
+                          augment=AUGMENTATIONS[cfg.augment]())
 
 
-def time_steps(prep, cfg, loader, n: int) -> tuple[float, float]:
-    """(seconds per whole step, seconds per loader batch) over ``n`` steps."""
-    method, t_batch = prep.method, 0.0
-    method.train(True)
-    it = loader.epoch(1)
+def time_steps(step, cfg, loader, epoch: int, n: int) -> tuple[float, float, list]:
+    """(seconds per whole step, seconds per loader batch, the batches) over ``n`` steps."""
+    t_batch, seen = 0.0, []
+    it = loader.epoch(epoch)
     t0 = time.perf_counter()
     for _ in range(n):
         tb = time.perf_counter()
         batch = next(it)
         t_batch += time.perf_counter() - tb
         with arithmetic(cfg):
-            method.update(batch)
-    return (time.perf_counter() - t0) / n, t_batch / n
+            step(batch)
+        seen.append(batch)
+    return (time.perf_counter() - t0) / n, t_batch / n, seen
 
 
-def time_networks(prep, cfg, chosen: list) -> float:
+def networks_pass(nets):
+    """The networks' forward passes and a cross-entropy on each: what backward is run on."""
+    def forward(x, y):
+        return sum(F.cross_entropy(net(x), y) for net in nets)
+    return forward
+
+
+def time_networks(forward, cfg, nets, chosen: list) -> float:
     """Seconds per batch of the networks' forward and backward alone (no optimiser step)."""
-    nets = list(prep.method.networks.values())
     t0 = time.perf_counter()
     for batch in chosen:
         with arithmetic(cfg):
-            loss = sum(F.cross_entropy(net(batch.x), batch.y) for net in nets)
+            loss = forward(batch.x, batch.y)
         loss.backward()
     for net in nets:
         net.zero_grad(set_to_none=True)
@@ -111,44 +121,50 @@ def main() -> None:
     for precision in precisions:
         for compiled in compiles:
             key = f"{precision}{'-compile' if compiled else ''}"
-            preps = {}
+            timed = {}
             for method in ("Vanilla", "LfF"):
                 cfg = preset_config(method, precision, compiled, args.data_dir)
                 prep = prepare(cfg)
-                loader, chosen = batches(prep, cfg, args.steps)
+                prep.method.train(True)
+                loader = loader_of(prep, cfg)
+                nets = list(prep.method.networks.values())
+                step = compiled_update(prep.method) if compiled else prep.method.update
+                forward = networks_pass(nets)
+                forward = torch.compile(forward) if compiled else forward
                 t0 = time.perf_counter()
-                time_steps(prep, cfg, loader, 2)  # warm-up (and compilation)
-                warm = time.perf_counter() - t0
-                preps[method] = (prep, cfg, loader, chosen, warm)
+                _, _, warm_batches = time_steps(step, cfg, loader, 0, 2)  # warm-up, compilation
+                time_networks(forward, cfg, nets, warm_batches)
+                timed[method] = (step, forward, nets, cfg, loader, time.perf_counter() - t0)
             best = {m: {"step": float("inf"), "batch": float("inf"), "networks": float("inf")}
-                    for m in preps}
-            for _ in range(args.repeats):
-                for m, (prep, cfg, loader, chosen, _) in preps.items():
-                    step, batch = time_steps(prep, cfg, loader, args.steps)
-                    nets = time_networks(prep, cfg, chosen)
-                    for k, v in (("step", step), ("batch", batch), ("networks", nets)):
+                    for m in timed}
+            for r in range(args.repeats):  # interleaved
+                for m, (step, forward, nets, cfg, loader, _) in timed.items():
+                    t_step, t_batch, seen = time_steps(step, cfg, loader, 1 + r, args.steps)
+                    t_nets = time_networks(forward, cfg, nets, seen)
+                    for k, v in (("step", t_step), ("batch", t_batch), ("networks", t_nets)):
                         best[m][k] = min(best[m][k], v)
             out = {}
             for m, b in best.items():
                 out[m] = {"step_seconds": b["step"], "batch_seconds": b["batch"],
                           "networks_seconds": b["networks"],
                           "outside_networks_share": 1.0 - b["networks"] / b["step"],
-                          "warmup_seconds": preps[m][4]}
+                          "warmup_and_compile_seconds": timed[m][5]}
             out["lff_over_vanilla"] = best["LfF"]["step"] / best["Vanilla"]["step"]
             res["variants"][key] = out
             print(f"{key:14s} Vanilla {best['Vanilla']['step']:.3f} s/step "
                   f"(outside networks {100 * out['Vanilla']['outside_networks_share']:.1f} %), "
                   f"LfF {best['LfF']['step']:.3f} s/step (outside networks "
                   f"{100 * out['LfF']['outside_networks_share']:.1f} %), "
-                  f"LfF / Vanilla {out['lff_over_vanilla']:.2f}")
+                  f"LfF / Vanilla {out['lff_over_vanilla']:.2f}", flush=True)
     if args.profile:
         cfg = preset_config("LfF", precisions[0], False, args.data_dir)
         prep = prepare(cfg)
-        loader, _ = batches(prep, cfg, 1)
-        time_steps(prep, cfg, loader, 1)
+        prep.method.train(True)
+        loader = loader_of(prep, cfg)
+        time_steps(prep.method.update, cfg, loader, 0, 1)
         from torch.profiler import ProfilerActivity, profile
         with profile(activities=[ProfilerActivity.CPU]) as prof:
-            time_steps(prep, cfg, loader, 3)
+            time_steps(prep.method.update, cfg, loader, 1, 3)
         table = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=10)
         print(table)
         res["profile_lff_top10"] = table

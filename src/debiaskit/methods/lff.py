@@ -47,14 +47,28 @@ class LfF(Method):
     seed_packable = True
 
     def update(self, batch):
-        # both models read the same batch: their first layers as one product (packed)
-        logits_b, logits_d = self.forward_shared(
-            [self.networks["biased"], self.networks["debiased"]], batch.x)
-        loss, stats = self.objective_from_logits(
-            batch, {"biased": logits_b, "debiased": logits_d})
         for opt in self.optimizers.values():
             opt.zero_grad(set_to_none=True)
-        loss.backward()  # the two losses touch disjoint parameters
+        if self.pack is False:
+            # one network at a time: the biased model's graph is freed before the debiased
+            # model's forward pass, so only one network's activations are alive (the
+            # gradients equal those of the summed loss: the losses touch disjoint weights)
+            loss_b, logged_b = self._biased_objective(
+                batch, self.networks["biased"](batch.x))
+            loss_b.backward()
+            loss_d, weight = self._debiased_objective(
+                batch, self.networks["debiased"](batch.x))
+            loss_d.backward()
+            stats = self._stats(logged_b, loss_d, weight)
+            if self.pack_info is None:
+                self.pack_info = {"mode": "off", "packed": False}
+        else:
+            # both models read the same batch: their first layers as one product (packed)
+            logits_b, logits_d = self.forward_shared(
+                [self.networks["biased"], self.networks["debiased"]], batch.x)
+            loss, stats = self.objective_from_logits(
+                batch, {"biased": logits_b, "debiased": logits_d})
+            loss.backward()  # the two losses touch disjoint parameters
         for opt in self.optimizers.values():
             opt.step()
         return {k: v.item() for k, v in stats.items()}
@@ -62,22 +76,34 @@ class LfF(Method):
     def objective_from_logits(self, batch, logits):
         """Both models' losses on ``batch`` (their sum: the two touch disjoint parameters),
         after the batch's CE losses entered the per-sample EMA tables."""
-        logits_b, logits_d = logits["biased"], logits["debiased"]
-        ce_b = F.cross_entropy(logits_b, batch.y, reduction="none")
-        ce_d = F.cross_entropy(logits_d, batch.y, reduction="none")
-        self.tables["biased"].update(batch.index, ce_b)
-        self.tables["debiased"].update(batch.index, ce_d)
-        weight = self.sample_weights(batch.index)
+        loss_b, logged_b = self._biased_objective(batch, logits["biased"])
+        loss_d, weight = self._debiased_objective(batch, logits["debiased"])
+        return loss_b + loss_d, self._stats(logged_b, loss_d, weight)
 
+    def _biased_objective(self, batch, logits_b):
+        """The biased model's loss (Eq. 2) after its CE losses entered its EMA table, and
+        the value to log."""
+        ce_b = F.cross_entropy(logits_b, batch.y, reduction="none")
+        self.tables["biased"].update(batch.index, ce_b)
         loss_b = self.biased_loss(logits_b, batch.y, ce_b)
-        loss_d = (ce_d * weight).mean()
         logged_b = loss_b
         if self.hp["gce_code_scale"]:  # log the (scaled) GCE value, not the surrogate
             logged_b = generalized_cross_entropy(logits_b.detach(), batch.y, self.hp["q"],
                                                  True, ce=ce_b.detach()).mean()
-        return loss_b + loss_d, {"loss_biased": logged_b.detach(),
-                                 "loss_debiased": loss_d.detach(),
-                                 "weight_mean": weight.mean()}
+        return loss_b, logged_b
+
+    def _debiased_objective(self, batch, logits_d):
+        """The debiased model's W(x)-weighted CE (Eq. 1) after its CE losses entered its
+        EMA table (the biased table already holds this batch), and the weights."""
+        ce_d = F.cross_entropy(logits_d, batch.y, reduction="none")
+        self.tables["debiased"].update(batch.index, ce_d)
+        weight = self.sample_weights(batch.index)
+        return (ce_d * weight).mean(), weight
+
+    @staticmethod
+    def _stats(logged_b, loss_d, weight) -> dict:
+        return {"loss_biased": logged_b.detach(), "loss_debiased": loss_d.detach(),
+                "weight_mean": weight.mean()}
 
     def biased_loss(self, logits_b, y, ce_b):
         """The biased model's batch loss: mean GCE (Eq. 2). With ``gce_code_scale`` it is
