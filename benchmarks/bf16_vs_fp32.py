@@ -4,8 +4,8 @@ Compares two finished bench folders of one preset, trained with the same seeds, 
 float32 and one in bf16 (``debiaskit bench PRESET --precision fp32|bf16``): for every
 method, row and column both hold, the mean and sample standard deviation over seeds in
 each precision, the difference of the means, the seed-by-seed (paired) differences with a
-two-sided 95 % t interval, and whether the difference of the means lies within one seed
-standard deviation of float32 (the verdict "within seed noise"). Reads each folder's
+two-sided 95 % t interval, and whether the paired interval covers zero and whether the difference of the
+means lies within one seed standard deviation of float32. Reads each folder's
 results.json. Writes JSON (``--out``) and prints a Markdown table.
 
     python benchmarks/bf16_vs_fp32.py FP32_FOLDER BF16_FOLDER [--out F.json]
@@ -38,8 +38,10 @@ def compare(fp32: dict, bf16: dict) -> dict:
         out[key] = {"fp32_mean": a["mean"], "fp32_std": a["std"], "bf16_mean": b["mean"],
                     "bf16_std": b["std"], "difference_of_means": gap,
                     "paired_mean_difference": mean_d,
-                    "paired_95_interval": [mean_d - half, mean_d + half], "seeds": n,
-                    "within_one_fp32_std": abs(gap) <= a["std"]}
+                    "paired_95_interval": [float(mean_d - half), float(mean_d + half)],
+                    "seeds": n,
+                    "paired_interval_covers_zero": bool(mean_d - half <= 0.0 <= mean_d + half),
+                    "within_one_fp32_std": bool(abs(gap) <= a["std"])}
     return out
 
 
@@ -61,7 +63,7 @@ def main() -> None:
           "| within one float32 std |")
     print("|---|---|---|---|---|---|")
     for key, r in rows.items():
-        lo, hi = r["paired_95_interval"]
+        lo, hi = (float(v) for v in r["paired_95_interval"])
         print(f"| {key} | {r['fp32_mean']:.2f} +- {r['fp32_std']:.2f} | {r['bf16_mean']:.2f} "
               f"+- {r['bf16_std']:.2f} | {r['difference_of_means']:+.2f} | [{lo:+.2f}, "
               f"{hi:+.2f}] | {'yes' if r['within_one_fp32_std'] else 'no'} |")

@@ -183,15 +183,10 @@ class _Stop(Exception):
     pass
 
 
-@pytest.mark.slow
-@pytest.mark.skipif(torch.cuda.is_available(), reason="loads GPU-tagged files onto the CPU "
-                    "where there is no GPU")
-def test_a_run_checkpointed_on_a_gpu_resumes_and_explains_on_the_cpu(data_dir, tmp_path,
-                                                                     monkeypatch):
+def _train_to_the_first_checkpoint(cfg, out, monkeypatch) -> None:
+    """Train ``cfg`` into ``out`` and stop it right after its first checkpoint (a kill)."""
     from debiaskit.train import trainer
 
-    cfg = RunConfig(method="lff", epochs=2, data_dir=data_dir, **SMALL)
-    whole = train(cfg, tmp_path / "whole")
     save = trainer.Trainer._save_epoch
 
     def stop_after_first(self, method, record, best, schedulers):
@@ -201,7 +196,17 @@ def test_a_run_checkpointed_on_a_gpu_resumes_and_explains_on_the_cpu(data_dir, t
     with monkeypatch.context() as m:
         m.setattr(trainer.Trainer, "_save_epoch", stop_after_first)
         with pytest.raises(_Stop):
-            train(cfg, tmp_path / "cut")
+            train(cfg, out)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(torch.cuda.is_available(), reason="loads GPU-tagged files onto the CPU "
+                    "where there is no GPU")
+def test_a_run_checkpointed_on_a_gpu_resumes_and_explains_on_the_cpu(data_dir, tmp_path,
+                                                                     monkeypatch):
+    cfg = RunConfig(method="lff", epochs=2, data_dir=data_dir, **SMALL)
+    whole = train(cfg, tmp_path / "whole")
+    _train_to_the_first_checkpoint(cfg, tmp_path / "cut", monkeypatch)
     assert runs.read_json(tmp_path / "cut" / runs.CONFIG)["runtime"]["device"] == "cpu"
     ckpt_path = tmp_path / "cut" / runs.CHECKPOINT
     ckpt = runs.load_torch(ckpt_path)
@@ -319,19 +324,8 @@ def test_a_cuda_run_has_the_structure_of_a_cpu_run(data_dir, tmp_path):
 @pytest.mark.cuda
 @pytest.mark.slow
 def test_a_run_checkpointed_on_cuda_resumes_on_the_cpu(data_dir, tmp_path, monkeypatch):
-    from debiaskit.train import trainer
-
     cfg = RunConfig(method="lff", epochs=3, data_dir=data_dir, device="cuda", **SMALL)
-    save = trainer.Trainer._save_epoch
-
-    def stop_after_first(self, method, record, best, schedulers):
-        save(self, method, record, best, schedulers)
-        raise _Stop
-
-    with monkeypatch.context() as m:
-        m.setattr(trainer.Trainer, "_save_epoch", stop_after_first)
-        with pytest.raises(_Stop):
-            train(cfg, tmp_path / "run")
+    _train_to_the_first_checkpoint(cfg, tmp_path / "run", monkeypatch)
     ckpt = torch.load(tmp_path / "run" / runs.CHECKPOINT, weights_only=False)
     assert ckpt["cuda_rng"] is not None
     assert next(iter(ckpt["method"]["module"].values())).device.type == "cuda"
