@@ -13,7 +13,7 @@ SMALL = dict(data_params={"conflict_ratio": 0.02}, eval_subset=500, progress=Fal
 
 @pytest.mark.parametrize("method, model, subset, reason", [
     ("lff", "mlp", 600, "auto: off, no convolutional network"),
-    ("erm", "resnet20", 300, "auto: off, method erm does not declare a compiled step"),
+    ("groupdro", "resnet20", 300, "auto: off, method groupdro does not declare a compiled step"),
     ("lff", "resnet20", 300, f"auto: off, 2 training steps, fewer than {COMPILE_MIN_STEPS}"),
 ])
 def test_auto_compiles_only_declared_convolutional_runs_long_enough(

@@ -13,6 +13,7 @@ class ERM(Method):
     """Empirical risk minimisation: the "Vanilla" rows of every table."""
 
     name = "erm"
+    compile_step = True
     declared_hparams = {
         **optimiser_hparams(1e-3),
     }

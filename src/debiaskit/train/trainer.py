@@ -24,10 +24,9 @@ from .evaluation import EVAL_BATCH, arithmetic, evaluate, heldout_objective, sel
 from .record import machine, peak_rss_mib, protocol_text, versions
 
 
-#: ``compile="auto"`` compiles only runs with at least this many training steps: the
-#: compilation of a ResNet-20 step costs minutes on a CPU, repaid by a per-step saving
-#: (benchmarks/step_profile.py; docs/speed.md).
-COMPILE_MIN_STEPS = 500
+#: ``compile="auto"`` compiles only runs with at least this many training steps, enough to
+#: repay a cold compilation by the per-step saving in every case docs/speed.md measured.
+COMPILE_MIN_STEPS = 2500
 
 
 def compiled_update(method):
