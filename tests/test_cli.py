@@ -330,7 +330,8 @@ def test_bench_on_a_local_ray_cluster(tmp_path, data_dir):
                          ray_address="local")
     finally:
         ray.shutdown()
-    assert "running 2 on Ray cluster local" in lines[0]
+    assert lines[0].startswith("precision for mlp on colored_mnist: auto: fp32")
+    assert "running 2 on Ray cluster local" in lines[1]
     assert len([x for x in lines if "seed 0: unbiased" in x]) == 2
     assert "| 99.0 |" in text and "(n=1)" in text
 
