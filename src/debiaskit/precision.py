@@ -17,8 +17,16 @@ in every process: the probe runs once.
 
 from __future__ import annotations
 
-import torch
+import fcntl
+import json
+import os
+import time
+from pathlib import Path
 
+import torch
+import torch.nn.functional as F
+
+from .device import synchronize
 from .errors import ConfigError, unknown_name
 
 #: name -> autocast dtype (None: plain float32)
@@ -74,15 +82,22 @@ def native_bf16(device: str = "cpu") -> bool:
     return True  # other accelerators: their own business
 
 
+def hardware(device: str = "cpu") -> str:
+    """How messages name the hardware of ``device``: the CPU's model and torch's CPU
+    capability, or the device."""
+    if torch.device(device).type == "cpu":
+        return f"this CPU ({cpu_name()}; torch CPU capability " \
+               f"{torch.backends.cpu.get_cpu_capability()})"
+    return f"device {device}"
+
+
 def check_precision(precision: str, device: str = "cpu", force: bool = False) -> None:
     """ConfigError for an unknown precision, or bf16 on hardware without native bf16
     (unless ``force``)."""
     if precision not in CHOICES:
         raise unknown_name("precision", precision, CHOICES)
     if precision == "bf16" and not force and not native_bf16(device):
-        where = (f"this CPU ({cpu_name()}; torch CPU capability "
-                 f"{torch.backends.cpu.get_cpu_capability()})"
-                 if torch.device(device).type == "cpu" else f"device {device}")
+        where = hardware(device)
         raise ConfigError(f"--precision bf16: {where} has no native bf16 arithmetic (AVX512-BF16 "
                           "or AMX), where autocast emulates it and runs slower than float32 "
                           "(README, Precision); use --precision fp32 or auto, or add "
@@ -110,8 +125,6 @@ def probe_seconds(make_network, input_shape, num_classes: int, batch_size: int,
     from ``make_network`` on a random batch, in float32 and under bf16 autocast: the best of
     ``rounds`` interleaved rounds after one warm-up pass each. Leaves the global RNG as it
     found it (the run's own initialisation is unaffected)."""
-    import time
-    import torch.nn.functional as F
     with torch.random.fork_rng(devices=[]):
         net = make_network().to(device)
         net.to(memory_format=memory_format)  # as the run lays out its 4-d weights
@@ -126,8 +139,7 @@ def probe_seconds(make_network, input_shape, num_classes: int, batch_size: int,
         with arithmetic(name, device):
             loss = F.cross_entropy(net(x), y)
         loss.backward()
-        if torch.device(device).type == "cuda":
-            torch.cuda.synchronize()
+        synchronize(device)
         net.zero_grad(set_to_none=True)
         return time.perf_counter() - t0
 
@@ -145,8 +157,7 @@ def choose_precision(requested: str, device: str, probe) -> tuple[str, str]:
     :func:`probe_seconds`) finds it at most :data:`AUTO_MARGIN` of float32's time."""
     if requested != "auto":
         return requested, "requested"
-    where = (f"{cpu_name()} (torch CPU capability {torch.backends.cpu.get_cpu_capability()})"
-             if torch.device(device).type == "cpu" else f"device {device}")
+    where = hardware(device)
     if not native_bf16(device):
         return "fp32", f"auto: float32, no native bf16 on {where}"
     t = probe()
@@ -158,10 +169,8 @@ def choose_precision(requested: str, device: str, probe) -> tuple[str, str]:
                     f"needs <= {AUTO_MARGIN}x)")
 
 
-def choices_file() -> "Path":
+def choices_file() -> Path:
     """Where :func:`remembered` keeps auto's choices (:data:`PRECISION_CACHE_ENV`)."""
-    import os
-    from pathlib import Path
     if os.environ.get(PRECISION_CACHE_ENV):
         return Path(os.environ[PRECISION_CACHE_ENV]).expanduser()
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
@@ -173,9 +182,6 @@ def remembered(key: dict, decide) -> tuple[str, str]:
     input, batch), else ``decide()``'s, then remembered. A lock serialises processes, so
     concurrent runs of one command wait for one probe and take its choice. A file that
     cannot be read or written only costs a new probe."""
-    import fcntl
-    import json
-    import os
     path = choices_file()
     text = json.dumps(key, sort_keys=True, default=str)
     try:

@@ -113,8 +113,12 @@ def add_device_option(p) -> None:
                    "cuda:N; a device that is not here is an error")
 
 
+#: ``--pack`` / ``--compile`` choices -> their RunConfig values.
+ON_OFF_AUTO = {"auto": "auto", "on": True, "off": False}
+
+
 def add_pack_options(p, more: str = "the same numbers in every process") -> None:
-    p.add_argument("--pack", choices=("auto", "on", "off"), default="off",
+    p.add_argument("--pack", choices=tuple(ON_OFF_AUTO), default="off",
                    help=f"networks that read the same batch: one by one (off, the default: "
                    f"{more}), first layers as one product (on), or whichever the first batch "
                    "times faster on this CPU (auto); on and auto change results by float "
@@ -124,7 +128,7 @@ def add_pack_options(p, more: str = "the same numbers in every process") -> None
 
 def pack_mode(args):
     """RunConfig.pack from --pack / --no-pack."""
-    return False if args.no_pack else {"auto": "auto", "on": True, "off": False}[args.pack]
+    return False if args.no_pack else ON_OFF_AUTO[args.pack]
 
 
 def add_precision_options(p, more: str = "") -> None:
@@ -138,7 +142,7 @@ def add_precision_options(p, more: str = "") -> None:
                    f"hardware has no native bf16){more}")
     p.add_argument("--force-precision", action="store_true",
                    help="run bf16 even without native bf16 (to measure it)")
-    p.add_argument("--compile", choices=("auto", "on", "off"), default="auto",
+    p.add_argument("--compile", choices=tuple(ON_OFF_AUTO), default="auto",
                    help="run the training step through torch.compile: auto (the default: on "
                    "for methods whose compiled step is measured and tested, when their "
                    "networks are convolutional), on or off; changes results by float rounding")
@@ -146,7 +150,7 @@ def add_precision_options(p, more: str = "") -> None:
 
 def compile_mode(args):
     """RunConfig.compile from --compile."""
-    return {"auto": "auto", "on": True, "off": False}[args.compile]
+    return ON_OFF_AUTO[args.compile]
 
 
 #: Options whose RunConfig field has another name or needs parsing.

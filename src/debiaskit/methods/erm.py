@@ -14,6 +14,7 @@ class ERM(Method):
 
     name = "erm"
     compile_step = True
+    seed_packable = True
     declared_hparams = {
         **optimiser_hparams(1e-3),
     }
@@ -21,8 +22,6 @@ class ERM(Method):
     def __init__(self, spec, make_network, hparams=None):
         super().__init__(spec, make_network, hparams)
         self.add_network("model", make_network())
-
-    seed_packable = True
 
     def objective_from_logits(self, batch, logits):
         loss = F.cross_entropy(logits["model"], batch.y)

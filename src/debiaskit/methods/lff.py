@@ -23,6 +23,7 @@ class LfF(Method):
     name = "lff"
     relative_cost = 2.0
     compile_step = True
+    seed_packable = True
     declared_hparams = {
         **optimiser_hparams(1e-3, of="both models"),
         "q": HParam(0.7, "GCE exponent q of the biased model (Eq. 2)", 0.0, 1.0,
@@ -43,8 +44,6 @@ class LfF(Method):
         """Current relative-difficulty weights W(x) of the training samples at ``index``."""
         return relative_difficulty(self.tables["biased"].normalized(index),
                                    self.tables["debiased"].normalized(index))
-
-    seed_packable = True
 
     def update(self, batch):
         for opt in self.optimizers.values():

@@ -16,7 +16,7 @@ from ..data.protocols import build_data
 from ..errors import ConfigError, DebiaskitError
 from ..methods import DataSpec, RunContext, get_method
 from ..models import NetworkFactory
-from ..precision import CHOICES, PRECISION_AUTO_ENV, check_precision
+from ..precision import PRECISION_AUTO_ENV, PRECISIONS, check_precision
 from .config import MEMORY_FORMATS, RunConfig, check_config, config_from_run
 
 @dataclass
@@ -145,7 +145,7 @@ def resolve_precision(cfg: RunConfig, make_network, input_shape, num_classes: in
                      "reason": "requested"}
     pinned = os.environ.get(PRECISION_AUTO_ENV)
     if pinned:
-        if pinned not in CHOICES or pinned == "auto":
+        if pinned not in PRECISIONS:
             raise ConfigError(f"{PRECISION_AUTO_ENV}={pinned}: name fp32 or bf16 (or unset it "
                               "to let --precision auto probe this machine)")
         check_precision(pinned, cfg.device, cfg.force_precision)

@@ -36,6 +36,7 @@ from tqdm import tqdm
 
 from .. import optim, runs
 from ..allocator import keep_freed_buffers
+from ..device import resolve_device
 from ..errors import ConfigError
 from ..methods import get_method
 from ..models.stacked import StackedMLP, stackable
@@ -50,9 +51,10 @@ _RUNTIME_ONLY = ("seed", "progress")
 
 
 def device_type(device: str) -> str:
-    """"cuda" or "cpu" (etc.) for a run's ``device`` ("auto": cuda if torch sees one)."""
+    """"cuda" or "cpu" (etc.) for a run's ``device`` ("auto" as
+    :func:`debiaskit.device.resolve_device` resolves it)."""
     if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
+        device = resolve_device(device)
     try:
         return torch.device(device).type
     except RuntimeError as err:

@@ -134,14 +134,15 @@ class Trainer:
         repay the compilation); records the decision in :attr:`compile_choice`."""
         requested = self.cfg.compile
         if requested == "auto":
-            convolutional = any(isinstance(m, torch.nn.Conv2d)
-                                for m in method.networks.modules())
-            why_not = (f"method {method.name} does not declare a compiled step"
-                       if not method.compile_step else "no convolutional network"
-                       if not convolutional else f"{steps} training steps, fewer than "
-                       f"{COMPILE_MIN_STEPS}" if steps < COMPILE_MIN_STEPS else None)
+            why_not = None
+            if not method.compile_step:
+                why_not = f"method {method.name} does not declare a compiled step"
+            elif not any(isinstance(m, torch.nn.Conv2d) for m in method.networks.modules()):
+                why_not = "no convolutional network"
+            elif steps < COMPILE_MIN_STEPS:
+                why_not = f"{steps} training steps, fewer than {COMPILE_MIN_STEPS}"
             use = why_not is None
-            reason = ("auto: off, " + why_not if why_not else
+            reason = (f"auto: off, {why_not}" if why_not else
                       f"auto: on, convolutional networks, {steps} training steps")
         else:
             use, reason = bool(requested), "requested"
