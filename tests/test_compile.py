@@ -11,6 +11,7 @@ SMALL = dict(data_params={"conflict_ratio": 0.02}, eval_subset=500, progress=Fal
              threads=1, epochs=1, precision="fp32")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method, model, subset, reason", [
     ("lff", "mlp", 600, "auto: off, no convolutional network"),
     ("groupdro", "resnet20", 300, "auto: off, method groupdro does not declare a compiled step"),

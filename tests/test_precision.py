@@ -45,6 +45,7 @@ def test_probe_times_both_precisions_and_leaves_the_rng_alone():
     assert torch.equal(torch.get_rng_state(), state)
 
 
+@pytest.mark.slow
 def test_auto_resolves_in_the_run_records_why_and_remembers(data_dir, tmp_path, monkeypatch):
     monkeypatch.delenv("DEBIASKIT_PRECISION_AUTO", raising=False)
     monkeypatch.setenv("DEBIASKIT_PRECISION_CACHE", str(tmp_path / "choices.json"))
@@ -70,6 +71,7 @@ def test_auto_resolves_in_the_run_records_why_and_remembers(data_dir, tmp_path, 
     assert other["precision"]["precision"] == "fp32" and "float32, seed" in other["protocol"]
 
 
+@pytest.mark.slow
 def test_the_environment_pins_auto_and_a_bad_value_is_refused(data_dir, tmp_path, monkeypatch):
     monkeypatch.setattr(precision, "probe_seconds", _never)
     monkeypatch.setenv("DEBIASKIT_PRECISION_AUTO", "bf16")
@@ -82,6 +84,7 @@ def test_the_environment_pins_auto_and_a_bad_value_is_refused(data_dir, tmp_path
     assert not (tmp_path / "b").exists()
 
 
+@pytest.mark.slow
 def test_a_resumed_run_keeps_the_precision_of_its_first_start(data_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("DEBIASKIT_PRECISION_AUTO", "bf16")
     cfg = RunConfig(method="erm", data_dir=data_dir, **{**SMALL, "epochs": 2})
