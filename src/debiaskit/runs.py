@@ -4,7 +4,10 @@ Layout (docs/model-selection.md, "The run directory")::
 
     config.json      resolved configuration, seed, package versions, data checksums
     metrics.jsonl    one JSON line per evaluated epoch (training stats, every split)
-    checkpoint.pt    latest training state (atomic), used to resume
+    checkpoint.pt    latest training state (atomic, with its sha256), used to resume
+    checkpoint.prev.pt  the state one epoch earlier: a resume falls back to it when
+                     checkpoint.pt is damaged
+    .lock            held by the process training the run (:mod:`debiaskit.locks`)
     summary.json     written last: the selected epoch and its metrics; marks "finished"
     model.pt         the selected networks' weights
     sample_weights.pt  the method's per-sample training weights after the last epoch, with
@@ -14,6 +17,8 @@ Layout (docs/model-selection.md, "The run directory")::
 from __future__ import annotations
 
 import errno
+import hashlib
+import io
 import json
 import math
 import os
@@ -30,6 +35,10 @@ os.umask(_UMASK)
 
 CONFIG, METRICS, CHECKPOINT, SUMMARY, MODEL = (
     "config.json", "metrics.jsonl", "checkpoint.pt", "summary.json", "model.pt")
+#: The checkpoint before the latest (kept so that a damaged latest one can be replaced).
+PREVIOUS_CHECKPOINT = "checkpoint.prev.pt"
+#: Errors that mean the disk (or the process's file-size limit, or a quota) has no room.
+_NO_SPACE = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
 #: Per-sample training weights at the end of training (methods that weight samples).
 WEIGHTS = "sample_weights.pt"
 #: Folder of a run's cached pipeline stages (:class:`debiaskit.stages.StageStore`).
@@ -37,9 +46,9 @@ STAGES = "stages"
 
 
 def _disk_error(path: Path, err: OSError) -> DebiaskitError:
-    if err.errno == errno.ENOSPC:
-        return DebiaskitError(f"disk full while writing {path}; free some space and run the "
-                              "same command again to resume")
+    if err.errno in _NO_SPACE:
+        return DebiaskitError(f"disk full while writing {path} ({err.strerror}); free some "
+                              "space and run the same command again to resume")
     return DebiaskitError(f"cannot write {path}: {err.strerror}; check the output directory")
 
 
@@ -88,11 +97,14 @@ def require_run_dir(run_dir) -> Path:
     return run_dir
 
 
-def atomic_write(path: Path, write) -> None:
+def atomic_write(path: Path, write, previous: Path | None = None) -> None:
     """Write ``path`` through a temporary file in the same folder, then rename it over.
 
-    ``write(file_object)`` fills the temporary file. Readers see the old file or the new
-    one, never a partial one; on failure the temporary file is removed.
+    ``write(file_object)`` fills the temporary file, which is flushed to the disk before
+    the rename (and the folder after it). Readers see the old file or the new one, never a
+    partial one; on failure the temporary file is removed and ``path`` is untouched (a
+    full disk is a one-line error). With ``previous``, an existing ``path`` is first
+    renamed to ``previous`` (so at every moment one of the two is whole).
     """
     path = Path(path)
     try:
@@ -105,13 +117,30 @@ def atomic_write(path: Path, write) -> None:
             write(f)
             f.flush()
             os.fsync(f.fileno())
+        if previous is not None and path.exists():
+            os.replace(path, previous)
         os.replace(tmp, path)
+        _sync_folder(path.parent)
     except OSError as err:
         Path(tmp).unlink(missing_ok=True)
         raise _disk_error(path, err) from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _sync_folder(folder: Path) -> None:
+    """Flush a folder's entries (a rename) to the disk, where the system allows it."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def json_safe(obj):
@@ -164,8 +193,52 @@ def read_json(path: Path):
                              "remove it and start the run again") from None
 
 
+def _torch_bytes(obj) -> bytes:
+    buf = io.BytesIO()  # (serialised first: a failing write is then an OSError, not torch's)
+    torch.save(obj, buf)
+    return buf.getvalue()
+
+
 def save_torch(path: Path, obj) -> None:
-    atomic_write(path, lambda f: torch.save(obj, f))
+    data = _torch_bytes(obj)
+    atomic_write(path, lambda f: f.write(data))
+
+
+#: First line of a file written by :func:`save_verified`; the second is its sha256.
+_VERIFIED = b"debiaskit verified torch file 1\n"
+
+
+def save_verified(path: Path, obj, previous: Path | None = None) -> None:
+    """Save ``obj`` (``torch.save``) atomically behind a two-line header holding the sha256
+    of the rest, so that :func:`load_verified` detects any damage (a truncation, a changed
+    byte, which ``torch.load`` alone may not notice). ``previous``: see :func:`atomic_write`."""
+    data = _torch_bytes(obj)
+    header = _VERIFIED + hashlib.sha256(data).hexdigest().encode() + b"\n"
+    atomic_write(path, lambda f: (f.write(header), f.write(data)), previous)
+
+
+class Damaged(DebiaskitError):
+    """A verified file whose content does not match its checksum, or an unreadable one."""
+
+
+def load_verified(path: Path):
+    """The object :func:`save_verified` wrote at ``path``, tensors on the CPU, after
+    checking its sha256 (:class:`Damaged` if it does not match or the file is unreadable);
+    a plain ``torch.save`` file (written before the header existed) loads unchecked."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise Damaged(f"cannot read {path} ({err.strerror})") from None
+    if data.startswith(_VERIFIED):
+        digest, _, payload = data[len(_VERIFIED):].partition(b"\n")
+        if hashlib.sha256(payload).hexdigest().encode() != digest:
+            raise Damaged(f"{path} does not match its checksum (truncated or changed)")
+        data = payload
+    try:
+        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=False)
+    except Exception as err:
+        raise Damaged(f"cannot read {path} ({type(err).__name__})") from None
 
 
 def load_torch(path: Path):
@@ -182,20 +255,29 @@ def load_torch(path: Path):
 
 
 def append_metrics(run_dir: Path, record: dict) -> None:
-    """Append one epoch's record to metrics.jsonl (the line is written whole or not at all)."""
+    """Append one epoch's record to metrics.jsonl as one line; a failed write (a full disk)
+    is cut off again, so the file ends with whole lines. (A process killed within the
+    write may leave a cut line: :func:`read_metrics` skips it and a resume rewrites the
+    file without it.)"""
     line = (json.dumps(json_safe(record), sort_keys=True) + "\n").encode()
     path = Path(run_dir) / METRICS
+    size = path.stat().st_size if path.exists() else 0
     try:
         with open(path, "ab") as f:
             f.write(line)
             f.flush()
             os.fsync(f.fileno())
     except OSError as err:
+        try:
+            os.truncate(path, size)
+        except OSError:
+            pass
         raise _disk_error(path, err) from None
 
 
 def read_metrics(run_dir: Path, up_to_epoch: int | None = None) -> list[dict]:
-    """The epoch records of a run (complete lines only; optionally up to an epoch)."""
+    """The epoch records of a run (complete lines only: a line cut by a crash or a full
+    disk is skipped; optionally up to an epoch)."""
     path = Path(run_dir) / METRICS
     if not path.exists():
         return []

@@ -7,7 +7,8 @@ artefact with the same key exists. The key is everything the result depends on: 
 stage's settings and the checksums of its inputs (the training data, earlier stages'
 artefacts). Artefacts are written atomically next to a JSON record of their key, content
 checksum and statistics, so a run interrupted in stage 3 restarts at stage 3, and a run
-with different settings never reuses a stale artefact.
+with different settings never reuses a stale artefact. A loaded artefact is checked against
+its recorded checksum: a damaged one of this run is computed again.
 
 ``reuse_from`` points at another run's stage folder: a stage missing here whose key matches
 an artefact there is copied in instead of computed (``debiaskit train --reuse-stages``), so
@@ -26,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+import warnings
 from pathlib import Path
 from typing import Callable
 
@@ -74,7 +76,18 @@ class StageStore:
         meta = runs.read_json(meta_path)
         if key_digest(runs.with_defaults(meta.get("key", {}), key, defaults)) != key_digest(key):
             return None
-        return runs.load_torch(path), meta
+        try:
+            artefact = runs.load_torch(path)
+        except DebiaskitError:
+            artefact = None
+        if artefact is None or content_checksum(artefact) != meta.get("checksum"):
+            if root == self.root:  # this run's own cache: computed again
+                warnings.warn(f"{path} is unreadable or does not match its recorded checksum; "
+                              "computing the stage again")
+                return None
+            raise DebiaskitError(f"{path} does not match its recorded checksum (corrupt or "
+                                 "edited); drop --reuse-stages or re-run that stage")
+        return artefact, meta
 
     def run(self, name: str, key: dict, compute: Callable[[], tuple[dict, dict]],
             defaults: dict | None = None) -> dict:
@@ -98,10 +111,6 @@ class StageStore:
                   else self._cached(self.reuse_from, name, key, defaults))
         if reused is not None:
             artefact, meta = reused
-            if content_checksum(artefact) != meta.get("checksum"):
-                raise DebiaskitError(f"{self.reuse_from / name}.pt does not match its recorded "
-                                     "checksum (corrupt or edited); drop --reuse-stages or "
-                                     "re-run that stage")
             meta = {**meta, "key": key, "key_digest": digest,
                     "reused_from": str(self.reuse_from)}
         else:

@@ -1,7 +1,11 @@
 """Run a table preset: every (method, row, seed) as its own run directory, in parallel.
 
 Runs already finished are skipped, so an interrupted bench continues where it stopped
-(an unfinished run resumes from its checkpoint). With seed packing on for the runs' device
+(an unfinished run resumes from its checkpoint). Every run holds its directory's lock while
+it trains (:mod:`debiaskit.locks`), so two benches (or sweeps) started on one folder share
+the work: a run that another process is training is left to it, waited for at the end and
+reported with its numbers, and trained here only if that process ended without finishing
+it. With seed packing on for the runs' device
 (``pack_seeds``: auto = on a GPU only), the unfinished seeds of one cell are one job, trained
 in one process as stacked networks (:func:`debiaskit.train.train_seeds`; methods and models
 that cannot pack run seed by seed, and each summary.json says which happened). Runs go to
@@ -22,7 +26,7 @@ from dataclasses import dataclass, replace
 from multiprocessing import get_context
 from pathlib import Path
 
-from .. import runs
+from .. import locks, runs
 from ..data.sources import resolve_data_dir
 from ..errors import ConfigError, DebiaskitError
 from ..methods import get_method
@@ -128,14 +132,21 @@ def exit_with_parent(parent_pid: int, poll_seconds: float = 1.0) -> None:
     threading.Thread(target=watch, daemon=True, name="exit-with-parent").start()
 
 
+#: A job's result for a run that another process holds (:class:`debiaskit.locks.Busy`).
+ELSEWHERE = "in use by another process"
+
+
 def _run_job(cfgs: list[RunConfig], run_dirs: list[str], pack_seeds: str = "auto",
              reason: str | None = None) -> list[tuple[str, float, str | None]]:
     """Worker body: train one job (:func:`jobs`); each run's result, errors as text (they
-    never kill the pool)."""
+    never kill the pool); :data:`ELSEWHERE` for the runs of a job that found one of its
+    run directories held by another process."""
     t0 = time.perf_counter()
     try:
         train_seeds(cfgs, run_dirs, pack_seeds, reason=reason)
         error = None
+    except locks.Busy:
+        error = ELSEWHERE
     except DebiaskitError as err:
         error = str(err)
     return [(d, time.perf_counter() - t0, error) for d in run_dirs]
@@ -175,7 +186,9 @@ def _ray_results(todo: list[tuple], address: str):
         raise ConfigError("the Ray backend needs ray: pip install 'debiaskit[ray]'") from None
     ray.init(address=None if address == "local" else address, ignore_reinit_error=True,
              log_to_driver=False, include_dashboard=False)
-    task = ray.remote(num_cpus=1)(_run_job)
+    # a task whose worker dies (a killed process, a lost node) runs again, and its runs
+    # resume from their checkpoints
+    task = ray.remote(num_cpus=1, max_retries=3)(_run_job)
     pending = [task.remote(*job) for job in todo]
     while pending:
         done, pending = ray.wait(pending, num_returns=1)
@@ -205,10 +218,8 @@ def execute(planned: list[PlannedRun], workers: int, log=print,
     if not todo:
         return errors
     names = {str(p.run_dir): p for p in todo}
-    args = [([p.config for p in job], [str(p.run_dir) for p in job], pack_seeds, reason)
-            for job, reason in work]
 
-    def report(run_dir, seconds, error):
+    def report(run_dir, seconds, error, by_other=False):
         nonlocal done
         done += 1
         p = names[run_dir]
@@ -222,15 +233,49 @@ def execute(planned: list[PlannedRun], workers: int, log=print,
                                            next(iter(metrics.values())))
         shown = ", ".join(f"{k} {test[k]:.2f}" for k in ("unbiased", "conflicting", "accuracy")
                           if test.get(k) is not None)
-        log(f"[{done}/{len(todo)}] {p.method} {p.row} seed {p.seed}: {shown} ({seconds:.0f} s)")
+        how = "finished by another process" if by_other else f"{seconds:.0f} s"
+        log(f"[{done}/{len(todo)}] {p.method} {p.row} seed {p.seed}: {shown} ({how})")
 
+    while todo:
+        elsewhere = []
+
+        def collect(run_dir, seconds, error):
+            if error == ELSEWHERE:
+                elsewhere.append(names[run_dir])
+            else:
+                report(run_dir, seconds, error)
+
+        _dispatch(jobs(todo, pack_seeds), pack_seeds, workers, ray_address, collect)
+        todo = []
+        if elsewhere:
+            log(f"{len(elsewhere)} run(s) held by another process; waiting for them")
+        for p in elsewhere:
+            locks.wait_free(p.run_dir)
+            if not runs.is_finished(p.run_dir):
+                todo.append(p)  # its process ended without finishing it: train it here
+            elif not same_run(p.config, runs.read_json(p.run_dir / runs.CONFIG)):
+                report(str(p.run_dir), 0.0, "another process finished it with another "
+                       "configuration; use another --out for these options")
+            else:
+                report(str(p.run_dir), 0.0, None, by_other=True)
+    log(f"{len(names)} runs finished in {(time.perf_counter() - started) / 60:.1f} min "
+        f"(wall clock) on {where}")
+    return errors
+
+
+def _dispatch(work: list[tuple[list[PlannedRun], str | None]], pack_seeds: str, workers: int,
+              ray_address: str | None, collect) -> None:
+    """Run the jobs ``work`` (:func:`jobs`) in this process, a local pool or on Ray,
+    passing each run's ``(run_dir, seconds, error)`` to ``collect`` as it finishes."""
+    args = [([p.config for p in job], [str(p.run_dir) for p in job], pack_seeds, reason)
+            for job, reason in work]
     if ray_address:
         for result in _ray_results(args, ray_address):
-            report(*result)
+            collect(*result)
     elif workers <= 1:
         for job in args:
             for result in _run_job(*job):
-                report(*result)
+                collect(*result)
     else:
         with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"),
                                  initializer=exit_with_parent,
@@ -238,10 +283,7 @@ def execute(planned: list[PlannedRun], workers: int, log=print,
             futures = [pool.submit(_run_job, *job) for job in args]
             for fut in as_completed(futures):
                 for result in fut.result():
-                    report(*result)
-    log(f"{len(todo)} runs finished in {(time.perf_counter() - started) / 60:.1f} min "
-        f"(wall clock) on {where}")
-    return errors
+                    collect(*result)
 
 
 def default_workers() -> int:

@@ -5,9 +5,11 @@ checksum, generator version)``: the same protocol parameters on the same source 
 same entry, and a second build is a load. Each entry is two files in
 ``<cache dir>/<kind>/``: ``<key>.npz`` (uncompressed arrays) and ``<key>.json`` (the key's
 fields, the arrays' shapes and the sha256 of the ``.npz``). Both are written to a
-temporary name and renamed into place, the JSON last, so an interrupted generation leaves
-no entry; a load verifies the ``.npz`` against the JSON's checksum and rebuilds an entry
-that does not match. A lock file serialises concurrent builds of one entry.
+temporary name and renamed into place (:func:`debiaskit.runs.atomic_write`), the JSON
+last, so an interrupted generation (a killed process, a full disk: a one-line error)
+leaves no entry; a load verifies the ``.npz`` against the JSON's checksum and rebuilds an
+entry that does not match. A lock file serialises concurrent builds of one entry: a
+second process waits for the first and then loads its entry.
 
 The cache directory is ``DEBIASKIT_CACHE`` when set, else ``derived/`` inside the data
 directory.
@@ -26,6 +28,7 @@ from typing import Callable
 
 import numpy as np
 
+from .. import runs
 from ..errors import DataError
 from .sources import resolve_data_dir, sha256_file
 from .sources.files import one_line
@@ -44,16 +47,6 @@ def entry_key(kind: str, params: dict) -> str:
     """The sha256 of ``kind`` and ``params`` as canonical JSON (sorted keys)."""
     text = json.dumps({"kind": kind, **params}, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()
-
-
-def _write_atomic(path: pathlib.Path, write: Callable[[pathlib.Path], None]) -> None:
-    tmp = path.with_name(f".{path.name}.partial-{os.getpid()}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
 
 
 class DerivedCache:
@@ -103,20 +96,15 @@ class DerivedCache:
             if found is not None:
                 return found
             arrays = build()
-            _write_atomic(data, lambda tmp: _savez(tmp, arrays))
+            runs.atomic_write(data, lambda f: np.savez(f, **arrays))
             try:
                 record = {"kind": kind, "params": json.loads(json.dumps(params, default=str)),
                           "sha256": sha256_file(data),
                           "arrays": {k: [str(v.dtype), list(v.shape)] for k, v in arrays.items()}}
-                _write_atomic(meta, lambda tmp: tmp.write_text(json.dumps(record, indent=1,
-                                                                          sort_keys=True)))
+                text = json.dumps(record, indent=1, sort_keys=True).encode()
+                runs.atomic_write(meta, lambda f: f.write(text))
             except BaseException:  # no record, no entry: do not leave the archive behind
                 with contextlib.suppress(FileNotFoundError):
                     data.unlink()
                 raise
         return arrays
-
-
-def _savez(path: pathlib.Path, arrays: dict) -> None:
-    with open(path, "wb") as fh:  # a file object: np.savez would append .npz to a name
-        np.savez(fh, **arrays)

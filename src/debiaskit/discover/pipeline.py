@@ -11,7 +11,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from .. import runs
+from .. import locks, runs
 from ..device import resolve_device
 from ..errors import ConfigError
 from ..methods.discovered import DISCOVERY
@@ -113,8 +113,17 @@ def run_discovery(inp: DiscoveryInput, cfg: DiscoverConfig, out, device="auto",
     """Discover on ``inp`` and write the result into ``out``; returns discovery.json's
     content. ``started`` (a ``time.perf_counter`` value) counts loading the data into the
     total seconds. With ``cfg.sih`` the SiH run trains in ``out/sih`` first (``out`` may
-    already hold only that folder, from an interrupted discovery: it is resumed)."""
-    out = check_out_dir(out, sih=cfg.sih)
+    already hold only that folder, from an interrupted discovery: it is resumed). A lock
+    beside ``out`` (:func:`debiaskit.locks.hold_beside`) keeps a second process from
+    discovering into the same folder meanwhile: it refuses in one line."""
+    check_out_dir(out, sih=cfg.sih)
+    with locks.hold_beside(out, f"discovery folder {out}"):
+        out = check_out_dir(out, sih=cfg.sih)  # (again: another process may have written it)
+        return _discover_into(inp, cfg, out, device, started)
+
+
+def _discover_into(inp: DiscoveryInput, cfg: DiscoverConfig, out: Path, device,
+                   started: float | None) -> dict:
     started = time.perf_counter() if started is None else started
     res = discover(inp, cfg, device, sih_dir=out / SIH_DIR if cfg.sih else None)
     res.seconds["total"] = time.perf_counter() - started  # data, training, scores, clusters

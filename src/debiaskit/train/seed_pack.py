@@ -43,7 +43,7 @@ from ..models.stacked import StackedMLP, stackable
 from .assemble import Prepared, prepare
 from .config import RunConfig, check_config
 from .evaluation import arithmetic
-from .trainer import Trainer
+from .trainer import Trainer, read_checkpoint
 
 #: ``--pack-seeds`` values: auto (on where the run's device is a GPU), on, off.
 SEED_PACK_MODES = ("auto", "on", "off")
@@ -83,8 +83,8 @@ def cell_key(cfg: RunConfig) -> str:
 
 def _checkpoint_epoch(out: Path) -> int:
     """The epoch an unfinished run directory resumes from (0 if none)."""
-    path = Path(out) / runs.CHECKPOINT
-    return runs.load_torch(path)["epoch"] if path.exists() else 0
+    ckpt, _ = read_checkpoint(out)
+    return 0 if ckpt is None else ckpt["epoch"]
 
 
 def why_not_packed(cfgs: list[RunConfig], out_dirs) -> str | None:
@@ -149,7 +149,7 @@ class SeedPackTrainer:
 
     def _prepare(self) -> list[_Seed] | None:
         """Every seed's prepared run, opened (new or resumed) in its directory."""
-        resumable = [t._check_out_dir() for t in self.trainers]
+        resumable = [t._check_out_dir() for t in self.trainers]  # (locked: run releases)
         preps, rngs = [], []
         for t in self.trainers:
             prep = prepare(t.cfg)
@@ -173,6 +173,14 @@ class SeedPackTrainer:
         return seeds
 
     def run(self) -> list[dict] | None:
+        """Train the seeds packed, holding every seed's run-directory lock throughout."""
+        try:
+            return self._run()
+        finally:
+            for t in self.trainers:
+                t.release()
+
+    def _run(self) -> list[dict] | None:
         keep_freed_buffers()
         seeds = self._prepare()
         if seeds is None:
@@ -214,7 +222,7 @@ class SeedPackTrainer:
                   "train_seconds": "each epoch's packed training time divided by the seeds"}
         out = []
         for s in seeds:
-            s.trainer.summary_extra = {"seed_pack": record}
+            s.trainer.summary_extra["seed_pack"] = record
             out.append(s.trainer._finish(s.prep, s.best))
         return out
 

@@ -4,6 +4,7 @@ checkpoint after each so that the same command resumes and ends with the same nu
 from __future__ import annotations
 
 import copy
+import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -11,7 +12,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from .. import optim, runs
+from .. import locks, optim, runs
 from ..data.augment import AUGMENTATIONS
 from ..data.loader import InMemoryLoader
 from ..device import synchronize
@@ -27,6 +28,25 @@ from .record import machine, peak_rss_mib, protocol_text, versions
 #: ``compile="auto"`` compiles only runs with at least this many training steps, enough to
 #: repay a cold compilation by the per-step saving in every case docs/speed.md measured.
 COMPILE_MIN_STEPS = 2500
+
+
+def read_checkpoint(out) -> tuple[dict | None, list[str]]:
+    """The training state an unfinished run in ``out`` resumes from: its latest checkpoint
+    if whole, else the one before (``checkpoint.prev.pt``, one epoch earlier), else None;
+    and the names of the checkpoint files found damaged (:func:`runs.load_verified`)."""
+    damaged = []
+    for name in (runs.CHECKPOINT, runs.PREVIOUS_CHECKPOINT):
+        path = Path(out) / name
+        if path.exists():
+            try:
+                return runs.load_verified(path), damaged
+            except runs.Damaged:
+                damaged.append(name)
+    return None, damaged
+
+
+def _note(message: str) -> None:
+    tqdm.write(f"debiaskit: {message}", file=sys.stderr)
 
 
 def compiled_update(method):
@@ -51,16 +71,64 @@ class Trainer:
         self.compile_choice: dict = {}
         #: entries :meth:`_finish` adds to summary.json (e.g. seed packing's record)
         self.summary_extra: dict = {}
+        self.lock: locks.Lock | None = None
+        self._created: Path | None = None  # the outermost folder this run created
+
+    def _lock_out_dir(self) -> None:
+        """Create the run directory if needed and lock it (:mod:`debiaskit.locks`): another
+        live process training into it is a one-line :class:`~debiaskit.locks.Busy`; the
+        lock of a killed one is taken over."""
+        missing = self.out.resolve()
+        while not missing.parent.exists() and missing.parent != missing:
+            missing = missing.parent
+        self._created = None if missing.exists() else missing
+        try:
+            self.out.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise runs._disk_error(self.out, err) from None
+        self.lock = locks.hold(self.out, f"run directory {self.out}")
+        if self.lock.previous:
+            _note(f"{self.out}: took over the lock of process {self.lock.previous.get('pid')}, "
+                  "which ended without releasing it")
+
+    def release(self) -> None:
+        """Give up the run directory's lock; a directory left without a run (the run failed
+        before writing its config) is removed again if this run created it, so a refused
+        command leaves nothing behind."""
+        if self.lock is None or not self.lock.held:
+            return
+        empty = (not (self.out / runs.CONFIG).exists()
+                 and all(p.name == locks.LOCK for p in self.out.iterdir()))
+        self.lock.release()
+        if empty and self._created is not None:
+            folder = self.out.resolve()
+            while True:
+                try:
+                    folder.rmdir()
+                except OSError:
+                    break
+                if folder == self._created:
+                    break
+                folder = folder.parent
 
     def _check_out_dir(self) -> dict | None:
-        """Refuse a finished run or a different run's directory; return a resumable config."""
+        """Lock the run directory, refuse a finished run or a different run's directory;
+        return a resumable config (the lock stays held: :meth:`release`)."""
         runs.check_out(self.out)  # a file, a path below a file, an unwritable place
+        self._lock_out_dir()
+        try:
+            return self._check_locked_out_dir()
+        except BaseException:
+            self.release()
+            raise
+
+    def _check_locked_out_dir(self) -> dict | None:
         if runs.is_finished(self.out):
             raise DebiaskitError(f"{self.out} holds a finished run; choose another output "
                                  "directory (results are never overwritten)")
         cfg_path = self.out / runs.CONFIG
         if not cfg_path.exists():
-            if self.out.exists() and any(self.out.iterdir()):
+            if any(p.name != locks.LOCK for p in self.out.iterdir()):
                 raise DebiaskitError(f"{self.out} is not empty and holds no debiaskit run; "
                                      "choose another output directory")
             return None
@@ -97,8 +165,7 @@ class Trainer:
                          "train_checksum": train.checksum(), "train_size": len(train),
                          "eval_checksums": {k: v.checksum() for k, v in prep.evals.items()}},
             })
-        elif (self.out / runs.CHECKPOINT).exists():
-            ckpt = runs.load_torch(self.out / runs.CHECKPOINT)
+        elif (ckpt := self._resume_checkpoint()) is not None:
             method.load_training_state(ckpt["method"])
             for k, sched in schedulers.items():
                 sched.load_state_dict(ckpt["schedulers"][k])
@@ -110,10 +177,41 @@ class Trainer:
                 torch.cuda.set_rng_state(ckpt["cuda_rng"], device)
             start, best = ckpt["epoch"], ckpt["best"]
             method.restore_packing(ckpt.get("pack"), ckpt.get("pack_info"))
-            runs.rewrite_metrics(self.out, runs.read_metrics(self.out, up_to_epoch=start))
+            runs.rewrite_metrics(self.out, self._metrics_up_to(start))
         else:  # interrupted before the first checkpoint: start over, keep the config
             runs.rewrite_metrics(self.out, [])
         return start, best
+
+    def _resume_checkpoint(self) -> dict | None:
+        """The checkpoint to resume from (:func:`read_checkpoint`). A damaged latest one is
+        replaced by the one before it (noted on stderr and in summary.json's ``recovered``);
+        with no whole checkpoint left but a damaged one: a one-line error saying what to do."""
+        ckpt, damaged = read_checkpoint(self.out)
+        if damaged and ckpt is None:
+            names = " and ".join(damaged)
+            raise DebiaskitError(f"{self.out}: {names} damaged (truncated or changed) and no "
+                                 f"earlier whole checkpoint; delete {names} to train the run "
+                                 "again from its first epoch, or delete the run directory")
+        if damaged:
+            (self.out / runs.CHECKPOINT).unlink(missing_ok=True)  # the next save replaces it
+            note = (f"{runs.CHECKPOINT} was damaged (truncated or changed); resumed from "
+                    f"{runs.PREVIOUS_CHECKPOINT}, epoch {ckpt['epoch']}")
+            _note(f"{self.out}: {note}")
+            self.summary_extra.setdefault("recovered", []).append(note)
+        return ckpt
+
+    def _metrics_up_to(self, epoch: int) -> list[dict]:
+        """metrics.jsonl's records of epochs 1..``epoch`` (a checkpoint's), checked: one
+        whole record per epoch, in order (a cut last line and records after the checkpoint
+        are dropped by the caller's rewrite); anything else is a one-line error."""
+        records = runs.read_metrics(self.out, up_to_epoch=epoch)
+        found = [r.get("epoch") for r in records]
+        if found != list(range(1, epoch + 1)):
+            raise DebiaskitError(
+                f"{self.out / runs.METRICS} holds epochs {found} where its checkpoint needs "
+                f"1..{epoch} once each (edited, or written by two processes); delete the run "
+                "directory and train the run again")
+        return records
 
     def _training_loader(self, prep: Prepared, device) -> InMemoryLoader:
         """The method's training data (after its cached stages, e.g. LAD's walk) in
@@ -181,7 +279,7 @@ class Trainer:
     def _save_epoch(self, method, record: dict, best: dict, schedulers: dict) -> None:
         """Append the epoch's record to metrics.jsonl and write the checkpoint."""
         runs.append_metrics(self.out, record)
-        runs.save_torch(self.out / runs.CHECKPOINT, {
+        runs.save_verified(self.out / runs.CHECKPOINT, {
             "epoch": record["epoch"], "method": method.training_state(),
             "rng": torch.get_rng_state(),
             # the GPU's generator too (e.g. DisEnt's permutations, dropout drawn there)
@@ -189,7 +287,8 @@ class Trainer:
                          if torch.device(self.cfg.device).type == "cuda" else None),
             "best": best, "schedulers": {k: v.state_dict() for k, v in schedulers.items()},
             # a resumed run keeps the packing its first epochs used (pack auto decides once)
-            "pack": method.pack, "pack_info": method.pack_info})
+            "pack": method.pack, "pack_info": method.pack_info},
+            previous=self.out / runs.PREVIOUS_CHECKPOINT)
 
     @staticmethod
     def _evaluation(prep: Prepared, device) -> tuple[dict, dict]:
@@ -237,8 +336,15 @@ class Trainer:
         return best
 
     def run(self) -> dict:
+        """Train (or resume) the run, holding its directory's lock throughout."""
         keep_freed_buffers()
         resumable = self._check_out_dir()
+        try:
+            return self._run(resumable)
+        finally:
+            self.release()
+
+    def _run(self, resumable: dict | None) -> dict:
         prep = prepare(self.cfg)
         self.cfg = prep.cfg  # precision "auto" resolved
         self.precision_choice = self.precision_choice or prep.precision_choice
@@ -312,7 +418,8 @@ class Trainer:
                 if "reused_from" in rec:
                     summary["stages"][name]["reused_from"] = rec["reused_from"]
         runs.write_json(self.out / runs.SUMMARY, summary)
-        (self.out / runs.CHECKPOINT).unlink(missing_ok=True)
+        for name in (runs.CHECKPOINT, runs.PREVIOUS_CHECKPOINT):
+            (self.out / name).unlink(missing_ok=True)
         return summary
 
 
