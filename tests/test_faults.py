@@ -255,6 +255,16 @@ def test_a_full_disk_during_a_cache_write_is_one_line_and_leaves_no_entry(tmp_pa
     assert len(left) == 1 and left[0].endswith(".lock"), left  # no archive, no temporary
 
 
+def test_a_metrics_line_that_does_not_fit_is_cut_back(tmp_path):
+    (tmp_path / runs.METRICS).write_bytes(b'{"epoch": 1}\n' * 100)  # 1,300 bytes
+    code = ("from debiaskit import runs; "
+            f"runs.append_metrics({str(tmp_path)!r}, {{'epoch': 101, 'eval': 'x' * 500}})")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          preexec_fn=_limited(1_500))  # room for part of the line only
+    assert "disk full while writing" in proc.stderr.strip().splitlines()[-1]
+    assert (tmp_path / runs.METRICS).read_bytes() == b'{"epoch": 1}\n' * 100
+
+
 @pytest.mark.slow
 def test_a_full_disk_during_a_checkpoint_is_one_line_and_keeps_the_previous(
         lff_reference, tmp_path, monkeypatch):
