@@ -94,7 +94,8 @@ def test_pack_auto_times_both_once_and_the_run_records_the_decision(data_dir, tm
                     train_subset=1000, eval_subset=500, data_dir=data_dir, progress=False,
                     threads=1)
     assert cfg.pack is False  # the default: the same numbers in every process
-    assert "pack" not in train(replace(cfg, method="erm"), tmp_path / "erm")
+    erm = train(replace(cfg, method="erm"), tmp_path / "erm")["pack"]  # nothing to pack
+    assert erm["mode"] == "off" and erm["packed"] is False and "not applicable" in erm["reason"]
     cfg = replace(cfg, pack="auto")
     summary = train(cfg, tmp_path / "auto")
     assert summary["pack"]["mode"] == "auto" and summary["pack"]["separate_ms"] > 0

@@ -219,7 +219,10 @@ class Method(nn.Module):
             self.pack_info = {"mode": "auto", **packed.pack_decision(modules, x)}
             self.pack = self.pack_info["packed"]
         elif self.pack_info is None:
-            self.pack_info = {"mode": "on" if self.pack else "off", "packed": bool(self.pack)}
+            self.pack_info = {"mode": "on" if self.pack else "off",
+                              "packed": bool(self.pack) and packed.packable(modules)}
+            if self.pack and not self.pack_info["packed"]:  # e.g. two ResNets: one by one
+                self.pack_info["reason"] = "the networks cannot be packed"
         return packed.forward_shared(modules, x, self.pack)
 
     def begin_epoch(self, epoch: int, train_loader) -> torch.Tensor | None:

@@ -12,9 +12,9 @@ after every epoch, lowers the learning rate on plateaus and stops when it stops 
 Modules: :mod:`.config` (RunConfig, its checks, selection policies), :mod:`.assemble`
 (data and method built and checked: :func:`prepare`, :func:`load_trained`),
 :mod:`.evaluation` (metrics, held-out objective, selection score), :mod:`.record` (protocol
-text, versions, machine), :mod:`.trainer` (the loop and the run directory),
-:mod:`.seed_pack` (several seeds of one configuration in one process, stacked:
-:func:`train_seeds`).
+text; what the numbers depend on: machine, versions, arithmetic), :mod:`.trainer` (the
+loop and the run directory), :mod:`.seed_pack` (several seeds of one configuration in one
+process, stacked: :func:`train_seeds`).
 """
 
 from .assemble import (Prepared, channel_stats, heldout_indices, load_trained,

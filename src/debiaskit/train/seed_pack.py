@@ -43,6 +43,7 @@ from ..models.stacked import StackedMLP, stackable
 from .assemble import Prepared, prepare
 from .config import RunConfig, check_config
 from .evaluation import arithmetic
+from .record import MODE_NAMES
 from .trainer import Trainer, read_checkpoint
 
 #: ``--pack-seeds`` values: auto (on where the run's device is a GPU), on, off.
@@ -157,6 +158,8 @@ class SeedPackTrainer:
             t.precision_choice = t.precision_choice or prep.precision_choice
             t.compile_choice = {"requested": t.cfg.compile, "compiled": False,
                                 "reason": "seed packing trains its own stacked step"}
+            prep.method.pack_info = {"mode": MODE_NAMES[t.cfg.pack], "packed": False,
+                                     "reason": "seed packing trains its own stacked step"}
             preps.append(prep)
             rngs.append(torch.get_rng_state())  # what a separate run's RNG holds now
         self.reason = _data_reason(preps)

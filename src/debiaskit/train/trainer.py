@@ -22,7 +22,8 @@ from ..stages import StageStore
 from .assemble import Prepared, prepare
 from .config import SELECTION, VOLATILE, RunConfig, check_config, same_run
 from .evaluation import EVAL_BATCH, arithmetic, evaluate, heldout_objective, selection_score
-from .record import machine, peak_rss_mib, protocol_text, versions
+from .record import (add_part, computed_under, depends_on, machine, peak_rss_mib,
+                     protocol_text, versions)
 
 
 #: ``compile="auto"`` compiles only runs with at least this many training steps, enough to
@@ -71,6 +72,8 @@ class Trainer:
         self.compile_choice: dict = {}
         #: entries :meth:`_finish` adds to summary.json (e.g. seed packing's record)
         self.summary_extra: dict = {}
+        #: what each part of the run trained under (record.add_part; kept in the checkpoint)
+        self.machines: list = []
         self.lock: locks.Lock | None = None
         self._created: Path | None = None  # the outermost folder this run created
 
@@ -160,6 +163,7 @@ class Trainer:
             runs.write_json(self.out / runs.CONFIG, {
                 "run": cfg.identity(), "runtime": {k: getattr(cfg, k) for k in VOLATILE},
                 "versions": versions(), "protocol": protocol_text(cfg, prep.evals),
+                "machine": machine(cfg.device),
                 "precision_choice": self.precision_choice,
                 "data": {"protocol": prep.bundle.protocol, "params": prep.bundle.params,
                          "train_checksum": train.checksum(), "train_size": len(train),
@@ -177,6 +181,7 @@ class Trainer:
                 torch.cuda.set_rng_state(ckpt["cuda_rng"], device)
             start, best = ckpt["epoch"], ckpt["best"]
             method.restore_packing(ckpt.get("pack"), ckpt.get("pack_info"))
+            self.machines = ckpt.get("machines", [])
             runs.rewrite_metrics(self.out, self._metrics_up_to(start))
         else:  # interrupted before the first checkpoint: start over, keep the config
             runs.rewrite_metrics(self.out, [])
@@ -286,9 +291,17 @@ class Trainer:
             "cuda_rng": (torch.cuda.get_rng_state(torch.device(self.cfg.device))
                          if torch.device(self.cfg.device).type == "cuda" else None),
             "best": best, "schedulers": {k: v.state_dict() for k, v in schedulers.items()},
+            "machines": self._trained_under(record["epoch"]),
             # a resumed run keeps the packing its first epochs used (pack auto decides once)
             "pack": method.pack, "pack_info": method.pack_info},
             previous=self.out / runs.PREVIOUS_CHECKPOINT)
+
+    def _trained_under(self, epoch: int) -> list:
+        """:attr:`machines` with this process's part in it: from ``epoch``, the first epoch
+        it trained, unless the part before computed under the same conditions."""
+        self.machines = add_part(self.machines, epoch,
+                                 computed_under(self.cfg, self.compile_choice))
+        return self.machines
 
     @staticmethod
     def _evaluation(prep: Prepared, device) -> tuple[dict, dict]:
@@ -404,12 +417,9 @@ class Trainer:
             "metrics": selected["eval"], "last_epoch_metrics": records[-1]["eval"],
             "train_seconds": sum(r["train_seconds"] for r in records),
             "peak_rss_mib": peak_rss_mib(),
-            "machine": machine(cfg.device), "versions": versions(),
+            **depends_on(cfg, self.precision_choice, self.compile_choice, method.pack_info,
+                         self.machines),
         }
-        summary["precision"] = self.precision_choice
-        summary["compile"] = self.compile_choice
-        if method.pack_info is not None:
-            summary["pack"] = method.pack_info
         summary.update(self.summary_extra)
         if self.stage_records:
             summary["stages"] = {}
