@@ -1,6 +1,6 @@
-"""Command line: ``debiaskit train | data info | bench | explain KIND | discover | report |
-methods | sweep | export``, one module per command (``add_parser(sub)`` and ``run(args)``;
-``outputs(args)`` when its ``--out`` is not a plain folder).
+"""Command line: ``debiaskit train | data info | data write-folder | bench | explain KIND |
+discover | report | methods | sweep | export``, one module per command (``add_parser(sub)``
+and ``run(args)``; ``outputs(args)`` when its ``--out`` is not a plain folder).
 
 Every user error is one line on stderr and exit status 2 (see :mod:`debiaskit.errors`);
 every ``--out`` is checked before a command starts (:func:`check_out_option`); a closed

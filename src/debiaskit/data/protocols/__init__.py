@@ -23,7 +23,7 @@ from ...registry import Registry
 from ..dataset import DataBundle
 from ..sources import load_source
 from . import (bar, bg_colored_mnist, bg_shift, cifar10s, colored_mnist, corrupted_cifar10, folder,
-               layout_sets, one_pixel)
+               layout_sets, one_pixel, shortcut_mnist)
 
 
 @dataclass(frozen=True)
@@ -63,6 +63,10 @@ PROTOCOLS.register("folder", Protocol(
 PROTOCOLS.register("bg_shift", Protocol(
     None, bg_shift.build, ("conflict_ratio", "train_per_class", "test_per_class", "fg_min",
                            "fg_max", "image_size", "fg_opacity", "bg_pool", "seed"),
+    ("data_dir", "download")))
+PROTOCOLS.register("shortcut_mnist", Protocol(
+    "mnist", shortcut_mnist.build, ("kind", "conflict_ratio", "train_per_class",
+                                    "test_per_class", "bg_pool", "phase", "seed"),
     ("data_dir", "download")))
 PROTOCOLS.register("waterbirds", Protocol(
     None, layout_sets.waterbirds, ("image_size",), ("data_dir",)))
