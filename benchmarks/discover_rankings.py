@@ -55,9 +55,13 @@ def cases(datasets: list[str], data: list[str], ratio: float | None) -> list[tup
     return out
 
 
-def label(name: str, params: dict, subset, seed: int) -> str:
+def label(name: str, params: dict, args, seed: int) -> str:
+    """The case's key in the JSON: dataset, parameters, subset, seed, and the rankings
+    when not the default ones."""
     return " ".join([name] + [f"{k}={v}" for k, v in sorted(params.items())]
-                    + [f"subset={subset}", f"seed={seed}"])
+                    + [f"subset={args.train_subset}", f"seed={seed}"]
+                    + ([f"rankings={args.rankings}"] if args.rankings else [])
+                    + (["sih"] if args.sih else []))
 
 
 def one_case(name: str, params: dict, args, seed: int, out: Path) -> dict:
@@ -133,7 +137,7 @@ def main() -> None:
     for name, params in cases(args.dataset or ["colored_mnist"], args.data,
                               args.conflict_ratio):
         for seed in range(args.seeds):
-            key = label(name, params, args.train_subset, seed)
+            key = label(name, params, args, seed)
             folder = work / key.replace(" ", "_").replace("=", "-")
             t0 = time.perf_counter()
             one = one_case(name, params, args, seed, folder)

@@ -158,8 +158,9 @@ def check_config(cfg: DiscoverConfig) -> None:
     primary = cfg.primary_choice()
     if primary != AUTO and primary not in cfg.ranking_names():
         raise ConfigError(f"--ranking {primary} is not among the rankings computed ("
-                          + ",".join(cfg.ranking_names()) + f"); add it to --rankings"
-                          + (" and give --sih" if primary == "sih" and not cfg.sih else ""))
+                          + ",".join(cfg.ranking_names()) + "); "
+                          + ("add --sih, which trains SiH" if primary == "sih"
+                             else "add it to --rankings"))
     if cfg.sih_epochs < 1:
         raise ConfigError(f"--sih-epochs must be >= 1, got {cfg.sih_epochs}")
     if cfg.cluster_on not in CLUSTER_FEATURES:

@@ -163,6 +163,7 @@ def render_page(inp: DiscoveryInput, cfg: DiscoverConfig, res: Discovery) -> str
         k=len(res.cluster_summary), biased_accuracy=f"{main.accuracy:.1f}",
         error_set=int(main.errors.sum()), sih=sih_section(res),
         rankings=rankings_section(res), primary_model=MODEL_NAMES[main.model],
+        models={r.model for r in res.rankings.values()},
         evaluation=res.evaluation, precision_at=PRECISION_AT,
         histogram=data_uri(histogram_png(res.scores, conflicting, described_score)),
         top=[tile(i) for i in res.order[:top]], clusters=clusters,
