@@ -293,11 +293,13 @@ def test_sih_ranks_conflicting_images_and_shows_its_bias(sih_discovery):
     assert (run / "summary.json").is_file() and (run / "model.pt").is_file()
     assert record["sih"]["settings"]["epochs"] == SIH_EPOCHS
     assert record["sih"]["seconds"]["train"] > 0 and record["seconds"]["sih"] > 0
-    # the GCE ranking stays the primary one; both are scored
-    assert record["ranking"] == "gce"
+    # the rule chooses the primary ranking among all five; every one is scored
     rankings = record["rankings"]
-    assert rankings["gce"]["primary"] and not rankings["sih"]["primary"]
-    assert (rankings["gce"]["evaluation"]["precision_at_100"]
+    assert set(rankings) == {"gce", "trajectory", "erm", "jtt", "sih"}
+    primary = record["ranking"]
+    assert primary == record["ranking_selection"]["chosen"]
+    assert [name for name, r in rankings.items() if r["primary"]] == [primary]
+    assert (rankings[primary]["evaluation"]["precision_at_100"]
             == record["evaluation"]["precision_at_100"])
     ev = rankings["sih"]["evaluation"]
     share = 100.0 * ev["conflicting"] / ev["images"]
@@ -306,8 +308,11 @@ def test_sih_ranks_conflicting_images_and_shows_its_bias(sih_discovery):
     assert ev["precision_at_100"] >= 10 * share
     assert len(rankings["sih"]["scores"]) == SIH_SUBSET
     rows = list(csv.DictReader(open(out / "ranking.csv")))
-    assert len(rows) == SIH_SUBSET and {"sih_score", "sih_rank"} <= set(rows[0])
-    assert sorted(int(r["sih_rank"]) for r in rows) == list(range(SIH_SUBSET))
+    assert len(rows) == SIH_SUBSET
+    assert {f"{n}_{c}" for n in rankings if n != primary for c in ("score", "rank")} <= set(
+        rows[0])
+    column = "rank" if primary == "sih" else "sih_rank"
+    assert sorted(int(r[column]) for r in rows) == list(range(SIH_SUBSET))
     # the page embeds SiH's bias visualisation, with its caption
     page = (out / "discover.html").read_text()
     png = (out / "sih_bias.png").read_bytes()
@@ -340,6 +345,7 @@ def test_sih_run_is_reused_and_can_be_the_primary_ranking(capsys, data_dir, tmp_
     assert record["scores"] == record["rankings"]["sih"]["scores"]
     assert (record["evaluation"]["precision_at_100"]
             == first["rankings"]["sih"]["evaluation"]["precision_at_100"])
+    assert record["ranking_selection"]["mode"] == "sih"
     assert "gce_rank" in (out / "ranking.csv").read_text().splitlines()[0]
     assert "primary ranking: sih" in stdout
 

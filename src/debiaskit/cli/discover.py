@@ -10,7 +10,7 @@ NAME = "discover"
 
 
 def add_parser(sub) -> None:
-    from ..discover import CLUSTER_FEATURES, SCORES, DiscoverConfig
+    from ..discover import CLUSTER_FEATURES, RANKINGS, SCORES, DiscoverConfig
 
     dflt = DiscoverConfig()
     v = sub.add_parser(NAME, help="find bias-conflicting images and the shortcut "
@@ -35,6 +35,17 @@ def add_parser(sub) -> None:
     v.add_argument("--score", default=dflt.score, help="ranking score: " + "; ".join(
         f"{k}: {d}" for k, d in SCORES.items()))
     v.add_argument("--ema", type=float, default=dflt.ema, help="decay of --score ema")
+    v.add_argument("--rankings", metavar="NAMES", help="comma-separated rankings to compute "
+                   "(default: all; sih needs --sih, which always adds it): " + "; ".join(
+                       f"{k}: {d}" for k, d in RANKINGS.items()))
+    v.add_argument("--ranking", default=dflt.ranking, metavar="NAME",
+                   help="the primary ranking (what discovery.json's order and error set "
+                   "hold, which --reweight-from reads): auto (default) chooses the one whose "
+                   "per-image loss separates a high-loss minority best (Otsu's separability, "
+                   "no bias label read), or one of " + ", ".join(RANKINGS))
+    v.add_argument("--erm-epochs", type=int, default=dflt.erm_epochs, help="most epochs of "
+                   "the ERM model behind the erm and jtt rankings (the epoch the rule "
+                   "prefers is kept)")
     v.add_argument("--cluster-on", default=dflt.cluster_on, help="; ".join(
         f"{k}: {d}" for k, d in CLUSTER_FEATURES.items()))
     v.add_argument("--clusters", type=int, help="k of k-means (default: number of classes)")
@@ -57,6 +68,12 @@ def add_parser(sub) -> None:
     v.add_argument("--out", required=True, help="new or empty folder for discovery.json, "
                    "ranking.csv and discover.html")
 
+
+def parse_rankings(text: str | None) -> tuple[str, ...] | None:
+    """``--rankings a,b``: the names (checked by the discovery's config), or None."""
+    if text is None:
+        return None
+    return tuple(part.strip() for part in text.split(",") if part.strip())
 
 
 def run(args) -> None:
@@ -83,7 +100,9 @@ def run(args) -> None:
                          lr=args.lr, q=args.q, score=args.score, ema=args.ema,
                          cluster_on=args.cluster_on, clusters=args.clusters,
                          threshold=args.threshold, top=args.top, examples=args.examples,
-                         seed=args.seed, sih=args.sih, sih_epochs=args.sih_epochs)
+                         seed=args.seed, sih=args.sih, sih_epochs=args.sih_epochs,
+                         rankings=parse_rankings(args.rankings), ranking=args.ranking,
+                         erm_epochs=args.erm_epochs)
     check_config(cfg)
     device = resolve_device(args.device)  # a device that is not here: before anything
     check_out_dir(args.out, sih=cfg.sih)
@@ -95,10 +114,19 @@ def run(args) -> None:
         inp = load_protocol_input(args.dataset, args.data_dir, args.download,
                                   data_params(args), args.train_subset, args.seed)
     record = run_discovery(inp, cfg, args.out, device, started)
-    train, biased = record["train"], record["biased_model"]
-    print(f"{train['size']} training images, {len(train['classes'])} classes; biased model "
-          f"(GCE, {cfg.epochs} epochs): training accuracy {biased['train_accuracy']:.1f} %, "
-          f"error set {biased['error_set_size']} images")
+    train = record["train"]
+    print(f"{train['size']} training images, {len(train['classes'])} classes")
+    for name, r in record["rankings"].items():
+        ev = r["evaluation"]
+        print(f"ranking {name:<10} ({r['model']}" + (
+            f", epoch {r['stopped_at']} of {r['epochs']}" if r.get("stopped_at") else "")
+            + f"): rule {r['rule']['eta']:.3f}, training accuracy "
+            f"{r['train_accuracy']:.1f} %, error set {r['error_set_size']}" + (
+                "" if ev is None or ev["precision_at_k"] is None else
+                f"; precision@K {ev['precision_at_k']:.1f} % (K = {ev['conflicting']}), "
+                "AUROC " + ("n/a" if ev["auroc"] is None else f"{ev['auroc']:.4f}"))
+            + ("  <- primary" if r["primary"] else ""))
+    print(f"primary ranking: {record['ranking']} ({record['ranking_selection']['reason']})")
     for c in record["cluster_summary"]:
         print(f"cluster {c['cluster']:>2}: {c['size']:>6} images, biased accuracy "
               f"{c['biased_accuracy']:5.1f} %, dominant class {c['dominant_class']} "
@@ -111,14 +139,9 @@ def run(args) -> None:
                   f", recall@600 {ev['recall_at_600']:.1f} %" if ev["recall_at_600"] is not None
                   else "") + f", cluster NMI with the bias {ev['cluster_nmi_bias']:.3f}")
     if cfg.sih:
-        sih, ranked = record["sih"], record["rankings"]["sih"]
+        sih = record["sih"]
         print(f"SiH ({cfg.sih_epochs} epochs, run folder {args.out}/{sih['run']}, "
-              f"{record['seconds']['sih']:.1f} s): biased classifier training accuracy "
-              f"{ranked['train_accuracy']:.1f} %, error set {ranked['error_set_size']} images"
-              + ("" if ranked["evaluation"] is None else ", its ranking's " + ", ".join(
-                  f"precision@{k} {ranked['evaluation'][f'precision_at_{k}']:.1f} %"
-                  for k in (100, 600)))
-              + f"; primary ranking: {record['ranking']}")
+              f"{record['seconds']['sih']:.1f} s)")
     print(f"{record['seconds']['total']:.1f} s; wrote {args.out}/discover.html, "
           "discovery.json, ranking.csv" + (", sih/" if cfg.sih else "")
           + (", sih_bias.png" if cfg.sih and "png" in record["sih"]["visualisation"] else ""))

@@ -20,8 +20,32 @@ SCORES = {
     "ema": "LfF's per-sample moving average (decay --ema) of the biased model's "
            "cross-entropy during training",
     "sih": "cross-entropy -log p_y of SiH's biased classifier (the head on its bias "
+           "encoder's latent mean) on each training image (needs --sih; the same as "
+           "--ranking sih)",
+}
+
+#: The rankings a discovery can compute (``--rankings``), in the order ties of the
+#: selection rule are broken; the model each one comes from is in :data:`RANKING_MODELS`.
+RANKINGS = {
+    "gce": "the GCE-trained biased model's cross-entropy -log p_y on each training image "
+           "after its last epoch (or, with --score ema, LfF's moving average of it)",
+    "trajectory": "the GCE-trained biased model's loss trajectory: each image's "
+                  "cross-entropy when its batch is visited, averaged over every epoch",
+    "erm": "an early-stopped ERM model's cross-entropy -log p_y on each training image "
+           "(JTT's identification model; stopped at the epoch the selection rule prefers)",
+    "jtt": "that ERM model's error set first (JTT: the images it misclassifies), then the "
+           "rest, each part by the ERM model's cross-entropy",
+    "sih": "cross-entropy -log p_y of SiH's biased classifier (the head on its bias "
            "encoder's latent mean) on each training image (needs --sih)",
 }
+
+#: The trained model each ranking is computed from.
+RANKING_MODELS = {"gce": "gce", "trajectory": "gce", "erm": "erm", "jtt": "erm",
+                  "sih": "sih"}
+
+#: ``--ranking auto``: the primary ranking is chosen by the label-free separation rule
+#: (:mod:`.selection`).
+AUTO = "auto"
 
 #: Image sides (height, width) SiH's MLP VAE is built for (MNIST, Colored MNIST).
 SIH_IMAGE_SIZE = (28, 28)
@@ -49,7 +73,8 @@ CLUSTER_FEATURES = {
     "features": "the biased model's penultimate features",
 }
 
-#: The k of the precision / recall at k that a scored discovery reports.
+#: The k of the precision / recall at k that a scored discovery reports (besides the
+#: precision at K, K = the number of conflicting images).
 PRECISION_AT = (100, 600)
 
 #: Largest side (pixels) at which the page shows an image; small images are upscaled.
@@ -64,7 +89,11 @@ class DiscoverConfig:
     ``model``; ``score`` names the ranking score (:data:`SCORES`) and ``ema`` its decay;
     ``cluster_on`` (:data:`CLUSTER_FEATURES`), ``clusters`` (None: one per class) and
     ``threshold`` (foreground brightness in [0, 1]; None: per image, halfway between its
-    darkest and brightest pixel) set the clustering; ``top`` images are listed as the top
+    darkest and brightest pixel) set the clustering; ``rankings`` names the rankings to
+    compute (:data:`RANKINGS`; None: all of them, ``sih`` only with ``sih``), ``ranking``
+    the primary one (``auto``: the separation rule chooses) and ``erm_epochs`` the most
+    epochs of the ERM model behind ``erm`` and ``jtt`` (it keeps the epoch the rule
+    prefers); ``top`` images are listed as the top
     of the ranking and shown on the page, ``examples`` per cluster; ``seed`` seeds the
     network, the batches, k-means and the example choice. ``sih`` also trains SiH for
     ``sih_epochs`` epochs (seeded by ``seed``; SiH's own batch size and hyper-parameters)
@@ -86,6 +115,22 @@ class DiscoverConfig:
     seed: int = 0
     sih: bool = False
     sih_epochs: int = 10
+    rankings: tuple[str, ...] | None = None
+    ranking: str = AUTO
+    erm_epochs: int = 3
+
+    def ranking_names(self) -> tuple[str, ...]:
+        """The rankings to compute, in :data:`RANKINGS` order (``sih`` with ``sih`` only)."""
+        wanted = set(self.rankings) if self.rankings is not None else set(RANKINGS)
+        if self.sih:
+            wanted.add("sih")
+        elif self.rankings is None:
+            wanted.discard("sih")
+        return tuple(name for name in RANKINGS if name in wanted)
+
+    def primary_choice(self) -> str:
+        """``auto`` or the named primary ranking (``--score sih`` names ``sih``)."""
+        return "sih" if self.score == "sih" else self.ranking
 
 
 def check_config(cfg: DiscoverConfig) -> None:
@@ -95,13 +140,34 @@ def check_config(cfg: DiscoverConfig) -> None:
     if cfg.score == "sih" and not cfg.sih:
         raise ConfigError("--score sih ranks by SiH's biased classifier, which only --sih "
                           "trains; add --sih or choose --score ce or ema")
+    if cfg.rankings is not None:
+        if not cfg.rankings:
+            raise ConfigError("--rankings names no ranking; give some of "
+                              + ",".join(RANKINGS))
+        for name in cfg.rankings:
+            if name not in RANKINGS:
+                raise unknown_name("ranking", name, RANKINGS)
+        if "sih" in cfg.rankings and not cfg.sih:
+            raise ConfigError("--rankings sih ranks by SiH's biased classifier, which only "
+                              "--sih trains; add --sih or leave sih out of --rankings")
+    if cfg.ranking != AUTO and cfg.ranking not in RANKINGS:
+        raise unknown_name("ranking", cfg.ranking, {AUTO: "the separation rule", **RANKINGS})
+    if cfg.score == "sih" and cfg.ranking not in (AUTO, "sih"):
+        raise ConfigError(f"--score sih makes SiH's ranking the primary one and --ranking "
+                          f"names {cfg.ranking}; give one of them")
+    primary = cfg.primary_choice()
+    if primary != AUTO and primary not in cfg.ranking_names():
+        raise ConfigError(f"--ranking {primary} is not among the rankings computed ("
+                          + ",".join(cfg.ranking_names()) + "); "
+                          + ("add --sih, which trains SiH" if primary == "sih"
+                             else "add it to --rankings"))
     if cfg.sih_epochs < 1:
         raise ConfigError(f"--sih-epochs must be >= 1, got {cfg.sih_epochs}")
     if cfg.cluster_on not in CLUSTER_FEATURES:
         raise unknown_name("cluster feature", cfg.cluster_on, CLUSTER_FEATURES)
     if cfg.model not in MODELS:
         raise unknown_name("model", cfg.model, MODELS)
-    for key in ("epochs", "batch_size", "top", "examples"):
+    for key in ("epochs", "batch_size", "top", "examples", "erm_epochs"):
         if getattr(cfg, key) < 1:
             raise ConfigError(f"--{key.replace('_', '-')} must be >= 1, got {getattr(cfg, key)}")
     if cfg.clusters is not None and cfg.clusters < 2:

@@ -9,9 +9,11 @@ import numpy as np
 import torch
 
 from ..explain.images import data_uri
-from .config import CLUSTER_FEATURES, PRECISION_AT, SCORES, SHOW_SIZE, DiscoverConfig
+from .config import CLUSTER_FEATURES, PRECISION_AT, SHOW_SIZE, DiscoverConfig
 from .inputs import DiscoveryInput
+from .output import ranking_description
 from .ranking import Discovery
+from .selection import RULE
 
 
 def image_png(image: torch.Tensor) -> bytes:
@@ -58,31 +60,62 @@ def _hex(rgb) -> str:
 
 
 #: Names of the rankings on the page.
-RANKING_NAMES = {"gce": "GCE model", "sih": "SiH's biased classifier"}
+RANKING_NAMES = {"gce": "GCE model", "trajectory": "GCE loss trajectory",
+                 "erm": "early-stopped ERM", "jtt": "JTT error set",
+                 "sih": "SiH's biased classifier"}
+
+#: The models behind the rankings, on the page.
+MODEL_NAMES = {"gce": "GCE", "erm": "ERM", "sih": "SiH"}
 
 
 def _percent(value) -> str:
     return "n/a" if value is None else f"{value:.1f} %"
 
 
+def _auroc(value) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
+
+
+def rankings_section(res: Discovery) -> dict:
+    """The table of every ranking: its model, the selection rule's value and the size of
+    the high side it found, the model's training accuracy and error set, and with hidden
+    bias labels its precision at K, AUROC, precision at 100 / 600, recall at 600, average
+    precision and error set precision; plus how the primary ranking was chosen."""
+    scored = all(r.evaluation for r in res.rankings.values())
+    rows = []
+    for name, r in res.rankings.items():
+        row = {"name": RANKING_NAMES[name] + f" ({name})", "primary": name == res.primary,
+               "description": ranking_description(name, r.score),
+               "model": MODEL_NAMES[r.model] + (
+                   f", epoch {r.info['stopped_at']} of {r.info['epochs']} kept"
+                   if r.info.get("stopped_at") else ""),
+               "rule": f"{r.rule['eta']:.3f}", "minority": r.rule["minority"],
+               "accuracy": f"{r.accuracy:.1f} %", "error_set": int(r.errors.sum()),
+               "metrics": []}
+        if scored:
+            ev = r.evaluation
+            row["metrics"] = ([_percent(ev["precision_at_k"]), _auroc(ev["auroc"])]
+                             + [_percent(ev[f"precision_at_{k}"]) for k in PRECISION_AT]
+                             + [_percent(ev[f"recall_at_{PRECISION_AT[-1]}"]),
+                                _percent(ev["average_precision"]),
+                                _percent(ev["error_set"]["precision"])])
+        rows.append(row)
+    columns = (["precision at K", "AUROC"] + [f"precision at {k}" for k in PRECISION_AT]
+               + [f"recall at {PRECISION_AT[-1]}", "average precision",
+                  "error set precision"]) if scored else []
+    return {"rows": rows, "columns": columns, "rule": RULE,
+            "reason": res.selection["reason"] if res.selection else "",
+            "primary": RANKING_NAMES[res.primary],
+            "conflicting": next(iter(res.rankings.values())).evaluation["conflicting"]
+            if scored else None}
+
+
 def sih_section(res: Discovery) -> dict | None:
-    """What the page shows of the SiH run: its settings, seconds, biased classifier, the
-    two rankings side by side (with hidden bias labels) and the bias visualisation."""
+    """What the page shows of the SiH run: its settings, seconds, biased classifier and
+    the bias visualisation (its ranking is in the rankings table)."""
     if res.sih is None:
         return None
     sih, ranking = res.sih, res.rankings["sih"]
-    rows = []
-    if all(r.evaluation for r in res.rankings.values()):
-        keys = ([(f"precision at {k}", f"precision_at_{k}") for k in PRECISION_AT]
-                + [(f"recall at {PRECISION_AT[-1]}", f"recall_at_{PRECISION_AT[-1]}"),
-                   ("R-precision", "r_precision"), ("average precision", "average_precision")])
-        rows = [{"label": label, "values": [_percent(r.evaluation[key])
-                                            for r in res.rankings.values()]}
-                for label, key in keys]
-        rows.append({"label": "error set: size, precision", "values": [
-            f"{r.evaluation['error_set']['size']}, "
-            f"{_percent(r.evaluation['error_set']['precision'])}"
-            for r in res.rankings.values()]})
     return {"epochs": sih["settings"]["epochs"], "run": sih["run"],
             "batch_size": sih["settings"]["batch_size"],
             "seconds": f"{res.seconds['sih']:.1f}",
@@ -90,8 +123,6 @@ def sih_section(res: Discovery) -> dict | None:
             "reused": sih["reused_finished_run"],
             "accuracy": f"{ranking.accuracy:.1f}", "error_set": int(ranking.errors.sum()),
             "primary": RANKING_NAMES[res.primary],
-            "columns": [RANKING_NAMES[name] + (" (primary)" if name == res.primary else "")
-                        for name in res.rankings], "rows": rows,
             "png": None if res.sih_png is None else data_uri(res.sih_png),
             "caption": sih["visualisation"].get("caption"),
             "missing": sih["visualisation"].get("error")}
@@ -103,7 +134,8 @@ def render_page(inp: DiscoveryInput, cfg: DiscoverConfig, res: Discovery) -> str
 
     data, names, y = inp.data, inp.class_names, res.y
     conflicting = (~data.aligned).numpy() if data.has_bias else None
-    gce = res.rankings["gce"]
+    main = res.main
+    described_score = ranking_description(res.primary, main.score)
 
     def tile(i: int) -> dict:
         i = int(i)
@@ -126,11 +158,13 @@ def render_page(inp: DiscoveryInput, cfg: DiscoverConfig, res: Discovery) -> str
                              trim_blocks=True, lstrip_blocks=True)
     return env.get_template("discover.html.j2").render(
         source=described, size=len(data), shape="x".join(map(str, data.image_shape)),
-        classes=names, settings=cfg, score_description=SCORES[cfg.score],
+        classes=names, settings=cfg, score_description=described_score,
         cluster_description=CLUSTER_FEATURES[cfg.cluster_on],
-        k=len(res.cluster_summary), biased_accuracy=f"{gce.accuracy:.1f}",
-        error_set=int(gce.errors.sum()), sih=sih_section(res),
+        k=len(res.cluster_summary), biased_accuracy=f"{main.accuracy:.1f}",
+        error_set=int(main.errors.sum()), sih=sih_section(res),
+        rankings=rankings_section(res), primary_model=MODEL_NAMES[main.model],
+        models={r.model for r in res.rankings.values()},
         evaluation=res.evaluation, precision_at=PRECISION_AT,
-        histogram=data_uri(histogram_png(res.scores, conflicting, SCORES[cfg.score])),
+        histogram=data_uri(histogram_png(res.scores, conflicting, described_score)),
         top=[tile(i) for i in res.order[:top]], clusters=clusters,
         seconds={k: f"{v:.1f}" for k, v in res.seconds.items()})

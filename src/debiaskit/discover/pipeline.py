@@ -15,23 +15,26 @@ from .. import locks, runs
 from ..device import resolve_device
 from ..errors import ConfigError
 from ..methods.discovered import DISCOVERY
-from .biased import biased_outputs, train_biased_model
+from .biased import biased_outputs
 from .clusters import colour_statistics, kmeans, summarise_clusters
 from .config import (LABELS, PAGE, RANKING, SIH_DIR, SIH_PNG, DiscoverConfig, check_config,
                      check_out_dir)
 from .inputs import DiscoveryInput
 from .output import ranking_csv, result_json
 from .page import render_page
-from .ranking import Discovery, Ranking, score_discovery, score_ranking
-from .sih import check_sih_input, train_sih
+from .ranking import Discovery, score_discovery, score_ranking
+from .sih import check_sih_input
+from .variants import compute_rankings, select_primary
 
 
 def discover(inp: DiscoveryInput, cfg: DiscoverConfig, device="auto",
              sih_dir=None) -> Discovery:
-    """Train the biased model, score, rank and cluster ``inp.data`` (see the module
-    docstring) on ``device`` (:func:`debiaskit.device.resolve_device`); with ``cfg.sih``
-    also train SiH into the run folder ``sih_dir`` for a second ranking. Bias labels, if
-    any, are read only to score the result."""
+    """Train the biased models, rank ``inp.data`` by each (:mod:`.variants`), choose the
+    primary ranking (:mod:`.selection`), cluster and score (see the module docstring) on
+    ``device`` (:func:`debiaskit.device.resolve_device`); with ``cfg.sih`` also train SiH
+    into the run folder ``sih_dir`` for its ranking. Bias labels, if any, are read only to
+    score the result. Each ranking's network stays reachable as ``rankings[name].net``
+    (:attr:`Discovery.networks`, :attr:`Discovery.network` for the primary one)."""
     check_config(cfg)
     device = resolve_device(device)
     data = inp.data
@@ -44,23 +47,15 @@ def discover(inp: DiscoveryInput, cfg: DiscoverConfig, device="auto",
             raise ConfigError("--sih trains SiH into a run folder; give sih_dir "
                               "(run_discovery uses OUT/sih)")
     seconds = {}
-    t0 = time.perf_counter()
-    net, ema = train_biased_model(data, cfg, device)
-    seconds["train"] = time.perf_counter() - t0
-    t1 = time.perf_counter()
-    ce, pred, feats = biased_outputs(net, data, cfg.cluster_on == "features", device)
-    gce_score = "ema" if cfg.score == "ema" else "ce"
-    y = data.y.numpy()
-    rankings = {"gce": Ranking(gce_score, (ce if gce_score == "ce" else ema).double().numpy(),
-                               pred.numpy(), y)}
-    seconds["score"] = time.perf_counter() - t1
-    sih = sih_png = None
-    if cfg.sih:
-        t = time.perf_counter()
-        rankings["sih"], sih, sih_png = train_sih(inp, cfg, sih_dir, device)
-        seconds["sih"] = time.perf_counter() - t
-    primary = "sih" if cfg.score == "sih" else "gce"
+    rankings, sih, sih_png = compute_rankings(inp, cfg, device, sih_dir, seconds)
+    t = time.perf_counter()
+    selection = select_primary(rankings, cfg)
+    primary = selection["chosen"]
     main = rankings[primary]
+    feats = (biased_outputs(main.net, data, True, device)[2]
+             if cfg.cluster_on == "features" else None)
+    seconds["select"] = time.perf_counter() - t
+    y = data.y.numpy()
     order = main.order
     t2 = time.perf_counter()
     colour = colour_statistics(data.x, cfg.threshold)
@@ -70,12 +65,12 @@ def discover(inp: DiscoveryInput, cfg: DiscoverConfig, device="auto",
                                  min(cfg.top, len(data)), cfg.examples, cfg.seed, colour,
                                  inp.class_names, data.b.numpy() if data.has_bias else None)
     seconds["cluster"] = time.perf_counter() - t2
-    evaluation = score_discovery(order, main.errors, clusters, data)
+    evaluation = score_discovery(order, main.errors, clusters, data, main.scores)
     for r in rankings.values():
-        r.evaluation = score_ranking(r.order, r.errors, data)
+        r.evaluation = score_ranking(r.order, r.errors, data, r.scores)
     return Discovery(rankings=rankings, primary=primary, clusters=clusters,
                      cluster_summary=summary, evaluation=evaluation, seconds=seconds,
-                     colour=colour, sih=sih, sih_png=sih_png)
+                     colour=colour, sih=sih, sih_png=sih_png, selection=selection)
 
 
 def write_discovery(out, files: dict[str, bytes], keep: tuple[str, ...] = ()) -> Path:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from .. import runs
 from ..data.dataset import BiasedDataset
@@ -59,6 +60,25 @@ def sih_run_config(inp: DiscoveryInput, cfg: DiscoverConfig, device="cpu"):
                      eval_every=cfg.sih_epochs, seed=cfg.seed, drop_bias_labels=True,
                      train_subset=src.get("train_subset"), device=str(device),
                      progress=False, data_dir=inp.data_dir, download=inp.download)
+
+
+class SiHBiasedNet(nn.Module):
+    """SiH's biased classifier as a network: ``forward_features`` is the bias encoder's
+    latent mean, ``forward_head`` the bias head on it (``forward`` both, as
+    ``predict_biased``); float images in [0, 1] as the library's models take them."""
+
+    def __init__(self, vae) -> None:
+        super().__init__()
+        self.vae = vae
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.vae.bias_encoder(x)[0]
+
+    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
+        return self.vae.bias_head(features)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
 
 
 @torch.no_grad()
@@ -131,7 +151,8 @@ def train_sih(inp: DiscoveryInput, cfg: DiscoverConfig, run_dir, device="cpu"):
     t1 = time.perf_counter()
     prep = load_trained(run_dir, inp.data_dir, run_cfg.device)
     ce, pred = sih_biased_outputs(prep.method, data, device)
-    ranking = Ranking("sih", ce.double().numpy(), pred.numpy(), data.y.numpy())
+    ranking = Ranking("sih", ce.double().numpy(), pred.numpy(), data.y.numpy(), model="sih",
+                      net=SiHBiasedNet(prep.method.vae).eval())
     seconds["score"] = time.perf_counter() - t1
     t2 = time.perf_counter()
     png, vis_scores = sih_visualisation(prep.method.vae, data, cfg, device)
