@@ -16,10 +16,11 @@ from ..device import resolve_device
 from ..errors import ConfigError
 from ..methods.discovered import DISCOVERY
 from .biased import biased_outputs, train_biased_model
-from .clusters import colour_statistics, kmeans, summarise_clusters
+from .clusters import colour_statistics, feature_points, kmeans, summarise_clusters
 from .config import (LABELS, PAGE, RANKING, SIH_DIR, SIH_PNG, DiscoverConfig, check_config,
                      check_out_dir)
 from .inputs import DiscoveryInput
+from .naming import name_shortcut
 from .output import ranking_csv, result_json
 from .page import render_page
 from .ranking import Discovery, Ranking, score_discovery, score_ranking
@@ -64,18 +65,22 @@ def discover(inp: DiscoveryInput, cfg: DiscoverConfig, device="auto",
     order = main.order
     t2 = time.perf_counter()
     colour = colour_statistics(data.x, cfg.threshold)
-    points = colour if cfg.cluster_on == "colour" else feats.numpy()
+    points = colour if cfg.cluster_on == "colour" else feature_points(feats.numpy())
     clusters, _ = kmeans(points, k, cfg.seed)
     summary = summarise_clusters(clusters, k, y, main.predictions, order,
                                  min(cfg.top, len(data)), cfg.examples, cfg.seed, colour,
                                  inp.class_names, data.b.numpy() if data.has_bias else None)
     seconds["cluster"] = time.perf_counter() - t2
+    t3 = time.perf_counter()
+    naming = name_shortcut(net, data, ce.numpy(), pred.numpy(), order, min(cfg.top, len(data)),
+                           clusters, k, colour, summary, inp.class_names, cfg.seed, device)
+    seconds["naming"] = time.perf_counter() - t3
     evaluation = score_discovery(order, main.errors, clusters, data)
     for r in rankings.values():
         r.evaluation = score_ranking(r.order, r.errors, data)
     return Discovery(rankings=rankings, primary=primary, clusters=clusters,
                      cluster_summary=summary, evaluation=evaluation, seconds=seconds,
-                     colour=colour, sih=sih, sih_png=sih_png)
+                     colour=colour, sih=sih, sih_png=sih_png, naming=naming)
 
 
 def write_discovery(out, files: dict[str, bytes], keep: tuple[str, ...] = ()) -> Path:

@@ -56,6 +56,8 @@ class Discovery:
     colour: np.ndarray
     sih: dict | None = None
     sih_png: bytes | None = None
+    #: What the biased model looks at, per class and cluster (:class:`.naming.Naming`).
+    naming: object | None = None
 
     @property
     def main(self) -> Ranking:
