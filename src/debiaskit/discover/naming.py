@@ -320,18 +320,19 @@ def name_clusters(net, data, pred, clusters, k, colour, summary, top, rng, devic
 
 def name_shortcut(net, data, ce, pred, order, top: int, clusters: np.ndarray, k: int,
                   colour: np.ndarray, summary: list, class_names, seed: int,
-                  device="cpu") -> Naming:
-    """The naming of a discovery (module docstring): ``net`` is the biased model, ``ce``
-    and ``pred`` its cross-entropy and prediction per training image, ``order`` the
-    primary ranking and ``top`` how many of it count as top-ranked; ``clusters``,
-    ``colour`` (:func:`.clusters.colour_statistics`) and ``summary``
-    (:func:`.clusters.summarise_clusters`) the clustering. Choices are seeded by ``seed``."""
+                  device="cpu", model: str = "the GCE biased model") -> Naming:
+    """The naming of a discovery (module docstring): ``net`` is the biased model (named
+    ``model`` in the record), ``ce`` and ``pred`` its cross-entropy and prediction per
+    training image, ``order`` the primary ranking and ``top`` how many of it count as
+    top-ranked; ``clusters``, ``colour`` (:func:`.clusters.colour_statistics`) and
+    ``summary`` (:func:`.clusters.summarise_clusters`) the clustering. Choices are seeded
+    by ``seed``."""
     pred = np.asarray(pred)
     rng = np.random.default_rng([seed, 35])
     classes = name_classes(net, data, ce, pred, order, top, class_names, rng, device)
     groups = name_clusters(net, data, pred, clusters, k, colour, summary, top, rng, device)
     record = {
-        "attribution": ATTRIBUTION, "model": "the GCE biased model",
+        "attribution": ATTRIBUTION, "model": model,
         "class_target": "the class's logit", "cluster_target": "the biased model's "
         "prediction on each image", "confident": CONFIDENT, "images": NAMING_IMAGES,
         "top": top,
