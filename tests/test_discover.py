@@ -175,7 +175,7 @@ def test_folder_with_labels_end_to_end(capsys, tmp_path):
     before = listing(folder)
     out = tmp_path / "found"
     code, stdout, err = run(capsys, "discover", folder, "--labels", labels, "--epochs", 3,
-                            "--out", out, *FAST)
+                            "--cluster-on", "colour", "--out", out, *FAST)
     assert code == 0, err
     assert listing(folder) == before  # nothing written into the user's folder
     assert sorted(p.name for p in out.iterdir()) == ["discover.html", "discovery.json",

@@ -20,13 +20,16 @@ whose bias labels are hidden from every step and used only to score the result) 
    what ``debiaskit train --reweight-from`` reads; every ranking's network stays
    reachable (``Ranking.net``);
 3. clusters what the biased model may rely on with k-means (scikit-learn; k = number of
-   classes by default): ``colour`` (default) clusters per-image colour statistics, the
-   mean RGB colour of the foreground pixels and of the background pixels, where a pixel is
-   foreground when its brightness (mean of R, G, B in [0, 1]) is above a threshold
-   (default per image: halfway between its darkest and brightest pixel); ``features``
-   clusters the primary ranking's model's penultimate features. Each cluster reports its
-   size, the biased model's training accuracy on it, its dominant class and example
-   images;
+   classes by default): ``features`` (default) clusters the primary ranking's model's
+   penultimate features, each image's scaled to unit length; ``colour`` clusters per-image
+   colour statistics, the mean RGB colour of the foreground pixels and of the background
+   pixels, where a pixel is foreground when its brightness (mean of R, G, B in [0, 1]) is
+   above a threshold (default per image: halfway between its darkest and brightest
+   pixel). Each cluster reports its size, the biased model's training accuracy on it, its
+   dominant class, its mean colours and example images; then names the shortcut
+   (:mod:`.naming`, :mod:`.facts`, :mod:`.figures`): the primary model's attribution maps
+   per class and per cluster, where they concentrate and what separates each cluster, in
+   measured facts;
 4. with hidden bias labels, scores every ranking: precision at K (K = the number of truly
    bias-conflicting images), AUROC, precision and recall at fixed k, average precision,
    the error set's precision and recall, and for the primary one the normalised mutual

@@ -1,5 +1,6 @@
-"""What the biased model may rely on: per-image colour statistics, k-means over them (or
-over the biased model's features) and a summary per cluster."""
+"""What the biased model may rely on: k-means over the biased model's own features (unit
+length) or over per-image colour statistics, and a summary per cluster (the colour
+statistics are reported either way)."""
 
 from __future__ import annotations
 
@@ -36,6 +37,16 @@ def colour_statistics(x: torch.Tensor, threshold: float | None = None,
             stats.append(torch.where(count > 0, mean, overall))
         out[lo:lo + chunk] = torch.cat(stats, 1).numpy()
     return out
+
+
+def feature_points(features: np.ndarray) -> np.ndarray:
+    """The biased model's penultimate features as k-means points: each image's feature
+    vector scaled to unit length (an all-zero vector stays zero), so that images group by
+    the direction of their features, which decides the prediction, rather than by their
+    length, which grows with the model's confidence."""
+    features = np.asarray(features, dtype=np.float32)
+    norm = np.linalg.norm(features, axis=1, keepdims=True)
+    return np.divide(features, norm, out=np.zeros_like(features), where=norm > 0)
 
 
 def kmeans(points: np.ndarray, k: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

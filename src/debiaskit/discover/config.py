@@ -68,9 +68,10 @@ SIH_CAPTION = ("SiH's bias visualisation on training images: each column is an i
 
 #: What the clusters are computed on (``--cluster-on``).
 CLUSTER_FEATURES = {
+    "features": "the biased model's penultimate features, each image's scaled to unit "
+                "length",
     "colour": "mean RGB colour of each image's foreground pixels and of its background "
               "pixels (foreground: brightness above the threshold)",
-    "features": "the biased model's penultimate features",
 }
 
 #: The k of the precision / recall at k that a scored discovery reports (besides the
@@ -107,7 +108,7 @@ class DiscoverConfig:
     q: float = 0.7
     score: str = "ce"
     ema: float = 0.7
-    cluster_on: str = "colour"
+    cluster_on: str = "features"
     clusters: int | None = None
     threshold: float | None = None
     top: int = 100

@@ -52,6 +52,7 @@ def result_json(inp: DiscoveryInput, cfg: DiscoverConfig, res: Discovery) -> dic
         "error_set": np.flatnonzero(res.errors).tolist(),
         "clusters": res.clusters.tolist(),
         "cluster_summary": res.cluster_summary,
+        "naming": None if res.naming is None else res.naming.record,  # (.naming)
         "evaluation": res.evaluation,
         "seconds": res.seconds,
     }

@@ -10,6 +10,7 @@ import torch
 
 from ..explain.images import data_uri
 from .config import CLUSTER_FEATURES, PRECISION_AT, SHOW_SIZE, DiscoverConfig
+from .figures import naming_section
 from .inputs import DiscoveryInput
 from .output import ranking_description
 from .ranking import Discovery
@@ -167,4 +168,5 @@ def render_page(inp: DiscoveryInput, cfg: DiscoverConfig, res: Discovery) -> str
         evaluation=res.evaluation, precision_at=PRECISION_AT,
         histogram=data_uri(histogram_png(res.scores, conflicting, described_score)),
         top=[tile(i) for i in res.order[:top]], clusters=clusters,
+        naming=naming_section(res.naming),
         seconds={k: f"{v:.1f}" for k, v in res.seconds.items()})

@@ -16,12 +16,13 @@ from ..device import resolve_device
 from ..errors import ConfigError
 from ..methods.discovered import DISCOVERY
 from .biased import biased_outputs
-from .clusters import colour_statistics, kmeans, summarise_clusters
+from .clusters import colour_statistics, feature_points, kmeans, summarise_clusters
 from .config import (LABELS, PAGE, RANKING, SIH_DIR, SIH_PNG, DiscoverConfig, check_config,
                      check_out_dir)
 from .inputs import DiscoveryInput
+from .naming import name_shortcut
 from .output import ranking_csv, result_json
-from .page import render_page
+from .page import MODEL_NAMES, render_page
 from .ranking import Discovery, score_discovery, score_ranking
 from .sih import check_sih_input
 from .variants import compute_rankings, select_primary
@@ -52,25 +53,31 @@ def discover(inp: DiscoveryInput, cfg: DiscoverConfig, device="auto",
     selection = select_primary(rankings, cfg)
     primary = selection["chosen"]
     main = rankings[primary]
-    feats = (biased_outputs(main.net, data, True, device)[2]
-             if cfg.cluster_on == "features" else None)
+    ce, pred, feats = biased_outputs(main.net, data, cfg.cluster_on == "features", device)
     seconds["select"] = time.perf_counter() - t
     y = data.y.numpy()
     order = main.order
     t2 = time.perf_counter()
     colour = colour_statistics(data.x, cfg.threshold)
-    points = colour if cfg.cluster_on == "colour" else feats.numpy()
+    points = colour if cfg.cluster_on == "colour" else feature_points(feats.numpy())
     clusters, _ = kmeans(points, k, cfg.seed)
     summary = summarise_clusters(clusters, k, y, main.predictions, order,
                                  min(cfg.top, len(data)), cfg.examples, cfg.seed, colour,
                                  inp.class_names, data.b.numpy() if data.has_bias else None)
     seconds["cluster"] = time.perf_counter() - t2
+    t3 = time.perf_counter()
+    naming = name_shortcut(main.net, data, ce.numpy(), pred.numpy(), order,
+                           min(cfg.top, len(data)), clusters, k, colour, summary,
+                           inp.class_names, cfg.seed, device,
+                           f"the {MODEL_NAMES[main.model]} biased model")
+    seconds["naming"] = time.perf_counter() - t3
     evaluation = score_discovery(order, main.errors, clusters, data, main.scores)
     for r in rankings.values():
         r.evaluation = score_ranking(r.order, r.errors, data, r.scores)
     return Discovery(rankings=rankings, primary=primary, clusters=clusters,
                      cluster_summary=summary, evaluation=evaluation, seconds=seconds,
-                     colour=colour, sih=sih, sih_png=sih_png, selection=selection)
+                     colour=colour, sih=sih, sih_png=sih_png, selection=selection,
+                     naming=naming)
 
 
 def write_discovery(out, files: dict[str, bytes], keep: tuple[str, ...] = ()) -> Path:

@@ -71,6 +71,8 @@ class Discovery:
     sih: dict | None = None
     sih_png: bytes | None = None
     selection: dict | None = None
+    #: What the biased model looks at, per class and cluster (:class:`.naming.Naming`).
+    naming: object | None = None
 
     @property
     def main(self) -> Ranking:
