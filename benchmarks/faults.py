@@ -22,12 +22,16 @@ reference run of the same command:
     have (e.g. a temporary file a kill left) are listed, not counted as a failure;
   * bench: ``debiaskit bench quick --epochs 3 --seeds 2 --workers 2 --precision fp32``
     (4 runs), killed 1 to ``--max-kills`` - 1 times in each of ``--bench-trials`` trials
-    the same way (the bench process only: its workers must exit by themselves; the
-    seconds they took are recorded), rerun until it exits 0; every run compared as above
-    and results.json with the reference's (its ``peak_rss_mib`` aside);
+    the same way (the bench process only: its workers must exit by themselves), rerun
+    until it exits 0, in odd trials once the killed bench's workers have exited (the
+    seconds they took are recorded), in even ones at once, while they may still write;
+    every run compared as above and results.json with the reference's (its
+    ``peak_rss_mib`` aside);
   * collisions: two identical ``train`` commands on one folder started 1 s apart, and a
-    second one started while the first trains (one trains, the other exits 2 with one line
-    ``debiaskit: error: ... in use ...``); a run killed with SIGKILL is taken over by the
+    second one started while the first trains (after its first record, stopped with
+    SIGSTOP until the second has ended, so that it is alive whatever the second's start-up
+    time): one trains, the other exits 2 with one line ``debiaskit: error: ... in use
+    ...``; a run killed with SIGKILL is taken over by the
     next command (a lock left by a dead process); two benches started 0.2 s apart on one
     folder (both exit 0, each run trained by one of them: the other's log line for it says
     "finished by another process");
@@ -46,9 +50,9 @@ reference run of the same command:
 
 Each case's outcome is recorded as passed / failed with its details; nothing stops the
 harness but an interrupt. Writes JSON (``--out``) with a ``machine`` record, the commands,
-every trial and case, and a summary. ``--quick``: 3 training trials, 2 bench trials of a
-one-seed bench, all cases (a smoke run of the harness). Scratch folders go to a temporary
-folder (``--scratch``), removed unless ``--keep``.
+every trial and case, and a summary. ``--quick``: 3 training trials of 6 epochs, 2 bench
+trials of a one-seed bench, all cases (a smoke run of the harness). Scratch folders go to
+a temporary folder (``--scratch``), removed unless ``--keep``.
 
     python benchmarks/faults.py [--trials 30] [--bench-trials 10] [--max-kills 3]
         [--seed 0] [--only train,bench,collisions,disk,damage] [--disk-full auto]
@@ -90,6 +94,8 @@ ANOTHER = "finished by another process"
 #: kill delays are drawn over this share of the expected remaining run time (the rest of
 #: the time the run may be finishing, or done: a kill there does not land)
 KILL_WINDOW = 0.9
+#: seconds a command may take while another one on its run directory is stopped
+STOPPED_WAIT = 180.0
 LOG_LINE = re.compile(r"^\[(\d+)/(\d+)\] (.+?) (\S+) seed (\d+): (.*)$")
 
 
@@ -616,7 +622,10 @@ def bench_trial(ctx: Context, i: int) -> dict:
     out = ctx.scratch / "bench" / f"trial{i:02d}"
     preset = ctx.args.bench_preset
     n_kills = rng.randint(1, max(1, ctx.args.max_kills - 1))
-    kills = []
+    # odd trials restart once the killed bench's workers have exited; even ones at once,
+    # while they may still be writing (as a user who reruns the command straight away)
+    immediate = i % 2 == 0
+    kills, orphans = [], []
     for k in range(n_kills):
         sig = ((signal.SIGKILL, signal.SIGTERM)[i % 2] if k == 0
                else rng.choice((signal.SIGKILL, signal.SIGTERM)))
@@ -632,7 +641,11 @@ def bench_trial(ctx: Context, i: int) -> dict:
             pass
         landed = proc.kill(sig)
         res = proc.wait(ctx.timeout)
-        workers = wait_group(proc.pid, 30)
+        if immediate:
+            orphans.append(proc.pid)
+            workers = None
+        else:
+            workers = wait_group(proc.pid, 30)
         states = {str(r): inspect(out / preset / r)["phase"]
                   for r in bench_runs(out / preset)} if (out / preset).exists() else {}
         kills.append({"signal": signal.Signals(sig).name, "delay_seconds": round(delay, 3),
@@ -645,23 +658,29 @@ def bench_trial(ctx: Context, i: int) -> dict:
     ended = finished_early or (reruns and reruns[-1].code == 0)
     restart_lines = [line for r in reruns for line in r.stdout.splitlines()
                      if "already finished" in line]
-    result = {"trial": i, "kills": kills, "kills_landed": sum(k["landed"] for k in kills),
+    # (an immediate restart's killed workers: still alive after the reruns?)
+    after_reruns = [wait_group(pgid, 30) for pgid in orphans]
+    result = {"trial": i, "restart": "immediate" if immediate else "after the workers exit",
+              "kills": kills, "kills_landed": sum(k["landed"] for k in kills),
               "reruns": [r.brief() for r in reruns], "resumes": len(reruns),
-              "restart_lines": restart_lines, "exit_0": bool(ended)}
+              "restart_lines": restart_lines, "exit_0": bool(ended),
+              "killed_workers_after_reruns": after_reruns}
     if ended:
         result.update(compare_bench(out, ctx.ref_bench, preset, ctx.args.bench_epochs))
     else:
         result.update({"identical": False, "weights_identical": False, "records_ok": False,
                        "problems": ["did not end with exit 0"]})
-    lingering = [k["workers_after_kill"] for k in kills if k["workers_after_kill"]["left"]]
+    lingering = [w for w in [k["workers_after_kill"] for k in kills] + after_reruns
+                 if w and w["left"]]
     if lingering:
         result["problems"].append("workers outlived the killed bench by more than 30 s")
     result["passed"] = bool(ended and result["identical"] and result["weights_identical"]
                             and result["records_ok"] and not lingering)
     moments = ", ".join(
-        f"{k['signal']} at {k['delay_seconds']:.1f} s (workers gone after "
-        f"{k['workers_after_kill']['exited_after_seconds']} s)" if k["landed"]
-        else f"{k['signal']} too late" for k in kills)
+        (f"{k['signal']} at {k['delay_seconds']:.1f} s (workers gone after "
+         f"{k['workers_after_kill']['exited_after_seconds']} s)" if k["workers_after_kill"]
+         else f"{k['signal']} at {k['delay_seconds']:.1f} s, restarted at once")
+        if k["landed"] else f"{k['signal']} too late" for k in kills)
     extra = f"; files the reference lacks: {result['extra_files']}" \
         if result.get("extra_files") else ""
     say(f"bench trial {i}: {moments}; {restart_lines[:1]}; "
@@ -684,8 +703,11 @@ def wait_for_records(run: Path, n: int, proc: Proc, limit: float = 600.0) -> boo
 
 
 def two_trains(ctx: Context, name: str, gap: str) -> dict:
-    """Two identical ``train`` commands on one folder, the second ``gap`` later ("1s", or
-    once the first has written its first record): one trains, one is refused."""
+    """Two identical ``train`` commands on one folder: the second 1 s after the first
+    (``gap`` "1s"), or (``gap`` "stopped") once the first has written its first record and
+    been stopped (SIGSTOP: still alive, and holding whatever it holds, however long the
+    second takes to start; it continues, SIGCONT, once the second has ended). One trains,
+    the other is refused."""
     run = ctx.scratch / "collisions" / name
     run.parent.mkdir(parents=True, exist_ok=True)
     first = Proc(ctx, ctx.train_argv(run))
@@ -693,10 +715,14 @@ def two_trains(ctx: Context, name: str, gap: str) -> dict:
         time.sleep(1.0)
     else:
         wait_for_records(run, 1, first, ctx.timeout)
+        first.p.send_signal(signal.SIGSTOP)
     second_started = first.elapsed()
     second = Proc(ctx, ctx.train_argv(run))
-    r2 = second.wait(ctx.timeout)
+    # (a second command that waited for the stopped one would wait for ever)
+    r2 = second.wait(ctx.timeout if gap == "1s" else STOPPED_WAIT)
     second_ended = first.elapsed()
+    if gap != "1s":
+        first.p.send_signal(signal.SIGCONT)
     r1 = first.wait(ctx.timeout)
     results = {"first": r1.brief(), "second": r2.brief(),
                "second_started_at": round(second_started, 2),
@@ -1073,8 +1099,11 @@ def guarded(name: str, fn, *a) -> dict:
 
 def trial(fn, ctx: Context, i: int) -> dict:
     """One trial; an exception in the harness is the trial's outcome, not a crash."""
+    t0 = time.monotonic()
     try:
-        return fn(ctx, i)
+        out = fn(ctx, i)
+        out["seconds"] = round(time.monotonic() - t0, 1)
+        return out
     except Exception as err:
         say(f"{fn.__name__} {i}: harness error: {type(err).__name__}: {err}")
         return {"trial": i, "kills": [], "resumes": 0, "exit_0": False, "identical": False,
@@ -1129,8 +1158,8 @@ def main() -> None:
     ap.add_argument("--disk-full", choices=("auto", "tmpfs", "rlimit"), default="auto",
                     help="how to fill the disk: a small tmpfs (needs root), a file-size "
                          "limit (RLIMIT_FSIZE), or auto (tmpfs as root)")
-    ap.add_argument("--quick", action="store_true", help="3 training trials, 2 bench "
-                    "trials, a bench of one seed (a smoke run of the harness)")
+    ap.add_argument("--quick", action="store_true", help="3 training trials of 6 epochs, 2 "
+                    "bench trials, a bench of one seed (a smoke run of the harness)")
     ap.add_argument("--keep", action="store_true", help="keep the scratch folder")
     ap.add_argument("--scratch", help="folder for the scratch folder (default: the system's "
                     "temporary folder)")
@@ -1142,7 +1171,7 @@ def main() -> None:
     torch.set_num_threads(1)  # (the harness only compares tensors)
     if args.quick:
         args.trials, args.bench_trials = min(args.trials, 3), min(args.bench_trials, 2)
-        args.bench_seeds = 1
+        args.bench_seeds, args.epochs = 1, min(args.epochs, 6)
     groups = [g.strip() for g in args.only.split(",") if g.strip()]
     if set(groups) - set(GROUPS):
         ap.error(f"--only: unknown group(s) {sorted(set(groups) - set(GROUPS))}")
@@ -1180,7 +1209,7 @@ def main() -> None:
             cases["train_twice_1s_apart"] = guarded("train_twice_1s_apart", two_trains, ctx,
                                                     "1s-apart", "1s")
             cases["train_while_training"] = guarded("train_while_training", two_trains, ctx,
-                                                    "while-training", "record")
+                                                    "while-training", "stopped")
             cases["killed_lock_taken_over"] = guarded("killed_lock_taken_over", killed_lock,
                                                       ctx)
             cases["two_benches_together"] = guarded("two_benches_together", two_benches, ctx)
