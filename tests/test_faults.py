@@ -196,7 +196,9 @@ def test_a_damaged_checkpoint_resumes_from_the_one_before(lff_reference, tmp_pat
         ckpt.unlink()
     with open(out / runs.METRICS, "ab") as f:
         f.write(b'{"epoch": 3, "eval": {"te')  # and a line cut by the kill
+    (out / ".checkpoint.pt.k2x9q1").write_bytes(data[:1000])  # the killed writer's temporary
     summary = train(cfg, out)
+    assert not (out / ".checkpoint.pt.k2x9q1").exists()
     assert _records(out) == _records(ref)  # epoch 2 trained again, to the same numbers
     assert summary["metrics"] == runs.read_json(ref / runs.SUMMARY)["metrics"]
     if damage != "deleted":

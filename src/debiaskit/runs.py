@@ -86,6 +86,21 @@ def check_out(path, folder: bool = True, option: str = "--out",
     return out
 
 
+def remove_temporaries(folder: Path) -> list[str]:
+    """Delete the temporary files that a process killed within :func:`atomic_write` left
+    in ``folder`` (``.NAME.XXXX``, never renamed into place) and its ``stages`` folder;
+    only for a folder whose lock this process holds. Returns their names."""
+    gone = []
+    for sub in (Path(folder), Path(folder) / STAGES):
+        if not sub.is_dir():
+            continue
+        for path in sub.iterdir():
+            if path.name.startswith(".") and path.name.count(".") >= 2 and path.is_file():
+                path.unlink(missing_ok=True)
+                gone.append(str(path.relative_to(folder)))
+    return gone
+
+
 def require_run_dir(run_dir) -> Path:
     """``run_dir`` as a Path; a one-line error when it does not exist or is not a folder
     (so that a mistyped name is not reported as a folder without a run)."""

@@ -93,6 +93,7 @@ class Trainer:
         if self.lock.previous:
             _note(f"{self.out}: took over the lock of process {self.lock.previous.get('pid')}, "
                   "which ended without releasing it")
+        runs.remove_temporaries(self.out)  # a killed writer's, never renamed into place
 
     def release(self) -> None:
         """Give up the run directory's lock; a directory left without a run (the run failed
