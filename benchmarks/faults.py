@@ -291,9 +291,9 @@ def checkpoint_epoch(path: Path):
     """The epoch a checkpoint holds, 'unreadable', or None when there is none."""
     if not path.exists():
         return None
-    try:
-        return torch.load(path, map_location="cpu", weights_only=False).get("epoch")
-    except Exception:  # a torn or foreign file
+    try:  # (its sha256 checked: a changed byte counts as unreadable)
+        return runs.load_verified(path).get("epoch")
+    except DebiaskitError:  # a torn, changed or foreign file
         return "unreadable"
 
 

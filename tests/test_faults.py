@@ -197,12 +197,14 @@ def test_a_damaged_checkpoint_resumes_from_the_one_before(lff_reference, tmp_pat
     with open(out / runs.METRICS, "ab") as f:
         f.write(b'{"epoch": 3, "eval": {"te')  # and a line cut by the kill
     (out / ".checkpoint.pt.k2x9q1").write_bytes(data[:1000])  # the killed writer's temporary
+    (out / locks.LOCK).write_text('{"pid": 999999, "host": "h", "since": 0}')  # and its lock
     summary = train(cfg, out)
     assert not (out / ".checkpoint.pt.k2x9q1").exists()
+    assert "took over the lock of process 999999 on h" in summary["recovered"][0]
     assert _records(out) == _records(ref)  # epoch 2 trained again, to the same numbers
     assert summary["metrics"] == runs.read_json(ref / runs.SUMMARY)["metrics"]
     if damage != "deleted":
-        assert "resumed from checkpoint.prev.pt, epoch 1" in summary["recovered"][0]
+        assert "resumed from checkpoint.prev.pt, epoch 1" in summary["recovered"][1]
     assert not ckpt.exists() and not (out / runs.PREVIOUS_CHECKPOINT).exists()
 
 

@@ -90,9 +90,10 @@ class Trainer:
         except OSError as err:
             raise runs._disk_error(self.out, err) from None
         self.lock = locks.hold(self.out, f"run directory {self.out}")
-        if self.lock.previous:
-            _note(f"{self.out}: took over the lock of process {self.lock.previous.get('pid')}, "
-                  "which ended without releasing it")
+        if self.lock.previous:  # (a record, not a message: a refusal stays one line)
+            self.summary_extra.setdefault("recovered", []).append(
+                f"took over the lock of process {self.lock.previous.get('pid')} on "
+                f"{self.lock.previous.get('host')}, which ended without releasing it")
         runs.remove_temporaries(self.out)  # a killed writer's, never renamed into place
 
     def release(self) -> None:
