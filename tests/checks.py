@@ -2,8 +2,31 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from torch import nn
+
+
+class Stopped(Exception):
+    """Raised by :func:`train_until` in place of a kill."""
+
+
+def train_until(cfg, out, monkeypatch, epochs: int = 1) -> None:
+    """Train ``cfg`` into ``out`` and stop it right after the checkpoint of epoch ``epochs``
+    (as a kill would: the run directory is left unfinished, its lock released)."""
+    from debiaskit.train import train, trainer
+
+    save = trainer.Trainer._save_epoch
+
+    def stop(self, method, record, best, schedulers):
+        save(self, method, record, best, schedulers)
+        if record["epoch"] == epochs:
+            raise Stopped
+
+    with monkeypatch.context() as m:
+        m.setattr(trainer.Trainer, "_save_epoch", stop)
+        with pytest.raises(Stopped):
+            train(cfg, out)
 
 
 def one_line(err: BaseException) -> str:

@@ -90,3 +90,14 @@ def train_fails_cleanly(data_dir, tmp_path):
         assert not out.exists()
 
     return check
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """torch on one thread for a module's tests (their numbers were recorded so)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

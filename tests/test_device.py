@@ -20,6 +20,7 @@ from torch import nn
 from debiaskit import runs
 from debiaskit.device import draw, resolve_device
 from debiaskit.errors import ConfigError
+from checks import train_until
 from debiaskit.train import RunConfig, check_config, config_from_run, load_trained, train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -179,24 +180,6 @@ def test_a_checkpoint_written_on_a_gpu_loads_on_the_cpu(tmp_path, monkeypatch):
     torch.set_rng_state(loaded["rng"])  # needs a CPU ByteTensor
 
 
-class _Stop(Exception):
-    pass
-
-
-def _train_to_the_first_checkpoint(cfg, out, monkeypatch) -> None:
-    """Train ``cfg`` into ``out`` and stop it right after its first checkpoint (a kill)."""
-    from debiaskit.train import trainer
-
-    save = trainer.Trainer._save_epoch
-
-    def stop_after_first(self, method, record, best, schedulers):
-        save(self, method, record, best, schedulers)
-        raise _Stop
-
-    with monkeypatch.context() as m:
-        m.setattr(trainer.Trainer, "_save_epoch", stop_after_first)
-        with pytest.raises(_Stop):
-            train(cfg, out)
 
 
 @pytest.mark.slow
@@ -206,10 +189,10 @@ def test_a_run_checkpointed_on_a_gpu_resumes_and_explains_on_the_cpu(data_dir, t
                                                                      monkeypatch):
     cfg = RunConfig(method="lff", epochs=2, data_dir=data_dir, **SMALL)
     whole = train(cfg, tmp_path / "whole")
-    _train_to_the_first_checkpoint(cfg, tmp_path / "cut", monkeypatch)
+    train_until(cfg, tmp_path / "cut", monkeypatch)
     assert runs.read_json(tmp_path / "cut" / runs.CONFIG)["runtime"]["device"] == "cpu"
     ckpt_path = tmp_path / "cut" / runs.CHECKPOINT
-    ckpt = runs.load_torch(ckpt_path)
+    ckpt = runs.load_verified(ckpt_path)
     assert ckpt["epoch"] == 1 and ckpt["cuda_rng"] is None  # (written on the CPU)
     # as a GPU run would have written it: every storage on cuda:0, the GPU's RNG state too
     ckpt["cuda_rng"] = torch.zeros(16, dtype=torch.uint8)
@@ -325,8 +308,8 @@ def test_a_cuda_run_has_the_structure_of_a_cpu_run(data_dir, tmp_path):
 @pytest.mark.slow
 def test_a_run_checkpointed_on_cuda_resumes_on_the_cpu(data_dir, tmp_path, monkeypatch):
     cfg = RunConfig(method="lff", epochs=3, data_dir=data_dir, device="cuda", **SMALL)
-    _train_to_the_first_checkpoint(cfg, tmp_path / "run", monkeypatch)
-    ckpt = torch.load(tmp_path / "run" / runs.CHECKPOINT, weights_only=False)
+    train_until(cfg, tmp_path / "run", monkeypatch)
+    ckpt = runs.load_verified(tmp_path / "run" / runs.CHECKPOINT, map_location=None)
     assert ckpt["cuda_rng"] is not None
     assert next(iter(ckpt["method"]["module"].values())).device.type == "cuda"
     first = runs.read_metrics(tmp_path / "run")

@@ -24,12 +24,7 @@ from test_discover import _fails_cleanly, write_folder
 FAST = ["--threads", "1"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny(conflicting: list[bool]) -> BiasedDataset:

@@ -17,6 +17,7 @@ import pytest
 
 from debiaskit import locks, runs
 from debiaskit.cli import main
+from checks import train_until
 from debiaskit.train import RunConfig, train
 
 TINY = ["--train-subset", "2000", "--eval-subset", "500", "--threads", "1"]
@@ -143,25 +144,6 @@ def test_saving_keeps_the_previous_file(tmp_path):
     assert runs.load_verified(path)["epoch"] == 2 and runs.load_verified(prev)["epoch"] == 1
 
 
-class _Stop(Exception):
-    pass
-
-
-def train_until(cfg, out, monkeypatch, epochs: int) -> None:
-    """Train ``cfg`` into ``out`` and stop it right after the checkpoint of ``epochs``."""
-    from debiaskit.train import trainer
-
-    save = trainer.Trainer._save_epoch
-
-    def stop(self, method, record, best, schedulers):
-        save(self, method, record, best, schedulers)
-        if record["epoch"] == epochs:
-            raise _Stop
-
-    with monkeypatch.context() as m:
-        m.setattr(trainer.Trainer, "_save_epoch", stop)
-        with pytest.raises(_Stop):
-            train(cfg, out)
 
 
 def _records(out: Path) -> list[dict]:

@@ -27,12 +27,7 @@ MARKS = [(1, 1), (1, 12), (1, 24), (12, 24), (24, 24), (24, 12), (24, 1), (12, 1
          (24, 18)]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ---------------------------------------------------------------------------------------

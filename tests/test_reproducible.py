@@ -20,6 +20,7 @@ from debiaskit import runs
 from debiaskit.methods.base import Method
 from debiaskit.models import build_model
 from debiaskit.precision import native_bf16
+from checks import train_until
 from debiaskit.train import RunConfig, train
 from debiaskit.train.record import add_part, machine, pack_record, versions
 
@@ -121,24 +122,6 @@ def test_every_run_records_what_its_numbers_depend_on(data_dir, tmp_path, torch_
     assert lff["pack"] == {"mode": "off", "packed": False}
 
 
-class _Stop(Exception):
-    pass
-
-
-def _train_to_the_first_checkpoint(cfg, out, monkeypatch) -> None:
-    """Train ``cfg`` into ``out`` and stop it right after its first checkpoint (a kill)."""
-    from debiaskit.train import trainer
-
-    save = trainer.Trainer._save_epoch
-
-    def stop_after_first(self, method, record, best, schedulers):
-        save(self, method, record, best, schedulers)
-        raise _Stop
-
-    with monkeypatch.context() as m:
-        m.setattr(trainer.Trainer, "_save_epoch", stop_after_first)
-        with pytest.raises(_Stop):
-            train(cfg, out)
 
 
 @pytest.mark.slow
@@ -147,11 +130,11 @@ def test_a_run_resumed_under_other_conditions_says_so(data_dir, tmp_path, monkey
     cfg = RunConfig(method="erm", epochs=3, train_subset=500, eval_subset=200,
                     data_dir=data_dir, progress=False, threads=1)
     # resumed with the same threads: one part
-    _train_to_the_first_checkpoint(cfg, tmp_path / "same", monkeypatch)
+    train_until(cfg, tmp_path / "same", monkeypatch)
     same = train(cfg, tmp_path / "same")
     assert [p["from_epoch"] for p in same["machines"]] == [1]
     # resumed with two threads (not part of the run's identity): two parts, in order
-    _train_to_the_first_checkpoint(cfg, tmp_path / "other", monkeypatch)
+    train_until(cfg, tmp_path / "other", monkeypatch)
     other = train(replace(cfg, threads=2), tmp_path / "other")
     parts = other["machines"]
     assert [p["from_epoch"] for p in parts] == [1, 2]

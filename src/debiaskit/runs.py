@@ -236,10 +236,11 @@ class Damaged(DebiaskitError):
     """A verified file whose content does not match its checksum, or an unreadable one."""
 
 
-def load_verified(path: Path):
-    """The object :func:`save_verified` wrote at ``path``, tensors on the CPU, after
-    checking its sha256 (:class:`Damaged` if it does not match or the file is unreadable);
-    a plain ``torch.save`` file (written before the header existed) loads unchecked."""
+def load_verified(path: Path, map_location="cpu"):
+    """The object :func:`save_verified` wrote at ``path``, tensors on the CPU (or where
+    ``map_location`` says: None keeps the devices they were saved from), after checking its
+    sha256 (:class:`Damaged` if it does not match or the file is unreadable); a plain
+    ``torch.save`` file (written before the header existed) loads unchecked."""
     path = Path(path)
     try:
         data = path.read_bytes()
@@ -251,7 +252,7 @@ def load_verified(path: Path):
             raise Damaged(f"{path} does not match its checksum (truncated or changed)")
         data = payload
     try:
-        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=False)
+        return torch.load(io.BytesIO(data), map_location=map_location, weights_only=False)
     except Exception as err:
         raise Damaged(f"cannot read {path} ({type(err).__name__})") from None
 
