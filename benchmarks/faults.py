@@ -752,11 +752,7 @@ def two_trains(ctx: Context, name: str, gap: str) -> dict:
 def killed_lock(ctx: Context) -> dict:
     """SIGKILL a run after its second record; the next command takes it over."""
     run = ctx.scratch / "collisions" / "killed-lock"
-    run.parent.mkdir(parents=True, exist_ok=True)
-    proc = Proc(ctx, ctx.train_argv(run))
-    wait_for_records(run, 2, proc, ctx.timeout)
-    proc.kill(signal.SIGKILL)
-    proc.wait(ctx.timeout)
+    kill_at_record(ctx, run, 2)
     state = inspect(run)
     if (run / runs.CHECKPOINT).exists():
         ctx.checkpoint_bytes = (run / runs.CHECKPOINT).stat().st_size
@@ -835,11 +831,7 @@ def two_benches(ctx: Context) -> dict:
 def measure_checkpoint(ctx: Context) -> int:
     if ctx.checkpoint_bytes is None:
         run = ctx.scratch / "disk" / "probe"
-        run.parent.mkdir(parents=True, exist_ok=True)
-        proc = Proc(ctx, ctx.train_argv(run))
-        wait_for_records(run, 2, proc, ctx.timeout)
-        proc.kill(signal.SIGKILL)
-        proc.wait(ctx.timeout)
+        kill_at_record(ctx, run, 2)
         ctx.checkpoint_bytes = (run / runs.CHECKPOINT).stat().st_size
     return ctx.checkpoint_bytes
 
@@ -886,11 +878,7 @@ def disk_full_checkpoint(ctx: Context) -> dict:
         # are the same size): the run is killed after two checkpoints, and resumed under a
         # limit below the checkpoint's size
         run = ctx.scratch / "disk" / "rlimit-checkpoint"
-        run.parent.mkdir(parents=True, exist_ok=True)
-        proc = Proc(ctx, ctx.train_argv(run))
-        wait_for_records(run, 2, proc, ctx.timeout)
-        proc.kill(signal.SIGKILL)
-        proc.wait(ctx.timeout)
+        kill_at_record(ctx, run, 2)
         details["limit_bytes"] = size // 2
         res = run_cmd(ctx, ctx.train_argv(run), preexec=limit_file_size(size // 2))
         problems += check_disk_failure(res, run, [], details)
@@ -984,14 +972,22 @@ def disk_full_cache(ctx: Context) -> dict:
 # ------------------------------------------------------------------ damaged files
 
 
+def kill_at_record(ctx: Context, run: Path, records: int):
+    """Start the training run into ``run`` (its folder's parent created) and SIGKILL it
+    once its metrics.jsonl holds ``records`` records; returns whether the kill landed and
+    the process's result."""
+    run.parent.mkdir(parents=True, exist_ok=True)
+    proc = Proc(ctx, ctx.train_argv(run))
+    wait_for_records(run, records, proc, ctx.timeout)
+    landed = proc.kill(signal.SIGKILL)
+    return landed, proc.wait(ctx.timeout)
+
+
 def killed_after(ctx: Context, name: str, records: int) -> Path:
     """A run killed (SIGKILL) once ``records`` epochs have their checkpoints."""
     run = ctx.scratch / "damage" / name
-    run.parent.mkdir(parents=True, exist_ok=True)
-    proc = Proc(ctx, ctx.train_argv(run))
-    wait_for_records(run, records + 1, proc, ctx.timeout)  # record k+1 appears after checkpoint k
-    landed = proc.kill(signal.SIGKILL)
-    res = proc.wait(ctx.timeout)
+    # record k+1 appears after checkpoint k
+    landed, res = kill_at_record(ctx, run, records + 1)
     if not landed:
         raise RuntimeError(f"the run ended (exit {res.code}) before epoch {records + 1}'s "
                            "record; nothing to damage")

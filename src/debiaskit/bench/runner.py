@@ -225,7 +225,7 @@ def execute(planned: list[PlannedRun], workers: int, log=print,
         p = names[run_dir]
         if error:
             errors.append(f"{run_dir}: {error}")
-            log(f"[{done}/{len(todo)}] {p.method} {p.row} seed {p.seed}: FAILED: {error}")
+            log(f"[{done}/{len(names)}] {p.method} {p.row} seed {p.seed}: FAILED: {error}")
             return
         summary = runs.read_json(Path(run_dir) / runs.SUMMARY)
         metrics = summary["metrics"]  # the test split, else one with bias labels
@@ -234,7 +234,7 @@ def execute(planned: list[PlannedRun], workers: int, log=print,
         shown = ", ".join(f"{k} {test[k]:.2f}" for k in ("unbiased", "conflicting", "accuracy")
                           if test.get(k) is not None)
         how = "finished by another process" if by_other else f"{seconds:.0f} s"
-        log(f"[{done}/{len(todo)}] {p.method} {p.row} seed {p.seed}: {shown} ({how})")
+        log(f"[{done}/{len(names)}] {p.method} {p.row} seed {p.seed}: {shown} ({how})")
 
     while todo:
         elsewhere = []
@@ -245,7 +245,7 @@ def execute(planned: list[PlannedRun], workers: int, log=print,
             else:
                 report(run_dir, seconds, error)
 
-        _dispatch(jobs(todo, pack_seeds), pack_seeds, workers, ray_address, collect)
+        _dispatch(work, pack_seeds, workers, ray_address, collect)
         todo = []
         if elsewhere:
             log(f"{len(elsewhere)} run(s) held by another process; waiting for them")
@@ -258,6 +258,7 @@ def execute(planned: list[PlannedRun], workers: int, log=print,
                        "configuration; use another --out for these options")
             else:
                 report(str(p.run_dir), 0.0, None, by_other=True)
+        work = jobs(todo, pack_seeds)
     log(f"{len(names)} runs finished in {(time.perf_counter() - started) / 60:.1f} min "
         f"(wall clock) on {where}")
     return errors

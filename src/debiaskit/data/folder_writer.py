@@ -32,12 +32,13 @@ CSV_NAME = "metadata.csv"
 CLASSES_NAME = "classes.txt"
 
 
-def check_empty_folder(out) -> Path:
-    """``out`` must not exist or be an empty folder (nothing is ever overwritten)."""
+def check_empty_folder(out, what: str = "written folders") -> Path:
+    """``out`` must not exist or be an empty folder (nothing is ever overwritten; the
+    one-line error says that ``what`` never overwrite)."""
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ConfigError(f"{out} exists and is not empty; choose a new --out folder "
-                          "(written folders never overwrite)")
+                          f"({what} never overwrite)")
     return out
 
 

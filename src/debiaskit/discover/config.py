@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..data.folder_writer import check_empty_folder
 from ..errors import ConfigError, unknown_name
 from ..models import MODELS
 
@@ -190,7 +191,4 @@ def check_out_dir(out, sih: bool = False) -> Path:
     if out.exists() and out.is_dir() and sih and all(
             p.name == SIH_DIR and p.is_dir() for p in out.iterdir()):
         return out
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise ConfigError(f"{out} exists and is not empty; choose a new --out folder "
-                          "(discoveries never overwrite)")
-    return out
+    return check_empty_folder(out, "discoveries")
