@@ -1,7 +1,7 @@
-"""The ranking variants of ``debiaskit discover`` (gce, trajectory, erm, jtt, sih), the
-label-free rule that chooses the primary one, and the metrics every ranking is scored with
-(precision at K, AUROC), on hand-computed examples, a small folder of PNGs and real
-Colored MNIST subsets."""
+"""The ranking variants of ``debiaskit discover`` (gce, trajectory, erm, jtt, amplified,
+sih), the label-free rule that chooses the primary one, and the metrics every ranking is
+scored with (precision at K, AUROC), on hand-computed examples, a small folder of PNGs and
+real Colored MNIST subsets."""
 
 from __future__ import annotations
 
@@ -17,7 +17,8 @@ from debiaskit.data.dataset import BiasedDataset
 from debiaskit.discover import (DiscoverConfig, choose_primary, discover, load_folder_input,
                                 load_protocol_input, score_ranking, separation,
                                 split_separation)
-from debiaskit.discover.biased import jtt_scores, train_model
+from debiaskit.discover.biased import (ensemble_cross_entropy, jtt_scores,
+                                       top_share_per_class, train_model)
 from debiaskit.discover.ranking import rank
 from test_discover import _fails_cleanly, write_folder
 
@@ -107,6 +108,28 @@ def test_rule_chooses_the_model_whose_loss_is_bimodal():
     assert choose_primary({"erm": values["erm"], "gce": values["erm"]}, "auto")["chosen"] == "gce"
 
 
+def test_top_share_per_class_by_hand():
+    """Within each class its share of highest scores (rounded), ties to the earlier image;
+    not the highest over all images (class 1's scores are all below class 0's)."""
+    scores = np.array([9.0, 1.0, 5.0, 5.0, 0.4, 0.1, 0.3, 0.2, 0.5, 8.0])
+    y = np.array([0, 0, 0, 0, 1, 1, 1, 1, 1, 0])
+    picked = top_share_per_class(scores, y, 0.4)
+    # class 0: 5 images -> 2 (9.0, 8.0); class 1: 5 images -> 2 (0.5, 0.4)
+    assert np.flatnonzero(picked).tolist() == [0, 4, 8, 9]
+    # class 0 at 0.6: 3 images, the tie 5.0 / 5.0 goes to the earlier (index 2)
+    assert np.flatnonzero(top_share_per_class(scores, y, 0.6)).tolist() == [0, 2, 4, 6, 8, 9]
+
+
+def test_ensemble_cross_entropy_is_of_the_mean_probability():
+    """-log of the mean p_y over the models, not the mean of their cross-entropies: one
+    model sure of the class (p 0.9) and one sure against it (p 0.1) give -log 0.5 = 0.693,
+    where the mean cross-entropy would be 1.204."""
+    a = torch.tensor([[0.9, 0.1], [0.2, 0.8]], dtype=torch.float64)
+    b = torch.tensor([[0.1, 0.9], [0.2, 0.8]], dtype=torch.float64)
+    ce = ensemble_cross_entropy((a + b) / 2, torch.tensor([0, 1]))
+    assert ce == pytest.approx([np.log(2), -np.log(0.8)], abs=1e-12)
+
+
 def test_jtt_scores_put_the_error_set_first():
     ce = np.array([0.1, 3.0, 0.9, 0.7, 50.0])
     errors = np.array([False, False, True, True, False])
@@ -145,6 +168,9 @@ def test_ranking_options_bad_values_one_line_exit_2(capsys, tmp_path):
             (["--ranking", "erm", "--rankings", "gce,trajectory"], "not among the rankings"),
             (["--ranking", "sih"], "not among the rankings"),
             (["--erm-epochs", "0"], "--erm-epochs must be >= 1"),
+            (["--ensemble", "0"], "--ensemble must be >= 1"),
+            (["--amplify-epochs", "0"], "--amplify-epochs must be >= 1"),
+            (["--amplify-drop", "0.5"], "--amplify-drop must be in (0, 0.5)"),
             (["--sih", "--score", "sih", "--ranking", "gce"], "give one of them")):
         _fails_cleanly(capsys, tmp_path, [folder, "--labels", labels, *argv], says, out)
     assert not out.exists()
@@ -187,9 +213,10 @@ SUBSET = 3000  # Colored MNIST training images, about 60 of them conflicting at 
 
 @pytest.mark.slow
 def test_every_variant_on_colored_mnist(capsys, data_dir, tmp_path):
-    """All four label-free rankings on 3,000 real Colored MNIST images at 2 %
+    """All five label-free rankings on 3,000 real Colored MNIST images at 2 %
     conflicting: each is scored with precision at K and AUROC, the primary is the rule's
-    choice, the networks stay reachable, and the same seed gives the same rankings."""
+    choice, the networks stay reachable, and the same seed gives the same rankings; the
+    amplified ranking left the given share of each class out of its second stage."""
     out = tmp_path / "found"
     code = main([str(a) for a in ("discover", "--dataset", "colored_mnist",
                                   "--conflict-ratio", 0.02, "--train-subset", SUBSET,
@@ -198,7 +225,12 @@ def test_every_variant_on_colored_mnist(capsys, data_dir, tmp_path):
     assert code == 0
     record = json.loads((out / "discovery.json").read_text())
     rankings = record["rankings"]
-    assert set(rankings) == {"gce", "trajectory", "erm", "jtt"}
+    assert set(rankings) == {"gce", "trajectory", "erm", "jtt", "amplified"}
+    y = np.array(load_protocol_input("colored_mnist", data_dir, params={
+        "conflict_ratio": 0.02}, train_subset=SUBSET, seed=0).data.y)
+    assert rankings["amplified"]["dropped"] == sum(
+        round(0.1 * int((y == c).sum())) for c in range(10))
+    assert rankings["amplified"]["ensemble"] == 3 and rankings["amplified"]["epochs"] == 10
     selection = record["ranking_selection"]
     assert selection["mode"] == "auto"
     best = max(selection["values"], key=selection["values"].get)
@@ -227,6 +259,7 @@ def test_every_variant_on_colored_mnist(capsys, data_dir, tmp_path):
     res = discover(inp, DiscoverConfig(), "cpu")
     assert res.networks["gce"] is res.networks["trajectory"] is not res.networks["erm"]
     assert res.networks["erm"] is res.networks["jtt"] and res.network is res.main.net
+    assert res.networks["amplified"] not in (res.networks["gce"], res.networks["erm"])
     for name, r in res.rankings.items():
         assert [round(float(v), 6) for v in r.scores] == rankings[name]["scores"], name
     x = inp.data.x[:4].float() / 255

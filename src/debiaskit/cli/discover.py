@@ -46,6 +46,13 @@ def add_parser(sub) -> None:
     v.add_argument("--erm-epochs", type=int, default=dflt.erm_epochs, help="most epochs of "
                    "the ERM model behind the erm and jtt rankings (the epoch the rule "
                    "prefers is kept)")
+    v.add_argument("--ensemble", type=int, default=dflt.ensemble, help="GCE models in "
+                   "each stage of the amplified ranking (seeds --seed, --seed + 1, ...)")
+    v.add_argument("--amplify-drop", type=float, default=dflt.amplify_drop,
+                   help="share of each class the amplified ranking's first stage scores "
+                   "highest and leaves out of its second stage, in (0, 0.5)")
+    v.add_argument("--amplify-epochs", type=int, default=dflt.amplify_epochs,
+                   help="epochs of the amplified ranking's second-stage GCE models")
     v.add_argument("--cluster-on", default=dflt.cluster_on, help="; ".join(
         f"{k}: {d}" for k, d in CLUSTER_FEATURES.items()))
     v.add_argument("--clusters", type=int, help="k of k-means (default: number of classes)")
@@ -102,7 +109,8 @@ def run(args) -> None:
                          threshold=args.threshold, top=args.top, examples=args.examples,
                          seed=args.seed, sih=args.sih, sih_epochs=args.sih_epochs,
                          rankings=parse_rankings(args.rankings), ranking=args.ranking,
-                         erm_epochs=args.erm_epochs)
+                         erm_epochs=args.erm_epochs, ensemble=args.ensemble,
+                         amplify_drop=args.amplify_drop, amplify_epochs=args.amplify_epochs)
     check_config(cfg)
     device = resolve_device(args.device)  # a device that is not here: before anything
     check_out_dir(args.out, sih=cfg.sih)

@@ -1,11 +1,12 @@
 """The label-free biased models: a network trained with LfF's generalized cross-entropy
 (Eq. 2) on every training image, or with plain cross-entropy and stopped early (JTT's
-identification model), and their per-image outputs."""
+identification model), a bias-amplified ensemble trained without the images a first
+ensemble finds most likely conflicting, and their per-image outputs."""
 
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -113,3 +114,78 @@ def jtt_scores(ce: np.ndarray, errors: np.ndarray) -> np.ndarray:
     the order of its cross-entropy."""
     ce = np.asarray(ce, dtype=np.float64)
     return np.asarray(errors, dtype=np.float64) + ce / (1.0 + ce)
+
+
+@dataclass
+class AmplifiedModel:
+    """The bias-amplified ensemble of :func:`train_amplified`: per training image the
+    cross-entropy of the ensemble's mean probability (``scores``) and its prediction; the
+    first network of the second stage (``net``, eval mode, for the clusters and the
+    attribution maps); the images left out of the second stage (``dropped``, bool per
+    image) and what was trained (``info``)."""
+
+    net: torch.nn.Module
+    scores: np.ndarray
+    predictions: np.ndarray
+    dropped: np.ndarray
+    info: dict
+
+
+@torch.no_grad()
+def mean_probabilities(nets, data: BiasedDataset, device="cpu") -> torch.Tensor:
+    """The softmax probabilities of ``nets`` (eval mode) on every image of ``data``, in
+    order, averaged over the networks (N x C, float64)."""
+    loader = InMemoryLoader(data.without_bias(), 1024, shuffle=False, device=device)
+    total = None
+    for net in nets:
+        probs = torch.cat([F.softmax(net(batch.x).float(), 1).double().cpu()
+                           for batch in loader.epoch(0)])
+        total = probs if total is None else total + probs
+    return total / len(nets)
+
+
+def ensemble_cross_entropy(probs: torch.Tensor, y: torch.Tensor) -> np.ndarray:
+    """``-log`` of the (mean) probability of each image's class, ``probs`` N x C."""
+    p = probs.gather(1, y.view(-1, 1).long()).squeeze(1).clamp_min(1e-12)
+    return (-p.log()).numpy()
+
+
+def top_share_per_class(scores: np.ndarray, y: np.ndarray, share: float) -> np.ndarray:
+    """Bool per image: within each class, the ``round(share * n_class)`` images of highest
+    score (ties: the earlier image first)."""
+    out = np.zeros(len(scores), dtype=bool)
+    for c in np.unique(y):
+        members = np.flatnonzero(y == c)
+        take = int(round(share * len(members)))
+        if take:
+            order = members[np.argsort(-scores[members], kind="stable")]
+            out[order[:take]] = True
+    return out
+
+
+def train_amplified(data: BiasedDataset, cfg: DiscoverConfig, device="cpu",
+                    first: TrainedModel | None = None) -> AmplifiedModel:
+    """Bias amplification by leaving the likely conflicting images out (as BiasEnsemble,
+    Lee et al. 2023, trains its biased model only on the images its committee finds
+    bias-aligned). Stage 1: ``cfg.ensemble`` GCE models (:func:`train_model`, ``cfg.epochs``
+    epochs, seeds ``cfg.seed``, ``cfg.seed + 1``, ...; ``first``, if given, is the one of
+    seed ``cfg.seed``) score every image by ``-log`` of their mean ``p_y``. Within each
+    class the ``cfg.amplify_drop`` share of highest score is left out. Stage 2:
+    ``cfg.ensemble`` GCE models trained for ``cfg.amplify_epochs`` epochs on the rest,
+    which then holds few conflicting images to fit, so the shortcut is all they need;
+    every training image is scored by ``-log`` of their mean ``p_y``, so the left-out
+    images are scored by models that never saw them. Bias labels are never read."""
+    y = data.y
+    stage1 = [first.net] if first is not None else []
+    for i in range(len(stage1), cfg.ensemble):
+        stage1.append(train_model(data, replace(cfg, seed=cfg.seed + i), "gce", device).net)
+    first_scores = ensemble_cross_entropy(mean_probabilities(stage1, data, device), y)
+    dropped = top_share_per_class(first_scores, y.numpy(), cfg.amplify_drop)
+    kept = data.subset(torch.from_numpy(np.flatnonzero(~dropped)))
+    stage2 = [train_model(kept, replace(cfg, seed=cfg.seed + i), "gce", device,
+                          epochs=cfg.amplify_epochs).net for i in range(cfg.ensemble)]
+    probs = mean_probabilities(stage2, data, device)
+    info = {"epochs": cfg.amplify_epochs, "stage1_epochs": cfg.epochs,
+            "ensemble": cfg.ensemble, "dropped": int(dropped.sum())}
+    return AmplifiedModel(stage2[0], ensemble_cross_entropy(probs, y),
+                          probs.argmax(1).numpy(), dropped, info)

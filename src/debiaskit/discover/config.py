@@ -36,13 +36,17 @@ RANKINGS = {
            "(JTT's identification model; stopped at the epoch the selection rule prefers)",
     "jtt": "that ERM model's error set first (JTT: the images it misclassifies), then the "
            "rest, each part by the ERM model's cross-entropy",
+    "amplified": "a bias-amplified GCE ensemble's cross-entropy -log (mean p_y) on each "
+                 "training image: trained without the --amplify-drop share of each class "
+                 "a first GCE ensemble scores highest, so those are scored by models that "
+                 "never saw them",
     "sih": "cross-entropy -log p_y of SiH's biased classifier (the head on its bias "
            "encoder's latent mean) on each training image (needs --sih)",
 }
 
 #: The trained model each ranking is computed from.
 RANKING_MODELS = {"gce": "gce", "trajectory": "gce", "erm": "erm", "jtt": "erm",
-                  "sih": "sih"}
+                  "amplified": "amplified", "sih": "sih"}
 
 #: ``--ranking auto``: the primary ranking is chosen by the label-free separation rule
 #: (:mod:`.selection`).
@@ -95,7 +99,9 @@ class DiscoverConfig:
     compute (:data:`RANKINGS`; None: all of them, ``sih`` only with ``sih``), ``ranking``
     the primary one (``auto``: the separation rule chooses) and ``erm_epochs`` the most
     epochs of the ERM model behind ``erm`` and ``jtt`` (it keeps the epoch the rule
-    prefers); ``top`` images are listed as the top
+    prefers); ``ensemble`` GCE models per stage, ``amplify_drop`` (the share of each class
+    left out) and ``amplify_epochs`` (the second stage's epochs) make the ``amplified``
+    ranking (:func:`~.biased.train_amplified`); ``top`` images are listed as the top
     of the ranking and shown on the page, ``examples`` per cluster; ``seed`` seeds the
     network, the batches, k-means and the example choice. ``sih`` also trains SiH for
     ``sih_epochs`` epochs (seeded by ``seed``; SiH's own batch size and hyper-parameters)
@@ -120,6 +126,9 @@ class DiscoverConfig:
     rankings: tuple[str, ...] | None = None
     ranking: str = AUTO
     erm_epochs: int = 3
+    ensemble: int = 3
+    amplify_drop: float = 0.1
+    amplify_epochs: int = 10
 
     def ranking_names(self) -> tuple[str, ...]:
         """The rankings to compute, in :data:`RANKINGS` order (``sih`` with ``sih`` only)."""
@@ -169,7 +178,8 @@ def check_config(cfg: DiscoverConfig) -> None:
         raise unknown_name("cluster feature", cfg.cluster_on, CLUSTER_FEATURES)
     if cfg.model not in MODELS:
         raise unknown_name("model", cfg.model, MODELS)
-    for key in ("epochs", "batch_size", "top", "examples", "erm_epochs"):
+    for key in ("epochs", "batch_size", "top", "examples", "erm_epochs", "ensemble",
+                "amplify_epochs"):
         if getattr(cfg, key) < 1:
             raise ConfigError(f"--{key.replace('_', '-')} must be >= 1, got {getattr(cfg, key)}")
     if cfg.clusters is not None and cfg.clusters < 2:
@@ -178,6 +188,8 @@ def check_config(cfg: DiscoverConfig) -> None:
         raise ConfigError(f"--q must be in (0, 1], got {cfg.q}")
     if not 0.0 <= cfg.ema < 1.0:
         raise ConfigError(f"--ema must be in [0, 1), got {cfg.ema}")
+    if not 0.0 < cfg.amplify_drop < 0.5:
+        raise ConfigError(f"--amplify-drop must be in (0, 0.5), got {cfg.amplify_drop}")
     if not cfg.lr > 0:
         raise ConfigError(f"--lr must be > 0, got {cfg.lr}")
     if cfg.threshold is not None and not 0.0 <= cfg.threshold < 1.0:

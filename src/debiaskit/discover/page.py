@@ -63,10 +63,11 @@ def _hex(rgb) -> str:
 #: Names of the rankings on the page.
 RANKING_NAMES = {"gce": "GCE model", "trajectory": "GCE loss trajectory",
                  "erm": "early-stopped ERM", "jtt": "JTT error set",
+                 "amplified": "bias-amplified GCE ensemble",
                  "sih": "SiH's biased classifier"}
 
 #: The models behind the rankings, on the page.
-MODEL_NAMES = {"gce": "GCE", "erm": "ERM", "sih": "SiH"}
+MODEL_NAMES = {"gce": "GCE", "erm": "ERM", "amplified": "amplified GCE", "sih": "SiH"}
 
 
 def _percent(value) -> str:

@@ -18,8 +18,9 @@ class Ranking:
     in the training set) its score (``score`` names it: ``ce``, ``ema``, ``sih`` of
     :data:`~.config.SCORES`, or the ranking's name) and the model's prediction;
     ``evaluation`` is filled by :func:`score_ranking` when bias labels exist. ``model``
-    names the trained model it comes from (``gce``, ``erm``, ``sih``) and ``net`` is that
-    network (eval mode; SiH's: its biased classifier, :class:`~.sih.SiHBiasedNet`), kept
+    names the trained model it comes from (``gce``, ``erm``, ``amplified``, ``sih``) and
+    ``net`` is that network (eval mode; SiH's: its biased classifier,
+    :class:`~.sih.SiHBiasedNet`; amplified: its first second-stage network), kept
     for whatever looks at the model next; ``rule`` is the selection rule's value
     (:mod:`.selection`) and ``info`` what else its training recorded (ERM: the epoch
     kept)."""
@@ -53,7 +54,8 @@ class Ranking:
 @dataclass
 class Discovery:
     """A discovery's result before it is written: every ranking computed (name ->
-    :class:`Ranking`: ``gce``, ``trajectory``, ``erm``, ``jtt``, and ``sih`` with its run
+    :class:`Ranking`: ``gce``, ``trajectory``, ``erm``, ``jtt``, ``amplified``, and ``sih``
+    with its run
     record ``sih`` and bias visualisation PNG ``sih_png``), the name of the ``primary`` one,
     whose per-image arrays (indexed by position in the training set) the result's top-level
     fields are, how it was chosen (``selection``: :func:`~.selection.choose_primary`'s

@@ -13,6 +13,9 @@ find bias-conflicting images, and the choice of the primary one.
   bias-labelled validation data; its cross-entropy;
 - ``jtt``: that model's error set first, then the rest, each by the cross-entropy
   (:func:`~.biased.jtt_scores`);
+- ``amplified``: a bias-amplified GCE ensemble (:func:`~.biased.train_amplified`): a
+  second ensemble trained without the share of each class a first ensemble (whose first
+  model is ``gce``'s) scores highest; the cross-entropy of its mean probability;
 - ``sih``: SiH's biased classifier (:mod:`.sih`).
 """
 
@@ -20,7 +23,7 @@ from __future__ import annotations
 
 import time
 
-from .biased import biased_outputs, jtt_scores, train_model
+from .biased import biased_outputs, jtt_scores, train_amplified, train_model
 from .config import RANKING_MODELS, DiscoverConfig
 from .inputs import DiscoveryInput
 from .ranking import Ranking
@@ -36,14 +39,14 @@ def compute_rankings(inp: DiscoveryInput, cfg: DiscoverConfig, device, sih_dir,
     (``gce``: its cross-entropy, or its EMA with ``score=ema``; ``trajectory``: its
     cross-entropy at each visit averaged over the epochs), the ERM model stopped early by
     the separation rule (``erm``: its cross-entropy; ``jtt``: its error set first), SiH's
-    biased classifier (``sih``). Each ranking's ``rule`` is its value of the separation
+    biased classifier (``sih``), the bias-amplified ensemble (``amplified``). Each ranking's ``rule`` is its value of the separation
     rule (:func:`~.selection.separation` of its scores; ``jtt``:
     :func:`~.selection.split_separation` of the ERM model's cross-entropy at its error
     set). Adds the seconds spent to ``seconds``."""
     data, names = inp.data, cfg.ranking_names()
     models = {RANKING_MODELS[n] for n in names}
     y = data.y.numpy()
-    rankings, sih, sih_png = {}, None, None
+    rankings, sih, sih_png, gce = {}, None, None, None
     if "gce" in models:
         t0 = time.perf_counter()
         gce = train_model(data, cfg, "gce", device)
@@ -74,6 +77,12 @@ def compute_rankings(inp: DiscoveryInput, cfg: DiscoverConfig, device, sih_dir,
                                       net=erm.net, info=info,
                                       rule=split_separation(ce, pred != y))
         seconds["train_erm"] = time.perf_counter() - t
+    if "amplified" in names:
+        t = time.perf_counter()
+        amp = train_amplified(data, cfg, device, first=gce)
+        rankings["amplified"] = Ranking("amplified", amp.scores, amp.predictions, y,
+                                        model="amplified", net=amp.net, info=amp.info)
+        seconds["train_amplified"] = time.perf_counter() - t
     if "sih" in names:
         t = time.perf_counter()
         rankings["sih"], sih, sih_png = train_sih(inp, cfg, sih_dir, device)
