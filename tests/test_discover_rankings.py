@@ -18,7 +18,9 @@ from debiaskit.discover import (DiscoverConfig, choose_primary, discover, load_f
                                 load_protocol_input, score_ranking, separation,
                                 split_separation)
 from debiaskit.discover.biased import (ensemble_cross_entropy, jtt_scores,
-                                       top_share_per_class, train_model)
+                                       neighbour_disagreement, top_share_per_class,
+                                       train_model)
+from debiaskit.discover.variants import knn_scores
 from debiaskit.discover.ranking import rank
 from test_discover import _fails_cleanly, write_folder
 
@@ -130,6 +132,55 @@ def test_ensemble_cross_entropy_is_of_the_mean_probability():
     assert ce == pytest.approx([np.log(2), -np.log(0.8)], abs=1e-12)
 
 
+def test_amplified_is_a_second_ensemble_without_the_first_ones_top_share(tmp_path):
+    """The amplified ranking composed by hand from train_model: two GCE models score every
+    image by -log of their mean p_y, the top quarter of each class is left out, two GCE
+    models trained on the rest score every image the same way."""
+    from dataclasses import replace
+
+    from debiaskit.discover.biased import biased_outputs, train_amplified
+
+    inp = load_folder_input(tmp_path / "images", write_folder(tmp_path / "images"))
+    data = inp.data
+    cfg = DiscoverConfig(epochs=2, batch_size=4, ensemble=2, amplify_drop=0.25,
+                         amplify_epochs=3, seed=0)
+    amp = train_amplified(data, cfg)
+
+    def mean_p_score(nets):
+        p = np.mean([np.exp(-biased_outputs(n, data, False)[0].double().numpy())
+                     for n in nets], axis=0)
+        return -np.log(p)
+
+    first = mean_p_score([train_model(data, replace(cfg, seed=s), "gce").net for s in (0, 1)])
+    y = data.y.numpy()
+    dropped = np.zeros(len(y), dtype=bool)
+    for c in (0, 1):
+        members = np.flatnonzero(y == c)
+        top = members[np.argsort(-first[members], kind="stable")][:round(0.25 * len(members))]
+        dropped[top] = True
+    assert amp.dropped.tolist() == dropped.tolist() and amp.info["dropped"] == 2 * 4
+    kept = data.subset(torch.from_numpy(np.flatnonzero(~dropped)))
+    second = mean_p_score([train_model(kept, replace(cfg, seed=s), "gce", epochs=3).net
+                           for s in (0, 1)])
+    assert amp.scores == pytest.approx(second, rel=1e-5, abs=1e-6)
+
+
+def test_neighbour_disagreement_by_hand():
+    """Cosine neighbours, the image itself excluded: image 2 sits among class 0, image 4
+    among class 1. Image 3 lies far out along image 4's direction: by Euclidean distance
+    image 4's nearest would be images 2 and 1 (0.5), and with itself counted image 0 would
+    score 0."""
+    feats = torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.8, 0.2], [0.0, 10.0], [0.1, 0.9]])
+    y = torch.tensor([0, 0, 1, 1, 1])
+    assert neighbour_disagreement(feats, y, 2).tolist() == [0.5, 0.5, 1.0, 0.0, 0.0]
+    assert neighbour_disagreement(feats, y, 2, chunk=2).tolist() == [0.5, 0.5, 1.0, 0.0, 0.0]
+    # k is cut to the 4 other images
+    assert neighbour_disagreement(feats, y, 9).tolist() == [0.75, 0.75, 0.5, 0.5, 0.5]
+    # equal disagreement is ordered by the cross-entropy, never past a higher one
+    assert knn_scores(np.array([0.5, 0.5, 0.0]), np.array([1.0, 3.0, 1e9]), 2) == \
+        pytest.approx([0.625, 0.6875, 0.25])
+
+
 def test_jtt_scores_put_the_error_set_first():
     ce = np.array([0.1, 3.0, 0.9, 0.7, 50.0])
     errors = np.array([False, False, True, True, False])
@@ -171,6 +222,8 @@ def test_ranking_options_bad_values_one_line_exit_2(capsys, tmp_path):
             (["--ensemble", "0"], "--ensemble must be >= 1"),
             (["--amplify-epochs", "0"], "--amplify-epochs must be >= 1"),
             (["--amplify-drop", "0.5"], "--amplify-drop must be in (0, 0.5)"),
+            (["--knn-k", "0"], "--knn-k must be >= 1"),
+            (["--ranking", "knn"], "not among the rankings"),
             (["--sih", "--score", "sih", "--ranking", "gce"], "give one of them")):
         _fails_cleanly(capsys, tmp_path, [folder, "--labels", labels, *argv], says, out)
     assert not out.exists()
@@ -183,12 +236,15 @@ def test_folder_discovery_writes_every_ranking(capsys, tmp_path):
     labels = write_folder(folder)
     out = tmp_path / "found"
     code = main([str(a) for a in ("discover", folder, "--labels", labels, "--epochs", 2,
-                                  "--rankings", "erm,jtt,gce", "--ranking", "jtt",
+                                  "--rankings", "erm,jtt,gce,knn", "--ranking", "jtt",
                                   "--out", out, *FAST)])
     stdout = capsys.readouterr().out
     assert code == 0
     record = json.loads((out / "discovery.json").read_text())
-    assert set(record["rankings"]) == {"gce", "erm", "jtt"}
+    assert set(record["rankings"]) == {"gce", "erm", "jtt", "knn"}
+    knn = record["rankings"]["knn"]
+    assert knn["model"] == "gce" and knn["k"] == 20 and knn["predictions"] == record[
+        "rankings"]["gce"]["predictions"]
     assert record["ranking"] == "jtt" and record["ranking_selection"]["mode"] == "jtt"
     jtt = record["rankings"]["jtt"]
     assert jtt["primary"] and jtt["evaluation"] is None and jtt["model"] == "erm"
@@ -197,7 +253,7 @@ def test_folder_discovery_writes_every_ranking(capsys, tmp_path):
     errors = [i for i, (p, c) in enumerate(zip(jtt["predictions"], y)) if p != c]
     assert record["error_set"] == errors and record["order"][:len(errors)] == sorted(
         errors, key=lambda i: (-jtt["scores"][i], i))
-    assert set(record["ranking_selection"]["values"]) == {"gce", "erm", "jtt"}
+    assert set(record["ranking_selection"]["values"]) == {"gce", "erm", "jtt", "knn"}
     assert 1 <= jtt["stopped_at"] <= jtt["epochs"] == 3
     header = (out / "ranking.csv").read_text().splitlines()[0].split(",")
     assert header[:3] == ["index", "score", "rank"]

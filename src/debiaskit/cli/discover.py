@@ -36,7 +36,8 @@ def add_parser(sub) -> None:
         f"{k}: {d}" for k, d in SCORES.items()))
     v.add_argument("--ema", type=float, default=dflt.ema, help="decay of --score ema")
     v.add_argument("--rankings", metavar="NAMES", help="comma-separated rankings to compute "
-                   "(default: all; sih needs --sih, which always adds it): " + "; ".join(
+                   "(default: all but knn and sih; sih needs --sih, which always adds it): "
+                   + "; ".join(
                        f"{k}: {d}" for k, d in RANKINGS.items()))
     v.add_argument("--ranking", default=dflt.ranking, metavar="NAME",
                    help="the primary ranking (what discovery.json's order and error set "
@@ -53,6 +54,8 @@ def add_parser(sub) -> None:
                    "highest and leaves out of its second stage, in (0, 0.5)")
     v.add_argument("--amplify-epochs", type=int, default=dflt.amplify_epochs,
                    help="epochs of the amplified ranking's second-stage GCE models")
+    v.add_argument("--knn-k", type=int, default=dflt.knn_k, help="nearest neighbours of "
+                   "the knn ranking")
     v.add_argument("--cluster-on", default=dflt.cluster_on, help="; ".join(
         f"{k}: {d}" for k, d in CLUSTER_FEATURES.items()))
     v.add_argument("--clusters", type=int, help="k of k-means (default: number of classes)")
@@ -110,7 +113,7 @@ def run(args) -> None:
                          seed=args.seed, sih=args.sih, sih_epochs=args.sih_epochs,
                          rankings=parse_rankings(args.rankings), ranking=args.ranking,
                          erm_epochs=args.erm_epochs, ensemble=args.ensemble,
-                         amplify_drop=args.amplify_drop, amplify_epochs=args.amplify_epochs)
+                         amplify_drop=args.amplify_drop, amplify_epochs=args.amplify_epochs, knn_k=args.knn_k)
     check_config(cfg)
     device = resolve_device(args.device)  # a device that is not here: before anything
     check_out_dir(args.out, sih=cfg.sih)

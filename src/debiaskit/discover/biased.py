@@ -189,3 +189,27 @@ def train_amplified(data: BiasedDataset, cfg: DiscoverConfig, device="cpu",
             "ensemble": cfg.ensemble, "dropped": int(dropped.sum())}
     return AmplifiedModel(stage2[0], ensemble_cross_entropy(probs, y),
                           probs.argmax(1).numpy(), dropped, info)
+
+
+def neighbour_disagreement(features: torch.Tensor, y: torch.Tensor, k: int,
+                           chunk: int = 4096) -> np.ndarray:
+    """Per image, the share of its ``k`` nearest other images (cosine similarity of
+    ``features``, N x D; exact ties as ``torch.topk`` breaks them) whose class differs
+    from its own: a
+    k-nearest-neighbour check of the labels in the biased model's feature space (as the
+    deep k-NN filter of noisy labels, Bahri et al. 2020). An image that goes against the
+    shortcut sits among images of the class the shortcut points to; an aligned image
+    the model gets wrong for another reason sits among images of its own class. ``k`` is
+    cut to N - 1."""
+    f = F.normalize(features.float(), dim=1)
+    y = y.long()
+    n = len(f)
+    k = min(k, n - 1)
+    out = torch.empty(n, dtype=torch.float64)
+    for start in range(0, n, chunk):
+        sim = f[start:start + chunk] @ f.T
+        rows = torch.arange(sim.shape[0])
+        sim[rows, rows + start] = -float("inf")
+        near = sim.topk(k, dim=1).indices
+        out[start:start + chunk] = (y[near] != y[start:start + chunk, None]).double().mean(1)
+    return out.numpy()

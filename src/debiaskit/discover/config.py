@@ -40,13 +40,19 @@ RANKINGS = {
                  "training image: trained without the --amplify-drop share of each class "
                  "a first GCE ensemble scores highest, so those are scored by models that "
                  "never saw them",
+    "knn": "the share of each training image's --knn-k nearest neighbours (cosine, in "
+           "the GCE model's penultimate features) whose class differs from its own, ties "
+           "by the GCE model's cross-entropy (only when named in --rankings)",
     "sih": "cross-entropy -log p_y of SiH's biased classifier (the head on its bias "
            "encoder's latent mean) on each training image (needs --sih)",
 }
 
 #: The trained model each ranking is computed from.
 RANKING_MODELS = {"gce": "gce", "trajectory": "gce", "erm": "erm", "jtt": "erm",
-                  "amplified": "amplified", "sih": "sih"}
+                  "amplified": "amplified", "knn": "gce", "sih": "sih"}
+
+#: Rankings computed only when named in ``--rankings`` (``sih`` also with ``--sih``).
+OPT_IN = ("knn", "sih")
 
 #: ``--ranking auto``: the primary ranking is chosen by the label-free separation rule
 #: (:mod:`.selection`).
@@ -101,7 +107,8 @@ class DiscoverConfig:
     epochs of the ERM model behind ``erm`` and ``jtt`` (it keeps the epoch the rule
     prefers); ``ensemble`` GCE models per stage, ``amplify_drop`` (the share of each class
     left out) and ``amplify_epochs`` (the second stage's epochs) make the ``amplified``
-    ranking (:func:`~.biased.train_amplified`); ``top`` images are listed as the top
+    ranking (:func:`~.biased.train_amplified`), ``knn_k`` the neighbours of the ``knn``
+    ranking (:func:`~.biased.neighbour_disagreement`); ``top`` images are listed as the top
     of the ranking and shown on the page, ``examples`` per cluster; ``seed`` seeds the
     network, the batches, k-means and the example choice. ``sih`` also trains SiH for
     ``sih_epochs`` epochs (seeded by ``seed``; SiH's own batch size and hyper-parameters)
@@ -129,14 +136,15 @@ class DiscoverConfig:
     ensemble: int = 3
     amplify_drop: float = 0.1
     amplify_epochs: int = 10
+    knn_k: int = 20
 
     def ranking_names(self) -> tuple[str, ...]:
-        """The rankings to compute, in :data:`RANKINGS` order (``sih`` with ``sih`` only)."""
-        wanted = set(self.rankings) if self.rankings is not None else set(RANKINGS)
+        """The rankings to compute, in :data:`RANKINGS` order: ``rankings``, or all but the
+        :data:`OPT_IN` ones; ``sih`` always with ``sih``."""
+        wanted = (set(self.rankings) if self.rankings is not None
+                  else set(RANKINGS) - set(OPT_IN))
         if self.sih:
             wanted.add("sih")
-        elif self.rankings is None:
-            wanted.discard("sih")
         return tuple(name for name in RANKINGS if name in wanted)
 
     def primary_choice(self) -> str:
@@ -179,7 +187,7 @@ def check_config(cfg: DiscoverConfig) -> None:
     if cfg.model not in MODELS:
         raise unknown_name("model", cfg.model, MODELS)
     for key in ("epochs", "batch_size", "top", "examples", "erm_epochs", "ensemble",
-                "amplify_epochs"):
+                "amplify_epochs", "knn_k"):
         if getattr(cfg, key) < 1:
             raise ConfigError(f"--{key.replace('_', '-')} must be >= 1, got {getattr(cfg, key)}")
     if cfg.clusters is not None and cfg.clusters < 2:

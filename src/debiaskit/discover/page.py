@@ -64,6 +64,7 @@ def _hex(rgb) -> str:
 RANKING_NAMES = {"gce": "GCE model", "trajectory": "GCE loss trajectory",
                  "erm": "early-stopped ERM", "jtt": "JTT error set",
                  "amplified": "bias-amplified GCE ensemble",
+                 "knn": "feature neighbours' classes",
                  "sih": "SiH's biased classifier"}
 
 #: The models behind the rankings, on the page.

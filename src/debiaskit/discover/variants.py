@@ -16,6 +16,9 @@ find bias-conflicting images, and the choice of the primary one.
 - ``amplified``: a bias-amplified GCE ensemble (:func:`~.biased.train_amplified`): a
   second ensemble trained without the share of each class a first ensemble (whose first
   model is ``gce``'s) scores highest; the cross-entropy of its mean probability;
+- ``knn``: the share of each image's nearest neighbours in the GCE model's feature space
+  that belong to another class (:func:`~.biased.neighbour_disagreement`), ties by the GCE
+  model's cross-entropy; computed only when named;
 - ``sih``: SiH's biased classifier (:mod:`.sih`).
 """
 
@@ -23,7 +26,10 @@ from __future__ import annotations
 
 import time
 
-from .biased import biased_outputs, jtt_scores, train_amplified, train_model
+import numpy as np
+
+from .biased import (biased_outputs, jtt_scores, neighbour_disagreement,
+                     train_amplified, train_model)
 from .config import RANKING_MODELS, DiscoverConfig
 from .inputs import DiscoveryInput
 from .ranking import Ranking
@@ -52,7 +58,7 @@ def compute_rankings(inp: DiscoveryInput, cfg: DiscoverConfig, device, sih_dir,
         gce = train_model(data, cfg, "gce", device)
         seconds["train"] = time.perf_counter() - t0
         t1 = time.perf_counter()
-        ce, pred, _ = biased_outputs(gce.net, data, False, device)
+        ce, pred, feats = biased_outputs(gce.net, data, "knn" in names, device)
         score = "ema" if cfg.score == "ema" else "ce"
         if "gce" in names:
             rankings["gce"] = Ranking(score, (ce if score == "ce" else gce.ema).double().numpy(),
@@ -62,6 +68,11 @@ def compute_rankings(inp: DiscoveryInput, cfg: DiscoverConfig, device, sih_dir,
             rankings["trajectory"] = Ranking("trajectory", gce.trajectory.double().numpy(),
                                              pred.numpy(), y, model="gce", net=gce.net,
                                              info={"epochs": gce.epochs})
+        if "knn" in names:
+            rankings["knn"] = Ranking("knn", knn_scores(
+                neighbour_disagreement(feats, data.y, cfg.knn_k), ce.double().numpy(),
+                cfg.knn_k), pred.numpy(), y, model="gce", net=gce.net,
+                info={"epochs": gce.epochs, "k": cfg.knn_k})
         seconds["score"] = time.perf_counter() - t1
     if "erm" in models:
         t = time.perf_counter()
@@ -91,6 +102,14 @@ def compute_rankings(inp: DiscoveryInput, cfg: DiscoverConfig, device, sih_dir,
         if r.rule is None:
             r.rule = separation(r.scores)
     return rankings, sih, sih_png
+
+
+def knn_scores(disagreement: np.ndarray, ce: np.ndarray, k: int) -> np.ndarray:
+    """The ``knn`` ranking's score: the neighbours' disagreement (a multiple of ``1/k``)
+    plus ``CE / (1 + CE) / (2k)``, so images of equal disagreement are ordered by the
+    cross-entropy and never pass one of higher disagreement."""
+    ce = np.asarray(ce, dtype=np.float64)
+    return np.asarray(disagreement, dtype=np.float64) + ce / (1.0 + ce) / (2.0 * k)
 
 
 def select_primary(rankings: dict, cfg: DiscoverConfig) -> dict:
