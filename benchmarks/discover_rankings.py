@@ -4,7 +4,8 @@ hidden bias labels, and the label-free rule's choice among them.
 For each dataset (``--dataset``, repeatable; default Colored MNIST) and each combination
 of ``--data KEY=V1,V2,...`` values (a comma in a value makes one case per value, e.g.
 ``--data kind=colour,mark,texture,scene``), it runs ``debiaskit discover`` with its
-defaults (all rankings: gce, trajectory, erm, jtt; ``--sih`` adds sih) on a seeded
+defaults (the rankings gce, trajectory, erm, jtt, amplified; ``--rankings`` names others,
+such as knn; ``--sih`` adds sih) on a seeded
 training subset, one thread, and records per ranking its precision at K (K = the number of
 bias-conflicting images), AUROC, precision at 100 / 600, average precision, the error
 set, the selection rule's value, and which ranking the rule chose. The cases are merged
@@ -57,9 +58,11 @@ def cases(datasets: list[str], data: list[str], ratio: float | None) -> list[tup
 
 def label(name: str, params: dict, args, seed: int) -> str:
     """The case's key in the JSON: dataset, parameters, subset, seed, and the rankings
-    when not the default ones."""
+    and GCE epochs when not the default ones."""
     return " ".join([name] + [f"{k}={v}" for k, v in sorted(params.items())]
                     + [f"subset={args.train_subset}", f"seed={seed}"]
+                    + ([f"epochs={args.epochs}"] if args.epochs != DiscoverConfig.epochs
+                       else [])
                     + ([f"rankings={args.rankings}"] if args.rankings else [])
                     + (["sih"] if args.sih else []))
 
