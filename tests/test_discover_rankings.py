@@ -1,7 +1,7 @@
 """The ranking variants of ``debiaskit discover`` (gce, trajectory, erm, jtt, amplified,
-sih), the label-free rule that chooses the primary one, and the metrics every ranking is
-scored with (precision at K, AUROC), on hand-computed examples, a small folder of PNGs and
-real Colored MNIST subsets."""
+knn, sih), the label-free rule that chooses the primary one, and the metrics every ranking
+is scored with (precision at K, AUROC), on hand-computed examples, a small folder of PNGs
+and real Colored MNIST subsets."""
 
 from __future__ import annotations
 
@@ -17,10 +17,9 @@ from debiaskit.data.dataset import BiasedDataset
 from debiaskit.discover import (DiscoverConfig, choose_primary, discover, load_folder_input,
                                 load_protocol_input, score_ranking, separation,
                                 split_separation)
-from debiaskit.discover.biased import (ensemble_cross_entropy, jtt_scores,
+from debiaskit.discover.biased import (ensemble_cross_entropy, jtt_scores, knn_scores,
                                        neighbour_disagreement, top_share_per_class,
                                        train_model)
-from debiaskit.discover.variants import knn_scores
 from debiaskit.discover.ranking import rank
 from test_discover import _fails_cleanly, write_folder
 

@@ -37,8 +37,7 @@ def add_parser(sub) -> None:
     v.add_argument("--ema", type=float, default=dflt.ema, help="decay of --score ema")
     v.add_argument("--rankings", metavar="NAMES", help="comma-separated rankings to compute "
                    "(default: all but knn and sih; sih needs --sih, which always adds it): "
-                   + "; ".join(
-                       f"{k}: {d}" for k, d in RANKINGS.items()))
+                   + "; ".join(f"{k}: {d}" for k, d in RANKINGS.items()))
     v.add_argument("--ranking", default=dflt.ranking, metavar="NAME",
                    help="the primary ranking (what discovery.json's order and error set "
                    "hold, which --reweight-from reads): auto (default) chooses the one whose "
@@ -113,7 +112,8 @@ def run(args) -> None:
                          seed=args.seed, sih=args.sih, sih_epochs=args.sih_epochs,
                          rankings=parse_rankings(args.rankings), ranking=args.ranking,
                          erm_epochs=args.erm_epochs, ensemble=args.ensemble,
-                         amplify_drop=args.amplify_drop, amplify_epochs=args.amplify_epochs, knn_k=args.knn_k)
+                         amplify_drop=args.amplify_drop, amplify_epochs=args.amplify_epochs,
+                         knn_k=args.knn_k)
     check_config(cfg)
     device = resolve_device(args.device)  # a device that is not here: before anything
     check_out_dir(args.out, sih=cfg.sih)

@@ -108,12 +108,26 @@ def biased_outputs(net, data: BiasedDataset, features: bool, device="cpu"):
     return torch.cat(ce), torch.cat(pred), (torch.cat(feats) if features else None)
 
 
+def key_then_ce(key: np.ndarray, ce: np.ndarray, step: float) -> np.ndarray:
+    """One score per image ordering by ``key`` first and the cross-entropy second:
+    ``key + step * CE / (1 + CE)``, whose second term is below ``step``, so an image never
+    passes one of a ``key`` at least ``step`` higher."""
+    ce = np.asarray(ce, dtype=np.float64)
+    return np.asarray(key, dtype=np.float64) + step * ce / (1.0 + ce)
+
+
 def jtt_scores(ce: np.ndarray, errors: np.ndarray) -> np.ndarray:
     """JTT's order as one score per image: ``error + CE / (1 + CE)``, so every image of
     the error set (score in [1, 2)) comes before every other (in [0, 1)), each part in
     the order of its cross-entropy."""
-    ce = np.asarray(ce, dtype=np.float64)
-    return np.asarray(errors, dtype=np.float64) + ce / (1.0 + ce)
+    return key_then_ce(errors, ce, 1.0)
+
+
+def knn_scores(disagreement: np.ndarray, ce: np.ndarray, k: int) -> np.ndarray:
+    """The ``knn`` ranking's score: the neighbours' disagreement (a multiple of ``1/k``)
+    plus ``CE / (1 + CE) / (2k)``, so images of equal disagreement are ordered by the
+    cross-entropy and never pass one of higher disagreement."""
+    return key_then_ce(disagreement, ce, 1.0 / (2.0 * k))
 
 
 @dataclass
@@ -195,9 +209,9 @@ def neighbour_disagreement(features: torch.Tensor, y: torch.Tensor, k: int,
                            chunk: int = 4096) -> np.ndarray:
     """Per image, the share of its ``k`` nearest other images (cosine similarity of
     ``features``, N x D; exact ties as ``torch.topk`` breaks them) whose class differs
-    from its own: a
-    k-nearest-neighbour check of the labels in the biased model's feature space (as the
-    deep k-NN filter of noisy labels, Bahri et al. 2020). An image that goes against the
+    from its own: a k-nearest-neighbour check of the labels in the biased model's feature
+    space (as the deep k-NN filter of noisy labels, Bahri et al. 2020). An image that goes
+    against the
     shortcut sits among images of the class the shortcut points to; an aligned image
     the model gets wrong for another reason sits among images of its own class. ``k`` is
     cut to N - 1."""

@@ -102,14 +102,14 @@ class DiscoverConfig:
     ``cluster_on`` (:data:`CLUSTER_FEATURES`), ``clusters`` (None: one per class) and
     ``threshold`` (foreground brightness in [0, 1]; None: per image, halfway between its
     darkest and brightest pixel) set the clustering; ``rankings`` names the rankings to
-    compute (:data:`RANKINGS`; None: all of them, ``sih`` only with ``sih``), ``ranking``
-    the primary one (``auto``: the separation rule chooses) and ``erm_epochs`` the most
-    epochs of the ERM model behind ``erm`` and ``jtt`` (it keeps the epoch the rule
-    prefers); ``ensemble`` GCE models per stage, ``amplify_drop`` (the share of each class
-    left out) and ``amplify_epochs`` (the second stage's epochs) make the ``amplified``
-    ranking (:func:`~.biased.train_amplified`), ``knn_k`` the neighbours of the ``knn``
-    ranking (:func:`~.biased.neighbour_disagreement`); ``top`` images are listed as the top
-    of the ranking and shown on the page, ``examples`` per cluster; ``seed`` seeds the
+    compute (:data:`RANKINGS`; None: all but the :data:`OPT_IN` ones; ``sih`` always with
+    ``sih``), ``ranking`` the primary one (``auto``: the separation rule chooses) and
+    ``erm_epochs`` the most epochs of the ERM model behind ``erm`` and ``jtt`` (it keeps the
+    epoch the rule prefers); ``ensemble`` GCE models per stage, ``amplify_drop`` (the
+    share of each class left out) and ``amplify_epochs`` (the second stage's epochs) make
+    the ``amplified`` ranking (:func:`~.biased.train_amplified`), ``knn_k`` the neighbours
+    of the ``knn`` ranking (:func:`~.biased.neighbour_disagreement`); ``top`` images are
+    listed as the top of the ranking and shown on the page, ``examples`` per cluster; ``seed`` seeds the
     network, the batches, k-means and the example choice. ``sih`` also trains SiH for
     ``sih_epochs`` epochs (seeded by ``seed``; SiH's own batch size and hyper-parameters)
     for a second ranking and its bias visualisation.

@@ -54,10 +54,10 @@ class Ranking:
 @dataclass
 class Discovery:
     """A discovery's result before it is written: every ranking computed (name ->
-    :class:`Ranking`: ``gce``, ``trajectory``, ``erm``, ``jtt``, ``amplified``, and ``sih``
-    with its run
-    record ``sih`` and bias visualisation PNG ``sih_png``), the name of the ``primary`` one,
-    whose per-image arrays (indexed by position in the training set) the result's top-level
+    :class:`Ranking`: ``gce``, ``trajectory``, ``erm``, ``jtt``, ``amplified``, ``knn``, and
+    ``sih`` with its run record ``sih`` and bias visualisation PNG ``sih_png``), the name of
+    the ``primary`` one, whose per-image arrays (indexed by position in the training set)
+    the result's top-level
     fields are, how it was chosen (``selection``: :func:`~.selection.choose_primary`'s
     record), and the clusters and summaries. Each ranking's trained network is
     ``rankings[name].net``; :attr:`networks` maps the names to them and :attr:`network` is

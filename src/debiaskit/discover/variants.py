@@ -26,9 +26,7 @@ from __future__ import annotations
 
 import time
 
-import numpy as np
-
-from .biased import (biased_outputs, jtt_scores, neighbour_disagreement,
+from .biased import (biased_outputs, jtt_scores, knn_scores, neighbour_disagreement,
                      train_amplified, train_model)
 from .config import RANKING_MODELS, DiscoverConfig
 from .inputs import DiscoveryInput
@@ -44,9 +42,10 @@ def compute_rankings(inp: DiscoveryInput, cfg: DiscoverConfig, device, sih_dir,
     with SiH, its run record and bias visualisation PNG (else None, None): the GCE model
     (``gce``: its cross-entropy, or its EMA with ``score=ema``; ``trajectory``: its
     cross-entropy at each visit averaged over the epochs), the ERM model stopped early by
-    the separation rule (``erm``: its cross-entropy; ``jtt``: its error set first), SiH's
-    biased classifier (``sih``), the bias-amplified ensemble (``amplified``). Each ranking's ``rule`` is its value of the separation
-    rule (:func:`~.selection.separation` of its scores; ``jtt``:
+    the separation rule (``erm``: its cross-entropy; ``jtt``: its error set first), the
+    bias-amplified ensemble (``amplified``), the GCE model's feature neighbours (``knn``),
+    SiH's biased classifier (``sih``). Each ranking's ``rule`` is its value of the
+    separation rule (:func:`~.selection.separation` of its scores; ``jtt``:
     :func:`~.selection.split_separation` of the ERM model's cross-entropy at its error
     set). Adds the seconds spent to ``seconds``."""
     data, names = inp.data, cfg.ranking_names()
@@ -102,14 +101,6 @@ def compute_rankings(inp: DiscoveryInput, cfg: DiscoverConfig, device, sih_dir,
         if r.rule is None:
             r.rule = separation(r.scores)
     return rankings, sih, sih_png
-
-
-def knn_scores(disagreement: np.ndarray, ce: np.ndarray, k: int) -> np.ndarray:
-    """The ``knn`` ranking's score: the neighbours' disagreement (a multiple of ``1/k``)
-    plus ``CE / (1 + CE) / (2k)``, so images of equal disagreement are ordered by the
-    cross-entropy and never pass one of higher disagreement."""
-    ce = np.asarray(ce, dtype=np.float64)
-    return np.asarray(disagreement, dtype=np.float64) + ce / (1.0 + ce) / (2.0 * k)
 
 
 def select_primary(rankings: dict, cfg: DiscoverConfig) -> dict:
