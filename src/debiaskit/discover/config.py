@@ -109,10 +109,10 @@ class DiscoverConfig:
     share of each class left out) and ``amplify_epochs`` (the second stage's epochs) make
     the ``amplified`` ranking (:func:`~.biased.train_amplified`), ``knn_k`` the neighbours
     of the ``knn`` ranking (:func:`~.biased.neighbour_disagreement`); ``top`` images are
-    listed as the top of the ranking and shown on the page, ``examples`` per cluster; ``seed`` seeds the
-    network, the batches, k-means and the example choice. ``sih`` also trains SiH for
-    ``sih_epochs`` epochs (seeded by ``seed``; SiH's own batch size and hyper-parameters)
-    for a second ranking and its bias visualisation.
+    listed as the top of the ranking and shown on the page, ``examples`` per cluster;
+    ``seed`` seeds the network, the batches, k-means and the example choice. ``sih`` also
+    trains SiH for ``sih_epochs`` epochs (seeded by ``seed``; SiH's own batch size and
+    hyper-parameters) for a second ranking and its bias visualisation.
     """
 
     epochs: int = 3
