@@ -105,13 +105,17 @@ def _pick_backgrounds(want: np.ndarray, y_bg: np.ndarray, rng: np.random.Generat
     return out
 
 
-def _first_per_class(y: np.ndarray, per_class: int, what: str) -> np.ndarray:
+def first_per_class(y: np.ndarray, per_class: int, what: str, dataset: str) -> np.ndarray:
+    """Indices of the first ``per_class`` digits of every class, class after class (each in
+    dataset order); a class with fewer is a one-line error naming ``dataset`` and the
+    ``what`` (train / test) set."""
     idx = []
     for c in range(NUM_CLASSES):
         members = np.flatnonzero(y == c)
         if len(members) < per_class:
-            raise ConfigError(f"bg_shift: {what} has {len(members)} digits of class {c}, fewer "
-                              f"than the {per_class} asked; lower {what}_per_class")
+            raise ConfigError(f"{dataset}: the {what} set has {len(members)} digits of class "
+                              f"{c}, fewer than {what}_per_class={per_class}; lower "
+                              f"{what}_per_class")
         idx.append(members[:per_class])
     return np.concatenate(idx)
 
@@ -184,7 +188,7 @@ def build(conflict_ratio: float = 0.05, train_per_class: int = 4000, test_per_cl
                              meta={"split": name, **params, **meta})
 
     # training set
-    pick = _first_per_class(mnist.y_train, train_per_class, "train")
+    pick = first_per_class(mnist.y_train, train_per_class, "train", "bg_shift")
     y = mnist.y_train[pick].astype(np.int64)
     b = shuffled_assignment(y, 1.0 - conflict_ratio, NUM_CLASSES, rng_train)
     sizes, tops, lefts, colours = _placements(rng_train, len(y), fg_min, fg_max, image_size)
@@ -195,7 +199,7 @@ def build(conflict_ratio: float = 0.05, train_per_class: int = 4000, test_per_cl
                     {"backgrounds": "CIFAR-10 training images"})
 
     # test sets: one foreground per test digit, four backgrounds
-    pick = _first_per_class(mnist.y_test, test_per_class, "test")
+    pick = first_per_class(mnist.y_test, test_per_class, "test", "bg_shift")
     y = mnist.y_test[pick].astype(np.int64)
     sizes, tops, lefts, colours = _placements(rng_test, len(y), fg_min, fg_max, image_size)
     masks = _foregrounds(mnist.x_test[pick], sizes, tops, lefts, image_size)

@@ -48,7 +48,7 @@ from ...errors import ConfigError
 from ..dataset import BiasedDataset, DataBundle
 from ..sources import ImageSource, load_source
 from .assignment import check_conflict_ratio, shuffled_assignment
-from .bg_shift import _pick_backgrounds
+from .bg_shift import _pick_backgrounds, first_per_class
 from .colored_mnist import colorize_foreground
 from .resize import resize_images
 
@@ -127,14 +127,7 @@ def _first_per_class(y: np.ndarray, per_class, what: str) -> np.ndarray:
     all of them)."""
     if per_class is None:
         return np.arange(len(y))
-    keep = []
-    for c in range(NUM_CLASSES):
-        members = np.flatnonzero(y == c)
-        if len(members) < per_class:
-            raise ConfigError(f"shortcut_mnist: the {what} set has {len(members)} digits of "
-                              f"class {c}, fewer than {what}_per_class={per_class}")
-        keep.append(members[:per_class])
-    return np.sort(np.concatenate(keep))
+    return np.sort(first_per_class(y, per_class, what, "shortcut_mnist"))
 
 
 def _check(kind, train_per_class, test_per_class, bg_pool, phase) -> None:
