@@ -49,9 +49,10 @@ MARKS = [(1, 1), (1, 12), (1, 24), (12, 24), (24, 24), (24, 12), (24, 1), (12, 1
 BROWSERS = ("chromium", "chromium-browser", "google-chrome")
 
 
-def mark_stand_in(data_dir, size: int, ratio: float, seed: int) -> DiscoveryInput:
-    """The local-mark stand-in (module docstring)."""
-    mnist = load_source("mnist", data_dir)
+def stand_in_digits(mnist, size: int, ratio: float, seed: int):
+    """The stand-in's digits before their marks: a seeded choice of ``size`` MNIST
+    training digits (N x 1 x 28 x 28, dataset order), their classes and bias values (the
+    class, except a ``ratio`` share given another class drawn uniformly)."""
     rng = np.random.default_rng(seed)
     pick = np.sort(rng.choice(len(mnist.y_train), size, replace=False))
     x = np.ascontiguousarray(mnist.x_train[pick][:, None])
@@ -59,10 +60,23 @@ def mark_stand_in(data_dir, size: int, ratio: float, seed: int) -> DiscoveryInpu
     b = y.copy()
     swap = rng.random(size) < ratio
     b[swap] = (y[swap] + rng.integers(1, 10, int(swap.sum()))) % 10
-    for value, (top, left) in enumerate(MARKS):
+    return x, y, b
+
+
+def draw_marks(x: np.ndarray, b: np.ndarray, marks=MARKS) -> np.ndarray:
+    """A copy of N x C x H x W images with a white 3 x 3 square at the corner ``marks[v]``
+    of each image's bias value ``v``."""
+    x = x.copy()
+    for value, (top, left) in enumerate(marks):
         x[b == value, :, top:top + 3, left:left + 3] = 255
-    data = BiasedDataset("mark_stand_in/train", torch.from_numpy(x), torch.from_numpy(y), 10,
-                         b=torch.from_numpy(b), num_bias=10)
+    return x
+
+
+def mark_stand_in(data_dir, size: int, ratio: float, seed: int) -> DiscoveryInput:
+    """The local-mark stand-in (module docstring)."""
+    x, y, b = stand_in_digits(load_source("mnist", data_dir), size, ratio, seed)
+    data = BiasedDataset("mark_stand_in/train", torch.from_numpy(draw_marks(x, b)),
+                         torch.from_numpy(y), 10, b=torch.from_numpy(b), num_bias=10)
     return DiscoveryInput(data, [str(c) for c in range(10)], {
         "dataset": "mark stand-in (benchmarks/naming_shortcut.py)",
         "params": {"size": size, "conflict_ratio": ratio, "seed": seed}})

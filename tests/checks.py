@@ -2,9 +2,29 @@
 
 from __future__ import annotations
 
+import importlib.util
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 from torch import nn
+
+
+#: The repository's root folder.
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def benchmark(name: str):
+    """The script ``benchmarks/NAME.py`` as a module (loaded once, registered as
+    ``benchmarks_NAME``), for tests of what a benchmark builds."""
+    key = f"benchmarks_{name}"
+    if key not in sys.modules:
+        spec = importlib.util.spec_from_file_location(key, ROOT / "benchmarks" / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[key] = module
+        spec.loader.exec_module(module)
+    return sys.modules[key]
 
 
 class Stopped(Exception):

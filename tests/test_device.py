@@ -20,7 +20,7 @@ from torch import nn
 from debiaskit import runs
 from debiaskit.device import draw, resolve_device
 from debiaskit.errors import ConfigError
-from checks import train_until
+from checks import benchmark, train_until
 from debiaskit.train import RunConfig, check_config, config_from_run, load_trained, train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -228,12 +228,7 @@ def test_device_check_says_in_one_line_that_there_is_no_gpu_and_writes_nothing(t
 
 
 def _device_check():
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        import device_check
-    finally:
-        sys.path.remove(str(ROOT / "benchmarks"))
-    return device_check
+    return benchmark("device_check")
 
 
 def test_device_check_times_the_presets_configurations_on_cuda(tmp_path, monkeypatch):

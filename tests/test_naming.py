@@ -1,8 +1,8 @@
 """Naming the shortcut (debiaskit.discover.naming, .facts, .figures): the measured facts on
 hand-made maps and images, the lines' thresholds, the page and discovery.json's ``naming``
-section, and, on MNIST digits carrying a small class-specific mark (a stand-in built here),
-that the class-mean attribution maps name the mark where it is and that the same digits
-without the mark do not name it."""
+section, and, on MNIST digits carrying a small class-specific mark (the stand-in of
+benchmarks/naming_shortcut.py), that the class-mean attribution maps name the mark where
+it is and that the same digits without the mark do not name it."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import pytest
 import torch
 from markupsafe import escape
 
+from checks import benchmark
 from debiaskit.data.dataset import BiasedDataset
 from debiaskit.discover import DiscoverConfig, DiscoveryInput, run_discovery
 from debiaskit.discover.clusters import feature_points
@@ -22,9 +23,10 @@ from debiaskit.discover.facts import (band_energies, band_names, colour_distance
 from debiaskit.discover.naming import (COLOUR_DISTANCE, POSITION_DISTANCE, class_line,
                                        cluster_line, colour_facts, separation)
 
+#: The local-mark stand-in of benchmarks/naming_shortcut.py: its digits and marks.
+STAND_IN = benchmark("naming_shortcut")
 #: Top-left corner (row, column) of the 3 x 3 mark of each class in the stand-in.
-MARKS = [(1, 1), (1, 12), (1, 24), (12, 24), (24, 24), (24, 12), (24, 1), (12, 1), (1, 6),
-         (24, 18)]
+MARKS = STAND_IN.MARKS
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -224,15 +226,6 @@ def test_cluster_line_states_only_facts_over_their_thresholds():
 # The whole discovery: page and discovery.json
 
 
-def _marked(x: np.ndarray, y: np.ndarray, b: np.ndarray, marks) -> np.ndarray:
-    """Copy of N x 1 x H x W digits with a white 3 x 3 square at bias value b's corner."""
-    x = x.copy()
-    for i, v in enumerate(b):
-        r, c = marks[v]
-        x[i, :, r:r + 3, c:c + 3] = 255
-    return x
-
-
 def _dataset(x, y, b) -> DiscoveryInput:
     data = BiasedDataset("marks", torch.from_numpy(x), torch.from_numpy(y), int(y.max()) + 1,
                          b=torch.from_numpy(b), num_bias=int(y.max()) + 1)
@@ -247,7 +240,7 @@ def test_page_and_json_hold_the_naming(tmp_path):
     b = y.copy()
     b[[0, 1, 40, 41]] = 1 - y[[0, 1, 40, 41]]
     x = rng.integers(0, 60, (80, 1, 16, 16)).astype(np.uint8)
-    x = _marked(x, y, b, [(1, 1), (12, 12)])
+    x = STAND_IN.draw_marks(x, b, [(1, 1), (12, 12)])
     out = tmp_path / "found"
     record = run_discovery(_dataset(x, y, b), DiscoverConfig(epochs=5, batch_size=16), out,
                            "cpu")
@@ -281,14 +274,7 @@ N, CONFLICTING = 4000, 0.02
 def digits(mnist):
     """A seeded choice of N MNIST training digits, their classes and bias values (98 %
     their own class, the rest another class drawn uniformly)."""
-    rng = np.random.default_rng(0)
-    pick = np.sort(rng.choice(len(mnist.y_train), N, replace=False))
-    x = np.ascontiguousarray(mnist.x_train[pick][:, None])
-    y = mnist.y_train[pick].astype(np.int64)
-    b = y.copy()
-    swap = rng.random(N) < CONFLICTING
-    b[swap] = (y[swap] + rng.integers(1, 10, int(swap.sum()))) % 10
-    return x, y, b
+    return STAND_IN.stand_in_digits(mnist, N, CONFLICTING, 0)
 
 
 def _discover(inp, out):
@@ -298,7 +284,7 @@ def _discover(inp, out):
 @pytest.mark.slow
 def test_mark_stand_in_class_maps_name_the_mark(digits, tmp_path):
     x, y, b = digits
-    record = _discover(_dataset(_marked(x, y, b, MARKS), y, b), tmp_path / "mark")
+    record = _discover(_dataset(STAND_IN.draw_marks(x, b), y, b), tmp_path / "mark")
     naming = record["naming"]
     for c in naming["classes"]:
         top, left = MARKS[int(c["class"])]
